@@ -1,0 +1,107 @@
+"""Creating models by name, loading weights, and saving/reloading pruned models as an
+architecture spec plus a weights-only state dict (no pickled code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness import plugins
+from harness.errors import HarnessError
+from harness.records import atomic_write_bytes
+
+
+def build_from_arch(arch: dict) -> nn.Module:
+    """A network with fresh weights from an architecture spec (``arch["model"]`` names the family)."""
+    return plugins.get("model", arch["model"]).build(arch)
+
+
+def load_state(model: nn.Module, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
+        raise HarnessError(f"checkpoint {source} does not match model {model.arch['model']}: {detail[:300]}") from None
+
+
+def read_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise HarnessError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict ({reason})") from None
+    if not isinstance(state, dict):
+        raise HarnessError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def fetch_pretrained(family, dataset: str) -> dict:
+    """Published weights through torch.hub's cache: a file already in
+    ``$TORCH_HOME/hub/checkpoints/`` is used without any network."""
+    url = family.pretrained_urls.get(dataset)
+    if url is None:
+        have = ", ".join(sorted(family.pretrained_urls)) or "none"
+        raise HarnessError(f"no pretrained weights for model {family.name} on {dataset} (available for: {have})")
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
+                                                  weights_only=True, progress=False)
+    except Exception as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise HarnessError(f"cannot get pretrained weights {url} ({reason}); put the file at {cache}") from None
+
+
+def create_model(name: str, num_classes: int, in_channels: int, dataset: str,
+                 checkpoint: str | None = None, pretrained: bool = False) -> nn.Module:
+    family = plugins.get("model", name)
+    model = family.build(family.default_arch(num_classes, in_channels))
+    if checkpoint and pretrained:
+        raise HarnessError("give either --checkpoint or --pretrained, not both")
+    if checkpoint:
+        load_state(model, family.adapt_state_dict(read_checkpoint(checkpoint)), checkpoint)
+    elif pretrained:
+        load_state(model, family.adapt_state_dict(fetch_pretrained(family, dataset)), f"pretrained {name}")
+    return model
+
+
+def save_model(model: nn.Module, path: Path) -> None:
+    """One file: ``{"arch": spec, "state_dict": tensors}``, loadable with weights_only=True."""
+    import io
+
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"arch": model.arch, "state_dict": state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    blob = read_checkpoint(str(path))
+    if "arch" not in blob or "state_dict" not in blob:
+        raise HarnessError(f"{path} is not a harness model file (needs 'arch' and 'state_dict')")
+    model = build_from_arch(blob["arch"])
+    load_state(model, blob["state_dict"], str(path))
+    return model.to(device).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on one input, counted by torch.utils.flop_counter
+    (a multiply-add counts as 2 FLOPs; convolutions and matmuls only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros((1, *input_shape), device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())

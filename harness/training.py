@@ -1,0 +1,87 @@
+"""Training, fine-tuning and evaluation on in-memory tensor splits."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from harness.api import DataSplits, TensorSplit
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def cifar_augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero-padding by ``pad`` and random horizontal flip, batched."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None].to(x.device)
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :].to(x.device)
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float, batch_size: int,
+          weight_decay: float, seed: int, device: torch.device, train_subset: int | None = None,
+          desc: str = "train", progress: bool = False) -> nn.Module:
+    """SGD with momentum 0.9 and a cosine learning rate over ``epochs`` (may be fractional).
+    An epoch is ``train_subset`` samples (default: the whole train split) drawn without
+    replacement in a fresh seeded order. Trains ``model`` in place and returns it."""
+    if epochs <= 0:
+        return model
+    g = torch.Generator().manual_seed(seed)
+    n = len(data.train)
+    per_epoch = min(train_subset or n, n)
+    steps = max(1, math.ceil(epochs * per_epoch / batch_size))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    order, pos = torch.randperm(n, generator=g), 0
+    bar = tqdm(range(steps), desc=desc, leave=False, disable=not progress)
+    for _ in bar:
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n, generator=g), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        x = data.train.images[idx]
+        if data.augment == "cifar":
+            x = cifar_augment(x, g)
+        x = normalize(x.to(device), data.mean, data.std)
+        y = data.train.labels[idx].to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device, batch_size: int = 500,
+            features: bool = False) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    fn = model.forward_features if features else model
+    outs = [fn(normalize(split.images[i:i + batch_size].to(device), data.mean, data.std)).float().cpu()
+            for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def accuracy(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> float:
+    """Top-1 accuracy in percent."""
+    logits = predict(model, split, data, device)
+    return 100.0 * float((logits.argmax(1) == split.labels).float().mean())

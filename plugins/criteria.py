@@ -1,0 +1,69 @@
+"""Importance criteria. Each scores units of any structure through the structure's
+ablate/weights interface; lower = less important, comparable across layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness import hookimpl
+from harness.api import Criterion
+
+
+@torch.no_grad()
+def _log_probs(model, inputs, batch_size=256):
+    return torch.cat([F.log_softmax(model(inputs[i:i + batch_size]).double(), dim=1)
+                      for i in range(0, len(inputs), batch_size)])
+
+
+class KLCriterion(Criterion):
+    """KL(parent || ablated) of the softmax outputs on the calibration split, averaged over
+    samples (Luo & Wu, CVPR 2020): a unit whose removal barely changes the output
+    distribution is unimportant. Being measured at the output, scores compare across layers."""
+
+    name = "kl"
+
+    @torch.no_grad()
+    def scores(self, model, structure, units, ctx):
+        was_training = model.training
+        model.eval()
+        parent = _log_probs(model, ctx.calib_inputs)
+        out = []
+        for unit in tqdm(units, desc=f"kl scores ({structure.name})", leave=False, disable=not ctx.progress):
+            with structure.ablate(model, [unit]):
+                ablated = _log_probs(model, ctx.calib_inputs)
+            kl = F.kl_div(ablated, parent, log_target=True, reduction="batchmean")
+            out.append(max(float(kl), 0.0))
+        model.train(was_training)
+        return out
+
+
+class L1Criterion(Criterion):
+    """Mean absolute weight of the unit's tensors (L1 norm divided by size, so that units
+    of different fan-in compare)."""
+
+    name = "l1"
+
+    def scores(self, model, structure, units, ctx):
+        out = []
+        for unit in units:
+            tensors = structure.weights(model, unit)
+            total = sum(float(t.detach().abs().sum()) for t in tensors)
+            out.append(total / sum(t.numel() for t in tensors))
+        return out
+
+
+class RandomCriterion(Criterion):
+    """Uniform random scores from the run's seed: a baseline for the other criteria."""
+
+    name = "random"
+
+    def scores(self, model, structure, units, ctx):
+        g = torch.Generator().manual_seed(ctx.seed)
+        return torch.rand(len(units), generator=g, dtype=torch.float64).tolist()
+
+
+@hookimpl
+def register_criteria():
+    return [KLCriterion(), L1Criterion(), RandomCriterion()]
