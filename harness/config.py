@@ -13,7 +13,7 @@ BUDGETS: dict[str, dict] = {
     "smoke": dict(iterations=2, candidate_epochs=0.05, finetune_epochs=0.1, baseline_epochs=0.0,
                   scratch_epochs=20, train_subset=2048, calib_size=128, test_subset=1000),
     # fits a 2-core machine: minutes per iteration on CIFAR ResNet-20
-    "quick": dict(iterations=5, candidate_epochs=0.2, finetune_epochs=0.5, baseline_epochs=1.0,
+    "quick": dict(iterations=5, candidate_epochs=0.5, finetune_epochs=1.0, baseline_epochs=2.0,
                   scratch_epochs=30, train_subset=10000, calib_size=256, test_subset=None),
     # the paper's setting: 10 candidate epochs on the full training split
     "paper": dict(iterations=15, candidate_epochs=10, finetune_epochs=40, baseline_epochs=10,

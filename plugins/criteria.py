@@ -29,10 +29,19 @@ class KLCriterion(Criterion):
         was_training = model.training
         model.eval()
         parent = _log_probs(model, ctx.calib_inputs)
+        # A unit inside a block changes nothing before that block: when the model can be
+        # entered at a block (forward_to/forward_from), compute the prefix once per block.
+        prefix_ok = hasattr(model, "forward_from")
+        cached_site, prefix = None, None
         out = []
         for unit in tqdm(units, desc=f"kl scores ({structure.name})", leave=False, disable=not ctx.progress):
+            if prefix_ok and unit.site != cached_site:
+                cached_site, prefix = unit.site, model.forward_to(unit.site, ctx.calib_inputs)
             with structure.ablate(model, [unit]):
-                ablated = _log_probs(model, ctx.calib_inputs)
+                if prefix_ok:
+                    ablated = F.log_softmax(model.forward_from(unit.site, prefix).double(), dim=1)
+                else:
+                    ablated = _log_probs(model, ctx.calib_inputs)
             kl = F.kl_div(ablated, parent, log_target=True, reduction="batchmean")
             out.append(max(float(kl), 0.0))
         model.train(was_training)

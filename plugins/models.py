@@ -78,9 +78,27 @@ class CifarResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate representation (after global average pooling)."""
         out = F.relu(self.bn1(self.conv1(x)))
-        for s in range(1, self.num_stages + 1):
-            out = getattr(self, f"layer{s}")(out)
+        for _, block in self.blocks():
+            out = block(out)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        """The input of the block at ``site``: lets a criterion that ablates units inside
+        that block re-run only the network from there on."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        for name, block in self.blocks():
+            if name == site:
+                return out
+            out = block(out)
+        raise KeyError(site)
+
+    def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
+        """Logits, given the input ``h`` of the block at ``site``."""
+        blocks = self.blocks()
+        start = [name for name, _ in blocks].index(site)
+        for _, block in blocks[start:]:
+            h = block(h)
+        return self.linear(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.forward_features(x))
