@@ -1,0 +1,103 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+from harness import records
+from harness.models import load_model
+
+SMOKE = ["--budget", "smoke", "--scratch-epochs", "15", "--finetune-epochs", "1", "--candidate-epochs", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli("bench", *SMOKE, "--iterations", "4", "--runs-dir", str(runs), "--name", "demo")
+    assert result.returncode == 0, result.stderr
+    return runs / "demo", result
+
+
+def test_demo_run_writes_a_complete_record(demo_run):
+    run_dir, result = demo_run
+    cfg = records.read_config(run_dir)
+    assert cfg["config"]["model"] == "tiny-resnet" and cfg["config"]["dataset"] == "digits"
+    assert {"torch", "harness", "git_sha", "python"} <= set(cfg["versions"])
+    rows = records.read_iterations(run_dir)
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 4]
+    path = json.loads((run_dir / "result.json").read_text())["decision_path"]
+    assert path == "".join(r["decision"] for r in rows[1:]) and set(path) <= {"L", "F"}
+    assert f"decision path: {path}" in result.stdout
+    flops = [r["flops"] for r in rows]
+    assert all(a > b for a, b in zip(flops, flops[1:])), "every iteration removes something"
+    assert rows[0]["accuracy"] > 80, "the baseline classifies digits"
+    for r in rows[1:]:
+        assert len(r["candidates"]) >= 1 and all(c["similarity"] is not None for c in r["candidates"])
+        assert r["flops_reduction_pct"] == pytest.approx(100 * (1 - r["flops"] / rows[0]["flops"]), abs=1e-3)
+
+
+def test_recorded_models_reload_smaller_and_reproduce_the_recorded_accuracy(demo_run):
+    from harness.bench import load_data
+    from harness.config import BenchConfig
+    from harness.models import count_flops, count_parameters
+    from harness.training import accuracy
+
+    run_dir, _ = demo_run
+    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
+    data = load_data(cfg)
+    for row in records.read_iterations(run_dir):
+        model = load_model(records.model_path(run_dir, row["iteration"]))
+        assert count_parameters(model) == row["params"]
+        assert count_flops(model, (1, 8, 8)) == row["flops"]
+        assert accuracy(model, data.test, data, "cpu") == pytest.approx(row["accuracy"], abs=1e-3)
+
+
+def test_leaderboard_has_one_row_per_run(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    result = run_cli("leaderboard", "--runs", str(run_dir.parent), "--out", str(tmp_path / "lb"))
+    assert result.returncode == 0, result.stderr
+    csv = (tmp_path / "lb" / "digits.csv").read_text().splitlines()
+    assert len(csv) == 2 and "tiny-resnet,cka,kl,cka,0,4," in csv[1]
+    assert "| tiny-resnet | cka | kl |" in (tmp_path / "lb" / "digits.md").read_text()
+
+
+def test_existing_run_is_not_overwritten(demo_run):
+    run_dir, _ = demo_run
+    before = (run_dir / records.ITERATIONS_FILE).read_bytes()
+    result = run_cli("bench", *SMOKE, "--runs-dir", str(run_dir.parent), "--name", "demo")
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert (run_dir / records.ITERATIONS_FILE).read_bytes() == before
+
+
+def test_target_flops_stops_the_run(tmp_path):
+    result = run_cli("bench", *SMOKE, "--iterations", "20", "--target-flops", "15",
+                     "--runs-dir", str(tmp_path), "--name", "t")
+    assert result.returncode == 0, result.stderr
+    rows = records.read_iterations(tmp_path / "t")
+    assert rows[-1]["flops_reduction_pct"] >= 15 and rows[-2]["flops_reduction_pct"] < 15
+    assert "reached target FLOPs reduction" in result.stdout
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    args = [*SMOKE, "--iterations", "5", "--runs-dir", str(tmp_path)]
+    assert run_cli("bench", *args, "--name", "straight").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "bench", *args, "--name", "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    killed_dir = tmp_path / "killed"
+    deadline = time.time() + 300
+    while len(records.read_iterations(killed_dir)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(records.read_iterations(killed_dir))
+    assert 3 <= done < 6 and not (killed_dir / "result.json").exists(), "the run must be killed mid-way"
+    result = run_cli("bench", "--resume", str(killed_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {killed_dir} after iteration {done - 1}" in result.stdout
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
+    assert strip(records.read_iterations(killed_dir)) == strip(records.read_iterations(tmp_path / "straight"))
+    assert (killed_dir / "result.json").read_text() == (tmp_path / "straight" / "result.json").read_text()
