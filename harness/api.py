@@ -1,43 +1,86 @@
 """The interfaces of the plugin kinds. A plugin object needs a ``name`` and the methods
-of its kind; subclassing these classes is convenient but not required."""
+of its kind; subclassing these classes is convenient but not required.
+
+The hooks that hand these objects to the harness are in :mod:`harness.hookspecs`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 
+# ---------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Option:
+    """A setting a plugin adds to ``harness bench`` (as ``--name-with-dashes``) and to
+    config files (as ``name_with_underscores``). Values reach the plugin through
+    ``ctx.options[name]``.
+
+    ``parse`` turns a command-line string into the value (config files may give the
+    value already typed, which ``parse`` must accept too); ``check`` returns an error
+    message for an impossible value, or None.
+    """
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = str
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# ---------------------------------------------------------------- models
 class ModelFamily:
     """Creates networks by name and rebuilds pruned ones from their architecture spec.
 
     ``arch`` is a JSON-able dict that fully describes the (possibly pruned) network; it
     always holds ``"model": <name>``. Together with a weights-only state dict it reloads
-    a model without unpickling code.
+    a model without unpickling code. A family whose ``name`` ends in ``:`` (``timm:``)
+    creates every model named ``<prefix><variant>``.
     """
 
     name: str
+    description: str = ""
     default_dataset: str = "digits"
-    pretrained_urls: dict[str, str] = {}  # dataset name -> URL of a state dict
+    # structure types the pruning methods use by default, in tie-break order
+    default_structures: tuple[str, ...] = ("layer", "filter")
+    # training defaults of this family; the command line overrides them
+    optimizer: str = "sgd"
+    finetune_lr: float = 0.01
+    scratch_lr: float = 0.1
 
-    def default_arch(self, num_classes: int, in_channels: int) -> dict:
+    def default_arch(self, name: str, num_classes: int, input_shape: tuple[int, ...]) -> dict:
         raise NotImplementedError
 
     def build(self, arch: dict) -> nn.Module:
         """A network with ``model.arch == arch`` and freshly initialised weights."""
         raise NotImplementedError
 
+    def pretrained_state_dict(self, name: str, dataset: str) -> dict:
+        """Published weights for ``name`` trained on ``dataset`` (raise HarnessError when
+        there are none or they cannot be had)."""
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"no pretrained weights for model {name}")
+
     def adapt_state_dict(self, state: dict) -> dict:
         """Turn a published checkpoint into this family's state-dict layout."""
         return state
 
 
+# ---------------------------------------------------------------- data
 @dataclass
 class TensorSplit:
-    """Images as float tensors in [0, 1] (N, C, H, W), labels as int64 (N,)."""
+    """Inputs as float tensors (images in [0, 1] as (N, C, H, W); tabular rows as (N, F)),
+    labels as int64 (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -58,10 +101,17 @@ class DataSplits:
     train: TensorSplit
     calib: TensorSplit  # held out of train: feeds the criteria and the similarity metric
     test: TensorSplit  # reporting only
-    mean: tuple[float, ...]
+    mean: tuple[float, ...]  # per channel (images) or per feature (tabular)
     std: tuple[float, ...]
     num_classes: int
     augment: str | None = None  # "cifar" = pad-4 random crop + horizontal flip
+    # what the data really is, for tables: "CIFAR-10 (JPEG)" is never mixed with "CIFAR-10"
+    label: str = ""
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
 
 
 class Dataset:
@@ -72,9 +122,11 @@ class Dataset:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- structures
 @dataclass(frozen=True)
 class Unit:
-    """One prunable unit: ``site`` is a module path, ``index`` a channel (None: whole site)."""
+    """One prunable unit: ``site`` is a module path, ``index`` a channel or head (None:
+    the whole site, e.g. a residual block)."""
 
     structure: str
     site: str
@@ -86,9 +138,17 @@ class Unit:
 
 
 class Structure:
-    """Lists, ablates and physically removes units. Knows nothing about importance."""
+    """Lists, ablates and physically removes units of one type. Knows nothing about
+    importance (that is the criteria's business).
+
+    ``type`` is what kind of unit this is: ``layer``, ``filter``, ``head``, ``neuron`` or
+    a new one. Several structures may share a type, each for the models it ``supports``;
+    decisions are recorded by type (its first letter, upper case). Units that carry an
+    ``index`` share their site with others: the loop always leaves one of them.
+    """
 
     name: str
+    type: str = ""
 
     def supports(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -98,7 +158,8 @@ class Structure:
         raise NotImplementedError
 
     def ablate(self, model: nn.Module, units: Sequence[Unit]) -> contextlib.AbstractContextManager:
-        """Temporarily zero the units' contribution (in place, restored on exit)."""
+        """Temporarily zero the units' contribution, restored on exit. It must do so by
+        changing parameters in place: gradient-based criteria read that change."""
         raise NotImplementedError
 
     def remove(self, model: nn.Module, units: Sequence[Unit]) -> nn.Module:
@@ -110,9 +171,10 @@ class Structure:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- criteria
 @dataclass
 class CriterionContext:
-    calib_inputs: torch.Tensor  # normalised calibration images on the run's device
+    calib_inputs: torch.Tensor  # normalised calibration inputs on the run's device
     calib_labels: torch.Tensor
     seed: int
     progress: bool = False
@@ -122,25 +184,30 @@ class Criterion:
     """Scores units; lower means less important. Scores are comparable across layers."""
 
     name: str
+    description: str = ""
 
     def scores(self, model: nn.Module, structure: Structure, units: Sequence[Unit],
                ctx: CriterionContext) -> list[float]:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- similarity
 class Similarity:
-    """Similarity of two representations of the same n inputs, higher = more similar."""
+    """Similarity of two representations (n x p and n x q) of the same n inputs,
+    higher = more similar; ``maximum`` is what identical inputs give."""
 
     name: str
     description: str = ""
+    maximum: float = 1.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- methods
 @dataclass
 class Candidate:
-    structure: str
+    structure: str  # the structure's type: layer, filter, head, ...
     units: list[Unit]
     model: nn.Module
     similarity: float | None = None
@@ -163,19 +230,45 @@ class Method:
     """The decision rule of one pruning iteration."""
 
     name: str
-    # structures to build candidates for, in tie-break order
-    candidate_structures: tuple[str, ...] = ("layer", "filter")
+    description: str = ""
+
+    def structures(self, offered: Sequence[str]) -> list[str]:
+        """Which of the structure types that have removable units now get a candidate
+        (``offered`` is in tie-break order: layer first)."""
+        return list(offered)
 
     def select(self, step: Step, candidates: list[Candidate]) -> Candidate:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- evaluators
+@dataclass
+class EvalContext:
+    """What an evaluator sees: the data, the run's settings and its earlier results."""
+
+    data: DataSplits
+    device: torch.device
+    options: dict[str, Any]
+    seed: int
+    cache_dir: str
+    iteration: int
+    baseline: dict | None = None  # this evaluator's result on the unpruned model
+    progress: bool = False
+
+
 class Evaluator:
-    """A measurement of a model, reported per iteration."""
+    """A measurement of a model, taken on the unpruned model and after each iteration
+    (or only on the final model). ``evaluate`` returns a JSON-able dict; numbers at its
+    top level become leaderboard columns ``<evaluator>.<key>``.
+
+    An evaluator may also define ``track(phase)``, a context manager the loop enters
+    around each phase of the run (``baseline``, ``criterion``, ``candidates``,
+    ``finetune``), to measure the work itself (energy, for instance).
+    """
 
     name: str
+    description: str = ""
+    options: Sequence[Option] = ()
 
-    def evaluate(self, model: nn.Module, ctx: Any) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, ctx: EvalContext) -> dict[str, Any]:
         raise NotImplementedError
-
-

@@ -1,18 +1,18 @@
 """The pruning loop (the paper's Algorithm 1, with the decision delegated to a method
-plugin), the baseline step and resumable run records."""
+plugin), the baseline step, evaluators and resumable run records."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
-import json
 import os
 import platform
 import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,11 +20,15 @@ from torch import nn
 
 import harness
 from harness import plugins, records
-from harness.api import Candidate, CriterionContext, DataSplits, Step, Unit
-from harness.config import SCRATCH_LR, BenchConfig
-from harness.errors import HarnessError
+from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
+from harness.config import BenchConfig
+from harness.errors import HarnessError, first_line
 from harness.models import count_flops, count_parameters, create_model, load_model, save_model
-from harness.training import accuracy, normalize, predict, train
+from harness.training import normalize, predict, train
+
+# tie-break order of structure types: the paper gives a tie to the layer candidate
+TYPE_ORDER = ("layer", "filter", "head", "neuron")
+CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
 
 
 def default_cache_dir() -> str:
@@ -40,6 +44,10 @@ def count_filters(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
+def structure_types(names) -> list[str]:
+    return sorted(set(names), key=lambda t: (TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER), t))
+
+
 @dataclass
 class Session:
     """Everything one run needs, resolved once."""
@@ -49,14 +57,11 @@ class Session:
     device: torch.device
     run_dir: Path
     progress: bool
-
-    @property
-    def input_shape(self):
-        return tuple(self.data.train.images.shape[1:])
+    evaluators: list = field(default_factory=list)  # the extra evaluators asked for
 
     def measure(self, model: nn.Module, what: str) -> float:
         if what == "flops":
-            return count_flops(model, self.input_shape)
+            return count_flops(model, self.data.input_shape)
         if what == "params":
             return count_parameters(model)
         return count_filters(model)
@@ -65,75 +70,134 @@ class Session:
         c = self.cfg
         return train(model, self.data, epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
                      seed=derive_seed(c.seed, tag), device=self.device, train_subset=c.train_subset,
-                     desc=f"fine-tune {tag}", progress=self.progress)
+                     optimizer=c.optimizer, desc=f"fine-tune {tag}", progress=self.progress)
 
     def features(self, model):
         return predict(model, self.data.calib, self.data, self.device, features=True)
 
-    def test_accuracy(self, model) -> float:
-        return accuracy(model, self.data.test, self.data, self.device)
+    def structures(self, model) -> dict[str, Structure]:
+        """The structure plugin of each asked-for type that supports this model."""
+        found = {}
+        for t in self.cfg.structures:
+            for structure in plugins.registry("structure").values():
+                if getattr(structure, "type", structure.name) == t and structure.supports(model):
+                    found[t] = structure
+                    break
+        return found
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Lets evaluators that measure the work itself (energy) track this phase."""
+        with contextlib.ExitStack() as stack:
+            for ev in self.evaluators:
+                if hasattr(ev, "track"):
+                    stack.enter_context(ev.track(name))
+            yield
+
+    def eval_context(self, iteration: int, baseline: dict | None) -> EvalContext:
+        return EvalContext(self.data, self.device, self.cfg.options, self.cfg.seed, self.cfg.cache_dir,
+                           iteration, baseline, self.progress)
 
 
 # ---------------------------------------------------------------- candidates
-def build_candidates(s: Session, model: nn.Module, iteration: int, wanted: tuple[str, ...]) -> list[Candidate]:
-    """A layer candidate (the ``p_layer`` lowest-scoring blocks) and a filter candidate (the
-    lowest-scoring filters until its reduction matches the layer candidate's)."""
+def build_candidates(s: Session, model: nn.Module, iteration: int, method) -> list[Candidate]:
+    """A layer candidate (the ``p_layer`` lowest-scoring blocks) and, for each other
+    structure type, a candidate of the lowest-scoring units until its reduction matches
+    the layer candidate's (``--match``). Returned in tie-break order."""
     cfg = s.cfg
     criterion = plugins.get("criterion", cfg.criterion)
     cctx = CriterionContext(normalize(s.data.calib.images.to(s.device), s.data.mean, s.data.std),
                             s.data.calib.labels.to(s.device), derive_seed(cfg.seed, iteration, "criterion"),
                             progress=s.progress)
-    layer, filt = plugins.get("structure", "layer"), plugins.get("structure", "filter")
+    structures = s.structures(model)
+    units = {t: st.units(model) for t, st in structures.items()}
+    offered = [t for t in structures if units[t]]
+    wanted = method.structures(offered)
     parent_size = s.measure(model, cfg.match)
     candidates, target = [], None
 
-    units = layer.units(model)
-    if units:
-        scores = criterion.scores(model, layer, units, cctx)
-        chosen = [u for _, u in sorted(zip(scores, units), key=lambda p: p[0])[: cfg.p_layer]]
+    if "layer" in offered:
+        layer = structures["layer"]
+        scores = criterion.scores(model, layer, units["layer"], cctx)
+        chosen = [u for _, u in sorted(zip(scores, units["layer"]), key=lambda p: p[0])[: cfg.p_layer]]
         child = layer.remove(model, chosen)
         target = parent_size - s.measure(child, cfg.match)
         if "layer" in wanted:
             candidates.append(Candidate("layer", chosen, child))
-    if target is None:  # no block left: filters only, a fixed share per iteration
+    if target is None:  # no block left: width only, a fixed share per iteration
         target = cfg.filter_step * parent_size
 
-    units = filt.units(model)
-    if units and "filter" in wanted:
-        scores = criterion.scores(model, filt, units, cctx)
-        # each filter of a block costs the same, so measure one removal per block
-        cost, width = {}, {}
-        for site, block in model.blocks():
-            width[site] = block.conv1.out_channels
-            if width[site] > 1:
-                cost[site] = parent_size - s.measure(filt.remove(model, [Unit(filt.name, site, 0)]), cfg.match)
-        chosen, removed = [], 0.0
-        for _, unit in sorted(zip(scores, units), key=lambda p: p[0]):
-            if removed >= target:
-                break
-            if width[unit.site] > 1:
-                chosen.append(unit)
-                width[unit.site] -= 1
-                removed += cost[unit.site]
+    for t in wanted:
+        if t == "layer":
+            continue
+        structure = structures[t]
+        scores = criterion.scores(model, structure, units[t], cctx)
+        chosen = fill_to_target(s, model, structure, units[t], scores, target)
         if chosen:
-            candidates.append(Candidate("filter", chosen, filt.remove(model, chosen)))
-    order = {name: i for i, name in enumerate(wanted)}
+            candidates.append(Candidate(t, chosen, structure.remove(model, chosen)))
+    order = {t: i for i, t in enumerate(offered)}
     return sorted(candidates, key=lambda c: order[c.structure])
 
 
+def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], scores: list[float],
+                   target: float) -> list[Unit]:
+    """The lowest-scoring units until their removal saves ``target`` (in ``--match`` terms),
+    always leaving one unit per site. Every unit of a site costs the same (a filter of a
+    convolution, a head of an attention), so one trial removal per site prices them all."""
+    per_site: dict[str, list[Unit]] = {}
+    for u in units:
+        per_site.setdefault(u.site, []).append(u)
+    parent_size = s.measure(model, s.cfg.match)
+    cost = {site: parent_size - s.measure(structure.remove(model, [us[0]]), s.cfg.match)
+            for site, us in per_site.items() if len(us) > 1}
+    left = {site: len(us) - 1 for site, us in per_site.items()}
+    chosen, removed = [], 0.0
+    for _, unit in sorted(zip(scores, units), key=lambda p: p[0]):
+        if removed >= target:
+            break
+        if left[unit.site] > 0:
+            chosen.append(unit)
+            left[unit.site] -= 1
+            removed += cost[unit.site]
+    return chosen
+
+
 # ---------------------------------------------------------------- the loop
-def prune(s: Session, model: nn.Module, baseline: dict, start: int) -> str:
-    """Iterate from ``start`` until a stopping rule fires; returns the stop reason."""
+def stop_reason(cfg: BenchConfig, rows: list[dict]) -> str | None:
+    """Why the run stops after these iterations, or None to go on. Read from the records
+    alone, so that a resumed run stops where an uninterrupted one would."""
+    last, base = rows[-1], rows[0]
+    if cfg.stop_on_drop is not None and last["accuracy"] < base["accuracy"] - cfg.stop_on_drop:
+        return f"accuracy fell more than {cfg.stop_on_drop:g} points below the unpruned model"
+    if cfg.target_flops is not None and last.get("flops_reduction_pct", 0.0) >= cfg.target_flops:
+        return f"reached target FLOPs reduction {cfg.target_flops:g}%"
+    if last["iteration"] >= cfg.iterations:
+        return f"finished {cfg.iterations} iterations"
+    return None
+
+
+def final_iteration(cfg: BenchConfig, rows: list[dict]) -> int:
+    """The iteration whose model the run keeps: the last one within the accuracy tolerance
+    under ``--stop-on-drop`` (the paper's Table III protocol), else the last one."""
+    if cfg.stop_on_drop is None:
+        return rows[-1]["iteration"]
+    floor = rows[0]["accuracy"] - cfg.stop_on_drop
+    return max(r["iteration"] for r in rows if r["accuracy"] >= floor)
+
+
+def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
+    """Iterate until a stopping rule fires; returns the stop reason."""
     cfg = s.cfg
     method = plugins.get("method", cfg.method)
     similarity = plugins.get("similarity", cfg.similarity)
-    for it in range(start, cfg.iterations + 1):
-        reduction = 100.0 * (1 - s.measure(model, "flops") / baseline["flops"])
-        if cfg.target_flops is not None and reduction >= cfg.target_flops:
-            return f"reached target FLOPs reduction {cfg.target_flops}%"
+    for it in itertools.count(rows[-1]["iteration"] + 1):
+        reason = stop_reason(cfg, rows)
+        if reason:
+            return reason
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(cfg.seed, it))
-        candidates = build_candidates(s, model, it, method.candidate_structures)
+        with s.phase("criterion"):
+            candidates = build_candidates(s, model, it, method)
         if not candidates:
             return "nothing left to remove"
         tags = itertools.count()
@@ -142,9 +206,11 @@ def prune(s: Session, model: nn.Module, baseline: dict, start: int) -> str:
             finetune=lambda m, epochs: s.finetune(m, epochs, (it, "candidate", next(tags))),
             similarity=lambda parent, child: similarity(s.features(parent), s.features(child)),
         )
-        winner = method.select(step, candidates)
-        model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"))
-        record = metrics(s, model, baseline) | {
+        with s.phase("candidates"):
+            winner = method.select(step, candidates)
+        with s.phase("finetune"):
+            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"))
+        record = measure_core(s, model, rows[0]) | {
             "iteration": it,
             "decision": winner.structure[0].upper(),
             "removed": [u.key for u in winner.units],
@@ -154,19 +220,46 @@ def prune(s: Session, model: nn.Module, baseline: dict, start: int) -> str:
         }
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
+        rows.append(record)
         report_iteration(record)
-    return f"finished {cfg.iterations} iterations"
+        if cfg.evaluate == "every":
+            run_evaluators(s, model, it)
+    raise AssertionError("unreachable")
 
 
-def metrics(s: Session, model: nn.Module, baseline: dict | None) -> dict:
-    flops, params = s.measure(model, "flops"), s.measure(model, "params")
-    acc = s.test_accuracy(model)
-    out = {"flops": flops, "params": params, "accuracy": round(acc, 4)}
+def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> dict:
+    """The measurements every iteration records, from the accuracy and flops evaluators."""
+    ctx = s.eval_context(-1, None)
+    out = plugins.get("evaluator", "flops").evaluate(model, ctx)
+    out |= {"accuracy": round(plugins.get("evaluator", "accuracy").evaluate(model, ctx)["accuracy"], 4)}
     if baseline:
-        out["flops_reduction_pct"] = round(100 * (1 - flops / baseline["flops"]), 4)
-        out["params_reduction_pct"] = round(100 * (1 - params / baseline["params"]), 4)
-        out["accuracy_delta"] = round(acc - baseline["accuracy"], 4)
+        out["flops_reduction_pct"] = round(100 * (1 - out["flops"] / baseline["flops"]), 4)
+        out["params_reduction_pct"] = round(100 * (1 - out["params"] / baseline["params"]), 4)
+        out["accuracy_delta"] = round(out["accuracy"] - baseline["accuracy"], 4)
     return out
+
+
+def run_evaluators(s: Session, model: nn.Module, iteration: int) -> dict:
+    """Runs the extra evaluators on one model. A failing evaluator is recorded and
+    reported; the run goes on."""
+    if not s.evaluators:
+        return {}
+    baseline = records.read_evaluations(s.run_dir).get(0, {}).get("results", {})
+    results, errors = {}, {}
+    for ev in s.evaluators:
+        ctx = s.eval_context(iteration, baseline.get(ev.name) if iteration else None)
+        try:
+            results[ev.name] = ev.evaluate(model, ctx)
+        except HarnessError as exc:
+            errors[ev.name] = str(exc)
+        except Exception as exc:  # a broken evaluator must not take the run down
+            errors[ev.name] = f"{type(exc).__name__}: {first_line(exc)}"
+        if ev.name in errors:
+            print(f"harness: evaluator {ev.name} failed at iteration {iteration}: {errors[ev.name]}",
+                  file=sys.stderr, flush=True)
+    row = {"iteration": iteration, "results": results, "errors": errors}
+    records.append_evaluation(s.run_dir, row)
+    return row
 
 
 def report_iteration(r: dict) -> None:
@@ -186,11 +279,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_names(cfg: BenchConfig) -> None:
-    """Fail on unknown plugin names before anything is loaded or written."""
-    plugins.get("model", cfg.model)
+def resolve(cfg: BenchConfig) -> BenchConfig:
+    """Fill every default that depends on plugins, and fail on unknown names before
+    anything is loaded or written."""
+    cfg = cfg.resolved()
+    family = plugins.get("model", cfg.model)
+    if cfg.dataset is None:
+        cfg.dataset = family.default_dataset
     for kind in ("dataset", "method", "criterion", "similarity"):
         plugins.get(kind, getattr(cfg, kind))
+    cfg.evaluators = [n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS]
+    for name in cfg.evaluators:
+        plugins.get("evaluator", name)
+    known_types = {getattr(st, "type", st.name) for st in plugins.registry("structure").values()}
+    cfg.structures = structure_types(cfg.structures or family.default_structures)
+    for t in cfg.structures:
+        if t not in known_types:
+            raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
+    declared = plugins.all_options()
+    for key in cfg.options:
+        if key not in declared:
+            raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
+    given, cfg.options = cfg.options, {}
+    for name, opt in declared.items():
+        value = given.get(name, opt.default)
+        try:
+            value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
+        except (ValueError, TypeError, ZeroDivisionError) as exc:
+            raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
+        problem = opt.check(value) if opt.check else None
+        if problem:
+            raise HarnessError(f"{opt.flag} {value!r}: {problem}")
+        cfg.options[name] = value
+    cfg.optimizer = cfg.optimizer or family.optimizer
+    cfg.lr = cfg.lr or family.finetune_lr
+    cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
+    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
+    return cfg
 
 
 def versions() -> dict:
@@ -203,30 +328,33 @@ def versions() -> dict:
             "git_sha": sha, "schema_version": records.SCHEMA_VERSION}
 
 
-def baseline_model(cfg: BenchConfig, data: DataSplits, device, progress: bool) -> tuple[nn.Module, float | None]:
+def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     """The unpruned model after the baseline step (fine-tuning given weights, or training from
     scratch), cached so that later runs with the same settings reuse it. Also returns the
     test accuracy of the weights before that step (None when trained from scratch)."""
-    model = create_model(cfg.model, data.num_classes, data.train.images.shape[1], cfg.dataset,
+    cfg, data, device = s.cfg, s.data, s.device
+    torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
+    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset,
                          checkpoint=cfg.checkpoint, pretrained=cfg.pretrained).to(device)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
+    lr = cfg.lr if has_weights else cfg.scratch_lr
     source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
     key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
-                      cfg.pretrained, epochs, cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.train_subset,
+                      cfg.pretrained, epochs, lr, cfg.optimizer, cfg.batch_size, cfg.weight_decay, cfg.train_subset,
                       cfg.calib_size, cfg.seed)
-    cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model}-{cfg.dataset}-{key:08x}.pt"
-    before = accuracy(model, data.test, data, device) if has_weights else None
+    cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
+    before = measure_core(s, model, None)["accuracy"] if has_weights else None
     if cache.exists():
         try:
             print(f"baseline: reusing {cache}")
             return load_model(cache, device), before
         except HarnessError:
             pass  # a broken cache entry is rebuilt
-    lr = cfg.lr if has_weights else SCRATCH_LR
-    train(model, data, epochs, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-          seed=derive_seed(cfg.seed, "baseline"), device=device, train_subset=cfg.train_subset,
-          desc="baseline", progress=progress)
+    with s.phase("baseline"):
+        train(model, data, epochs, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+              seed=derive_seed(cfg.seed, "baseline"), device=device, train_subset=cfg.train_subset,
+              optimizer=cfg.optimizer, desc="baseline", progress=s.progress)
     save_model(model, cache)
     return model, before
 
@@ -237,57 +365,87 @@ def load_data(cfg: BenchConfig) -> DataSplits:
     return data
 
 
-def run_bench(cfg: BenchConfig, progress: bool = False) -> Path:
-    cfg = cfg.resolved()
-    if cfg.dataset is None:
-        cfg.dataset = plugins.get("model", cfg.model).default_dataset
-    check_names(cfg)
-    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
-    device = resolve_device(cfg.device)
-    name = cfg.name or f"{cfg.model}-{cfg.dataset}-{cfg.method}-{cfg.criterion}-{cfg.similarity}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.runs_dir) / name
+def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
+    data = load_data(cfg)
+    evaluators = [plugins.get("evaluator", name) for name in cfg.evaluators]
+    return Session(cfg, data, resolve_device(cfg.device), run_dir, progress, evaluators)
+
+
+def run_name(cfg: BenchConfig) -> str:
+    return cfg.name or (f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{cfg.method}-{cfg.criterion}-{cfg.similarity}"
+                        f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
+    """Runs a new benchmark; returns its directory and whether every evaluator succeeded."""
+    cfg = resolve(cfg)
+    run_dir = Path(cfg.runs_dir) / run_name(cfg)
     if (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
-    data = load_data(cfg)
-    for structure in plugins.get("method", cfg.method).candidate_structures:
-        plugins.get("structure", structure)
-    model, before = baseline_model(cfg, data, device, progress)
-    session = Session(cfg, data, device, run_dir, progress)
-    records.atomic_write_json(run_dir / records.CONFIG_FILE,
-                              {"config": cfg.to_dict(), "versions": versions(), "command": sys.argv})
-    base = metrics(session, model, None) | {"iteration": 0, "decision": None, "accuracy_before_baseline": before}
+    s = session_for(cfg, run_dir, progress)
+    model, before = baseline_model(s)
+    data = s.data
+    records.atomic_write_json(run_dir / records.CONFIG_FILE, {
+        "config": cfg.to_dict(), "versions": versions(), "command": sys.argv,
+        "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
+                 "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
+                 "test": len(data.test)},
+    })
+    base = measure_core(s, model, None) | {"iteration": 0, "decision": None, "accuracy_before_baseline": before}
     save_model(model, records.model_path(run_dir, 0))
     records.append_iteration(run_dir, base)
-    print(f"run {run_dir}: {cfg.model} on {cfg.dataset}, method {cfg.method}, criterion {cfg.criterion}, "
-          f"similarity {cfg.similarity}; unpruned: {base['flops'] / 1e6:.2f} MFLOPs, {base['params']} params, "
-          f"accuracy {base['accuracy']:.2f}", flush=True)
-    return finish(session, model, base, start=1)
+    print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "
+          f"{cfg.criterion}, similarity {cfg.similarity}, structures {','.join(cfg.structures)}; unpruned: "
+          f"{base['flops'] / 1e6:.2f} MFLOPs, {base['params']} params, accuracy {base['accuracy']:.2f}", flush=True)
+    return finish(s, model)
 
 
-def resume_bench(run_dir: Path, progress: bool = False) -> Path:
+def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
-    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no finished iteration to resume from; start it again")
-    if (run_dir / "result.json").exists():
+    if records.read_result(run_dir) is not None:
         print(f"run {run_dir} is already complete")
-        return run_dir
-    data = load_data(cfg)
-    session = Session(cfg, data, resolve_device(cfg.device), run_dir, progress)
+        return run_dir, not any_failures(run_dir)
+    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
+    s = session_for(cfg, run_dir, progress)
     last = rows[-1]["iteration"]
-    model = load_model(records.model_path(run_dir, last), session.device)
+    model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
-    return finish(session, model, rows[0], start=last + 1)
+    return finish(s, model)
 
 
-def finish(s: Session, model: nn.Module, baseline: dict, start: int) -> Path:
-    reason = prune(s, model, baseline, start)
-    rows = records.read_iterations(s.run_dir)
-    path = "".join(r["decision"] for r in rows[1:])
-    records.atomic_write_json(s.run_dir / "result.json", {"stop_reason": reason, "decision_path": path,
-                                                         "iterations": len(rows) - 1})
-    print(f"stopped: {reason}; decision path: {path or '(none)'}", flush=True)
-    return s.run_dir
+def evaluation_due(cfg: BenchConfig, iteration: int, final: int | None) -> bool:
+    return iteration == 0 or cfg.evaluate == "every" or iteration == final
+
+
+def finish(s: Session, model: nn.Module) -> tuple[Path, bool]:
+    cfg, run_dir = s.cfg, s.run_dir
+    rows = records.read_iterations(run_dir)
+    # evaluations a kill interrupted are done again before going on
+    done = records.read_evaluations(run_dir)
+    for row in rows:
+        if s.evaluators and row["iteration"] not in done and evaluation_due(cfg, row["iteration"], None):
+            run_evaluators(s, load_model(records.model_path(run_dir, row["iteration"]), s.device), row["iteration"])
+    reason = prune(s, model, rows)
+    final = final_iteration(cfg, rows)
+    if s.evaluators and final not in records.read_evaluations(run_dir):
+        run_evaluators(s, load_model(records.model_path(run_dir, final), s.device), final)
+    path = "".join(r["decision"] for r in rows[1:final + 1])
+    records.atomic_write_json(run_dir / records.RESULT_FILE, {
+        "stop_reason": reason, "decision_path": path, "final_iteration": final,
+        "iterations": len(rows) - 1, "decision_path_all": "".join(r["decision"] for r in rows[1:]),
+    })
+    kept = "" if final == rows[-1]["iteration"] else f"; kept iteration {final}, the last within tolerance"
+    print(f"stopped: {reason}; decision path: {path or '(none)'}{kept}", flush=True)
+    failed = any_failures(run_dir)
+    if failed:
+        print(f"harness: some evaluators failed; see {run_dir / records.EVALUATIONS_FILE}", file=sys.stderr)
+    return run_dir, not failed
+
+
+def any_failures(run_dir: Path) -> bool:
+    return any(row.get("errors") for row in records.read_evaluations(run_dir).values())

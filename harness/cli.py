@@ -8,8 +8,11 @@ from pathlib import Path
 import click
 
 from harness import __version__
-from harness.config import BUDGETS, MATCH_CHOICES, BenchConfig
+from harness.config import BUDGETS, DEVICE_HELP, EVALUATE_CHOICES, MATCH_CHOICES, OPTIMIZER_CHOICES
 from harness.errors import HarnessError
+
+EXIT_BAD_INPUT = 2
+EXIT_EVALUATOR_FAILED = 3
 
 
 class HarnessGroup(click.Group):
@@ -20,82 +23,167 @@ class HarnessGroup(click.Group):
             return super().invoke(ctx)
         except HarnessError as exc:
             click.echo(f"harness: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
+
+
+class PluginOptionsCommand(click.Command):
+    """A command that also takes the options plugins declare (harness.api.Option), loaded
+    only when the command runs or shows its help."""
+
+    def get_params(self, ctx):
+        if not getattr(self, "_plugin_params", None):
+            from harness import plugins
+
+            self._plugin_params = [
+                click.Option([opt.flag], default=None, help=f"{opt.help} [default: {_show(opt.default)}]")
+                for opt in plugins.all_options().values()
+            ]
+            self.params = self.params + self._plugin_params
+        return super().get_params(ctx)
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    return str(value)
 
 
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
 def main():
-    """prunebench: benchmark structured pruning (layers and filters) of neural networks."""
+    """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
 
 
 def _progress() -> bool:
     return sys.stderr.isatty()
 
 
-@main.command()
-@click.option("--model", default="tiny-resnet", show_default=True, help="Model name (see `harness plugins`).")
-@click.option("--dataset", default=None, help="Data set name; default: the model's own (cifar10 for CIFAR ResNets).")
-@click.option("--data-dir", type=click.Path(), default=None, help="Data location, e.g. an image-folder tree with train/ and test/.")
-@click.option("--checkpoint", type=click.Path(), default=None, help="State dict to start from (weights only).")
-@click.option("--pretrained", is_flag=True, help="Start from the published weights (torch.hub cache, then download).")
-@click.option("--method", default="cka", show_default=True, help="Pruning method.")
-@click.option("--criterion", default="kl", show_default=True, help="Importance criterion.")
-@click.option("--similarity", default="cka", show_default=True, help="Similarity metric.")
-@click.option("--budget", type=click.Choice(list(BUDGETS)), default="quick", show_default=True,
-              help="Preset for epochs and subset sizes; each value can be overridden.")
-@click.option("--iterations", type=int, default=None, help="Pruning iterations (K).")
-@click.option("--target-flops", type=float, default=None, help="Stop once FLOPs are reduced by this many percent.")
-@click.option("--p-layer", type=int, default=1, show_default=True, help="Blocks removed by the layer candidate.")
-@click.option("--match", type=click.Choice(MATCH_CHOICES), default="flops", show_default=True,
-              help="What the filter candidate matches of the layer candidate's reduction.")
-@click.option("--epsilon", type=float, default=0.0, show_default=True, help="Added to the filter candidate's similarity.")
-@click.option("--filter-step", type=float, default=0.05, show_default=True,
-              help="Share of FLOPs a filter candidate removes once no block is left.")
-@click.option("--candidate-epochs", type=float, default=None, help="Fine-tuning epochs of each candidate.")
-@click.option("--finetune-epochs", type=float, default=None, help="Fine-tuning epochs of the kept candidate.")
-@click.option("--baseline-epochs", type=float, default=None, help="Fine-tuning epochs of given weights before pruning.")
-@click.option("--scratch-epochs", type=float, default=None, help="Training epochs when no weights are given.")
-@click.option("--train-subset", type=int, default=None, help="Training samples per epoch (default: the budget's).")
-@click.option("--calib-size", type=int, default=None, help="Calibration samples held out of the training split.")
-@click.option("--test-subset", type=int, default=None, help="Evaluate on this many test samples (fixed subset).")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--runs-dir", type=click.Path(), default="runs", show_default=True, help="Where run records go.")
+def bench_options(f):
+    """The options of `harness bench`, shared with `harness sweep` where it makes sense."""
+    options = [
+        click.option("--model", default="tiny-resnet", show_default=True,
+                     help="Model name (see `harness plugins`; timm:<name> and torchvision:<name> too)."),
+        click.option("--dataset", default=None, help="Data set name; default: the model's own (cifar10 for CIFAR ResNets)."),
+        click.option("--data-dir", type=click.Path(), default=None,
+                     help="Data location, e.g. an image-folder tree with train/ and test/."),
+        click.option("--checkpoint", type=click.Path(), default=None, help="State dict to start from (weights only)."),
+        click.option("--pretrained", is_flag=True, default=False,
+                     help="Start from the published weights (local cache first, then download)."),
+        click.option("--method", default="cka", show_default=True, help="Pruning method."),
+        click.option("--criterion", default="kl", show_default=True, help="Importance criterion."),
+        click.option("--similarity", default="cka", show_default=True, help="Similarity metric."),
+        click.option("--structures", default=None,
+                     help="Structure types to prune, comma-separated (layer, filter, head, neuron); default: the model's."),
+        click.option("--budget", type=click.Choice(list(BUDGETS)), default="quick", show_default=True,
+                     help="Preset for epochs and subset sizes; each value can be overridden."),
+        click.option("--iterations", type=int, default=None, help="Pruning iterations (K)."),
+        click.option("--target-flops", type=float, default=None, help="Stop once FLOPs are reduced by this many percent."),
+        click.option("--stop-on-drop", type=float, default=None,
+                     help="Stop once test accuracy falls more than this many points below the unpruned model, "
+                          "keeping the last model within tolerance (the paper's Table III protocol)."),
+        click.option("--p-layer", type=int, default=1, show_default=True, help="Blocks removed by the layer candidate."),
+        click.option("--match", type=click.Choice(MATCH_CHOICES), default="flops", show_default=True,
+                     help="What the other candidates match of the layer candidate's reduction."),
+        click.option("--epsilon", type=float, default=0.0, show_default=True,
+                     help="Added to the similarity of every candidate but the layer one."),
+        click.option("--filter-step", type=float, default=0.05, show_default=True,
+                     help="Share of the model a width candidate removes once no block is left."),
+        click.option("--candidate-epochs", type=float, default=None, help="Fine-tuning epochs of each candidate."),
+        click.option("--finetune-epochs", type=float, default=None, help="Fine-tuning epochs of the kept candidate."),
+        click.option("--baseline-epochs", type=float, default=None, help="Fine-tuning epochs of given weights before pruning."),
+        click.option("--scratch-epochs", type=float, default=None, help="Training epochs when no weights are given."),
+        click.option("--train-subset", type=int, default=None, help="Training samples per epoch (default: the budget's)."),
+        click.option("--calib-size", type=int, default=None, help="Calibration samples held out of the training split."),
+        click.option("--test-subset", type=int, default=None, help="Evaluate on this many test samples (fixed subset)."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZER_CHOICES), default=None,
+                     help="Optimizer; default: the model family's (SGD for ResNets, AdamW for transformers)."),
+        click.option("--lr", type=float, default=None, help="Fine-tuning learning rate; default: the model family's."),
+        click.option("--scratch-lr", type=float, default=None, help="Learning rate when training from scratch."),
+        click.option("--batch-size", type=int, default=128, show_default=True),
+        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
+        click.option("--evaluators", default=None,
+                     help="Extra evaluators, comma-separated (see `harness plugins`); accuracy and flops are always measured."),
+        click.option("--evaluate", type=click.Choice(EVALUATE_CHOICES), default="every", show_default=True,
+                     help="Run the extra evaluators after every iteration or on the final model only."),
+        click.option("--device", default="auto", show_default=True, help=DEVICE_HELP + "."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--runs-dir", type=click.Path(), default="runs", show_default=True, help="Where run records go."),
+        click.option("--cache-dir", type=click.Path(), default=None,
+                     help="Cache for data and baselines (default: $HARNESS_CACHE or ~/.cache/prunebench)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def collect_config(ctx: click.Context, options: dict, config_file: str | None) -> dict:
+    """Options from a config file, overridden by those given on the command line."""
+    from harness.configfile import read_toml
+
+    from_file = read_toml(config_file) if config_file else {}
+    merged = {}
+    for key, value in options.items():
+        given = ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)
+        if given or key not in from_file:
+            merged[key] = value
+        else:
+            merged[key] = from_file.pop(key)
+    return merged | from_file  # keys the command line does not have (plugin options) stay
+
+
+@main.command(cls=PluginOptionsCommand)
+@bench_options
 @click.option("--name", default=None, help="Run directory name (default: from the settings and the time).")
-@click.option("--cache-dir", type=click.Path(), default=None,
-              help="Cache for data and baselines (default: $HARNESS_CACHE or ~/.cache/prunebench).")
+@click.option("--seeds", type=int, default=1, show_default=True,
+              help="Run this many seeds (seed, seed+1, ...), one run each; tables show mean and std.")
+@click.option("--config", "config_file", type=click.Path(), default=None,
+              help="A TOML file with any of these options (the command line wins on conflict).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a killed run from its last finished iteration (other options are ignored).")
-def bench(resume_dir, **options):
+@click.pass_context
+def bench(ctx, resume_dir, config_file, seeds, **options):
     """Prune a model and record every iteration.
 
     With no options: the offline demo (a small ResNet trained on scikit-learn's digits).
+    Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed.
     """
     from harness.bench import resume_bench, run_bench
+    from harness.configfile import config_from_options
     from harness.leaderboard import load_table, to_markdown
 
     if resume_dir:
-        run_dir = resume_bench(Path(resume_dir), progress=_progress())
+        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress())
+        run_dirs, ok = [run_dirs], ok
     else:
-        run_dir = run_bench(BenchConfig(**options), progress=_progress())
-    table = load_table([run_dir]).drop(columns=["run"])
+        merged = collect_config(ctx, dict(options, seeds=seeds), config_file)
+        seeds = merged.pop("seeds")
+        if not isinstance(seeds, int) or seeds < 1:
+            raise HarnessError(f"--seeds {seeds} must be at least 1")
+        cfg = config_from_options(merged)
+        run_dirs, ok = [], True
+        for i in range(seeds):
+            one = cfg.copy_for_seed(cfg.seed + i, suffix=seeds > 1)
+            run_dir, run_ok = run_bench(one, progress=_progress())
+            run_dirs.append(run_dir)
+            ok = ok and run_ok
+    table = load_table(run_dirs).drop(columns=["run"])
     click.echo(to_markdown(table))
+    if not ok:
+        sys.exit(EXIT_EVALUATOR_FAILED)
 
 
 @main.command("plugins")
 def plugins_command():
-    """List every plugin: kind, name and the package it came from."""
+    """List every plugin: kind, name and the package (and version) it came from."""
     from harness import plugins
 
     rows = sorted(plugins.all_plugins(), key=lambda p: (p.kind, p.name))
     width = max(len(p.name) for p in rows) if rows else 4
     click.echo(f"{'kind':<11} {'name':<{width}} package")
     for p in rows:
-        click.echo(f"{p.kind:<11} {p.name:<{width}} {p.package} {p.version}")
+        kind_of = getattr(p.obj, "type", "") if p.kind == "structure" else ""
+        extra = f"  (type {kind_of})" if kind_of else ""
+        click.echo(f"{p.kind:<11} {p.name:<{width}} {p.package} {p.version}{extra}")
 
 
 @main.command()

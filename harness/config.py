@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 
-# Budget presets; every value can be overridden on the command line.
+# Budget presets; every value can be overridden on the command line or in a config file.
 BUDGETS: dict[str, dict] = {
     # seconds on a laptop CPU: for tests and trying things out
     "smoke": dict(iterations=2, candidate_epochs=0.05, finetune_epochs=0.1, baseline_epochs=0.0,
                   scratch_epochs=20, train_subset=2048, calib_size=128, test_subset=1000),
-    # fits a 2-core machine: minutes per iteration on CIFAR ResNet-20
+    # fits a 2-core machine: about a minute per iteration of CIFAR ResNet-20
     "quick": dict(iterations=5, candidate_epochs=0.5, finetune_epochs=1.0, baseline_epochs=2.0,
                   scratch_epochs=30, train_subset=10000, calib_size=256, test_subset=None),
     # the paper's setting: 10 candidate epochs on the full training split
@@ -21,7 +21,9 @@ BUDGETS: dict[str, dict] = {
 }
 
 MATCH_CHOICES = ("flops", "params", "filters")
-SCRATCH_LR = 0.1  # training from random weights; fine-tuning uses cfg.lr
+EVALUATE_CHOICES = ("every", "final")
+OPTIMIZER_CHOICES = ("sgd", "adamw")
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
 @dataclass
@@ -34,13 +36,15 @@ class BenchConfig:
     method: str = "cka"
     criterion: str = "kl"
     similarity: str = "cka"
+    structures: list[str] | None = None  # None: the model family's default structure types
     budget: str = "quick"
     iterations: int | None = None
     target_flops: float | None = None  # stop once the FLOPs reduction (%) reaches this
+    stop_on_drop: float | None = None  # stop once accuracy falls more than this many points
     p_layer: int = 1
     match: str = "flops"
     epsilon: float = 0.0
-    filter_step: float = 0.05  # filter-only iterations (no block left) remove this share of FLOPs
+    filter_step: float = 0.05  # width-only iterations (no block left) remove this share
     candidate_epochs: float | None = None
     finetune_epochs: float | None = None
     baseline_epochs: float | None = None
@@ -48,36 +52,48 @@ class BenchConfig:
     train_subset: int | None = None
     calib_size: int | None = None
     test_subset: int | None = None
-    lr: float = 0.01
+    optimizer: str | None = None  # None: the model family's
+    lr: float | None = None  # fine-tuning; None: the model family's
+    scratch_lr: float | None = None  # training from random weights; None: the model family's
     batch_size: int = 128
     weight_decay: float = 5e-4
+    evaluators: list[str] = field(default_factory=list)  # besides accuracy and flops, always measured
+    evaluate: str = "every"
     device: str = "auto"
     seed: int = 0
     runs_dir: str = "runs"
     name: str | None = None
     cache_dir: str | None = None
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # plugin options (harness.api.Option), by name
 
     def resolved(self) -> "BenchConfig":
         """Fill budget-dependent values from the preset and check every number."""
         if self.budget not in BUDGETS:
             raise HarnessError(f"unknown budget {self.budget!r}; valid choices: {', '.join(BUDGETS)}")
-        cfg = dataclasses.replace(self)
+        cfg = dataclasses.replace(self, options=dict(self.options), evaluators=list(self.evaluators))
         for key, value in BUDGETS[self.budget].items():
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
-        if cfg.match not in MATCH_CHOICES:
-            raise HarnessError(f"unknown --match {cfg.match!r}; valid choices: {', '.join(MATCH_CHOICES)}")
+        for key, choices in (("match", MATCH_CHOICES), ("evaluate", EVALUATE_CHOICES)):
+            if getattr(cfg, key) not in choices:
+                raise HarnessError(f"unknown --{key} {getattr(cfg, key)!r}; valid choices: {', '.join(choices)}")
+        if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZER_CHOICES:
+            raise HarnessError(f"unknown --optimizer {cfg.optimizer!r}; valid choices: {', '.join(OPTIMIZER_CHOICES)}")
         checks = [
             ("--iterations", cfg.iterations, cfg.iterations >= 0, "must be 0 or more"),
             ("--p-layer", cfg.p_layer, cfg.p_layer >= 1, "must be at least 1"),
             ("--target-flops", cfg.target_flops, cfg.target_flops is None or 0 < cfg.target_flops < 100,
              "must be a percentage between 0 and 100"),
+            ("--stop-on-drop", cfg.stop_on_drop, cfg.stop_on_drop is None or cfg.stop_on_drop >= 0,
+             "must be 0 or more accuracy points"),
             ("--filter-step", cfg.filter_step, 0 < cfg.filter_step < 1, "must be between 0 and 1"),
-            ("--lr", cfg.lr, cfg.lr > 0, "must be positive"),
             ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, "must be at least 1"),
             ("--calib-size", cfg.calib_size, cfg.calib_size >= 2, "must be at least 2"),
+            ("--weight-decay", cfg.weight_decay, cfg.weight_decay >= 0, "must be 0 or more"),
         ]
+        for key in ("lr", "scratch_lr"):
+            value = getattr(cfg, key)
+            checks.append((f"--{key.replace('_', '-')}", value, value is None or value > 0, "must be positive"))
         for key in ("candidate_epochs", "finetune_epochs", "baseline_epochs", "scratch_epochs"):
             value = getattr(cfg, key)
             checks.append((f"--{key.replace('_', '-')}", value, value >= 0, "must be 0 or more"))
@@ -88,13 +104,22 @@ class BenchConfig:
             if not ok:
                 raise HarnessError(f"{flag} {value} {why}")
         if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
-            raise HarnessError(f"unknown --device {cfg.device!r}; valid choices: auto, cpu, cuda")
+            raise HarnessError(f"unknown --device {cfg.device!r}; valid choices: {DEVICE_HELP}")
         return cfg
+
+    def copy_for_seed(self, seed: int, suffix: bool) -> "BenchConfig":
+        """The same run with another seed; with ``suffix``, a given name gets ``-s<seed>``."""
+        name = f"{self.name}-s{seed}" if suffix and self.name else self.name
+        return dataclasses.replace(self, seed=seed, name=name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BenchConfig":
+        """From a stored config; keys of older record versions are mapped or dropped."""
+        d = dict(d)
+        if "extra" in d and "options" not in d:  # schema 1
+            d["options"] = d.pop("extra")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -8,3 +8,9 @@ class HarnessError(Exception):
 def unknown_name(kind: str, name: str, valid) -> HarnessError:
     choices = ", ".join(sorted(valid)) or "(none registered)"
     return HarnessError(f"unknown {kind} {name!r}; valid choices: {choices}")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -25,22 +25,25 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def run_row(run_dir: Path) -> dict | None:
+    """One row per run: the model the run keeps (its final iteration, or under
+    --stop-on-drop the last one within tolerance) against its unpruned model."""
     cfg = records.read_config(run_dir)["config"]
     rows = records.read_iterations(run_dir)
     if not rows:
         return None
-    base, last = rows[0], rows[-1]
-    result_file = run_dir / "result.json"
+    result = records.read_result(run_dir)
+    final = result["final_iteration"] if result else rows[-1]["iteration"]
+    base, last = rows[0], rows[final]
     return {
         "dataset": cfg["dataset"], "model": cfg["model"], "method": cfg["method"], "criterion": cfg["criterion"],
-        "similarity": cfg["similarity"], "seed": cfg["seed"], "iterations": len(rows) - 1,
-        "decision_path": "".join(r["decision"] for r in rows[1:]),
+        "similarity": cfg["similarity"], "seed": cfg["seed"], "iterations": final,
+        "decision_path": "".join(r["decision"] for r in rows[1:final + 1]),
         "flops_reduction_pct": last.get("flops_reduction_pct", 0.0),
         "params_reduction_pct": last.get("params_reduction_pct", 0.0),
         "baseline_accuracy": base["accuracy"], "accuracy": last["accuracy"],
         "accuracy_delta": last.get("accuracy_delta", 0.0),
         "wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in rows[1:]), 1),
-        "complete": result_file.exists(),
+        "complete": result is not None,
         "run": run_dir.name,
     }
 

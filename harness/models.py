@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from harness import plugins
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.records import atomic_write_bytes
 
 
@@ -34,39 +34,36 @@ def read_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict ({reason})") from None
+        raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict "
+                           f"({first_line(exc)})") from None
     if not isinstance(state, dict):
         raise HarnessError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
-def fetch_pretrained(family, dataset: str) -> dict:
+def load_url_state_dict(url: str) -> dict:
     """Published weights through torch.hub's cache: a file already in
-    ``$TORCH_HOME/hub/checkpoints/`` is used without any network."""
-    url = family.pretrained_urls.get(dataset)
-    if url is None:
-        have = ", ".join(sorted(family.pretrained_urls)) or "none"
-        raise HarnessError(f"no pretrained weights for model {family.name} on {dataset} (available for: {have})")
+    ``$TORCH_HOME/hub/checkpoints/`` is used without any network; its name's hash is checked."""
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
                                                   weights_only=True, progress=False)
     except Exception as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"cannot get pretrained weights {url} ({reason}); put the file at {cache}") from None
+        raise HarnessError(f"cannot get pretrained weights {url} ({first_line(exc, 160)}); "
+                           f"put the file at {cache}") from None
 
 
-def create_model(name: str, num_classes: int, in_channels: int, dataset: str,
+def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], dataset: str,
                  checkpoint: str | None = None, pretrained: bool = False) -> nn.Module:
     family = plugins.get("model", name)
-    model = family.build(family.default_arch(num_classes, in_channels))
     if checkpoint and pretrained:
         raise HarnessError("give either --checkpoint or --pretrained, not both")
+    model = family.build(family.default_arch(name, num_classes, tuple(input_shape)))
     if checkpoint:
         load_state(model, family.adapt_state_dict(read_checkpoint(checkpoint)), checkpoint)
     elif pretrained:
-        load_state(model, family.adapt_state_dict(fetch_pretrained(family, dataset)), f"pretrained {name}")
+        load_state(model, family.adapt_state_dict(family.pretrained_state_dict(name, dataset)),
+                   f"pretrained {name}")
     return model
 
 

@@ -90,8 +90,25 @@ def registry(kind: str) -> dict[str, object]:
 
 
 def get(kind: str, name: str):
-    """The plugin object of that kind and name, or a HarnessError listing the valid names."""
+    """The plugin object of that kind and name, or a HarnessError listing the valid names.
+    A plugin named ``prefix:`` answers for every name that starts with that prefix
+    (``timm:`` for ``timm:vit_tiny_patch16_224``)."""
     reg = registry(kind)
-    if name not in reg:
-        raise unknown_name(kind, name, reg)
-    return reg[name]
+    if name in reg:
+        return reg[name]
+    for key, obj in reg.items():
+        if key.endswith(":") and name.startswith(key) and len(name) > len(key):
+            return obj
+    raise unknown_name(kind, name, [k + "<name>" if k.endswith(":") else k for k in reg])
+
+
+def all_options() -> dict:
+    """Every :class:`harness.api.Option` that a plugin declares, by option name."""
+    found = {}
+    for info in all_plugins():
+        for option in getattr(info.obj, "options", ()) or ():
+            if option.name in found and found[option.name] is not option:
+                raise HarnessError(f"option {option.flag} is declared twice: by {info.kind} {info.name} "
+                                   f"({info.package}) and by another plugin")
+            found[option.name] = option
+    return found

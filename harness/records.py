@@ -9,9 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+# 1: config, iterations, models, result. 2: adds evaluations.jsonl, the data set's label and
+# shape in config.json, and final_iteration (the model kept) in result.json.
+SCHEMA_VERSION = 2
 CONFIG_FILE = "config.json"
 ITERATIONS_FILE = "iterations.jsonl"
+EVALUATIONS_FILE = "evaluations.jsonl"
+RESULT_FILE = "result.json"
 MODELS_DIR = "models"
 
 
@@ -35,22 +39,48 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_iterations(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / ITERATIONS_FILE
+def _read_lines(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def append_iteration(run_dir: Path, record: dict) -> None:
+def _append_line(path: Path, record: dict) -> None:
     """Rewrites the whole file atomically: records are small and this never tears a line."""
-    rows = read_iterations(run_dir) + [record]
-    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-    atomic_write_bytes(Path(run_dir) / ITERATIONS_FILE, data.encode())
+    rows = _read_lines(path) + [record]
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+
+def read_iterations(run_dir: Path) -> list[dict]:
+    """One dict per finished iteration; iteration 0 is the unpruned model."""
+    return _read_lines(Path(run_dir) / ITERATIONS_FILE)
+
+
+def append_iteration(run_dir: Path, record: dict) -> None:
+    _append_line(Path(run_dir) / ITERATIONS_FILE, record)
+
+
+def read_evaluations(run_dir: Path) -> dict[int, dict]:
+    """Evaluator results by iteration: ``{"results": {evaluator: {...}}, "errors": {evaluator: message}}``."""
+    return {row["iteration"]: row for row in _read_lines(Path(run_dir) / EVALUATIONS_FILE)}
+
+
+def append_evaluation(run_dir: Path, record: dict) -> None:
+    _append_line(Path(run_dir) / EVALUATIONS_FILE, record)
 
 
 def read_config(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """The result of a complete run (None while it is not), with the defaults of older schemas."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    result.setdefault("final_iteration", result.get("iterations"))
+    return result
 
 
 def model_path(run_dir: Path, iteration: int) -> Path:

@@ -13,8 +13,10 @@ from harness.api import DataSplits, TensorSplit
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    """Per channel for images (N, C, H, W), per feature for rows (N, F)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
     return (x - m) / s
 
 
@@ -34,8 +36,9 @@ def cifar_augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Te
 
 def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float, batch_size: int,
           weight_decay: float, seed: int, device: torch.device, train_subset: int | None = None,
-          desc: str = "train", progress: bool = False) -> nn.Module:
-    """SGD with momentum 0.9 and a cosine learning rate over ``epochs`` (may be fractional).
+          optimizer: str = "sgd", desc: str = "train", progress: bool = False) -> nn.Module:
+    """SGD with Nesterov momentum 0.9 (or AdamW) and a cosine learning rate over ``epochs``
+    (may be fractional).
     An epoch is ``train_subset`` samples (default: the whole train split) drawn without
     replacement in a fresh seeded order. Trains ``model`` in place and returns it."""
     if epochs <= 0:
@@ -44,7 +47,10 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float, batch
     n = len(data.train)
     per_epoch = min(train_subset or n, n)
     steps = max(1, math.ceil(epochs * per_epoch / batch_size))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     model.train()
     order, pos = torch.randperm(n, generator=g), 0

@@ -53,6 +53,13 @@ def read_image_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(labels, dtype=torch.int64)
 
 
+def _has_jpeg(root: Path) -> bool:
+    for class_dir in root.iterdir():
+        if class_dir.is_dir():
+            return any(f.lower().endswith((".jpg", ".jpeg")) for f in os.listdir(class_dir))
+    return False
+
+
 class Cifar10(Dataset):
     name = "cifar10"
     description = "CIFAR-10: torchvision's files (downloaded if needed) or an image-folder tree with train/ and test/"
@@ -101,12 +108,16 @@ class Cifar10(Dataset):
             raise HarnessError(f"data directory {root} does not exist")
         if (root / "train").is_dir() and (root / "test").is_dir():
             data = self._image_folder(root, cache_dir)
+            # JPEG-recompressed CIFAR-10 is a different test set: never mix its figures with the originals
+            label = "CIFAR-10 (JPEG)" if _has_jpeg(root / "test") else "CIFAR-10 (image folder)"
         else:
             data = self._torchvision(root)
+            label = "CIFAR-10"
         to_float = lambda t: t.float().div_(255)  # noqa: E731
         train, calib = hold_out(to_float(data["train"][0]), data["train"][1], calib_size)
         test = TensorSplit(to_float(data["test"][0]), data["test"][1])
-        return DataSplits(train, calib, test, self.mean, self.std, num_classes=10, augment="cifar")
+        return DataSplits(train, calib, test, self.mean, self.std, num_classes=10, augment="cifar", label=label,
+                          class_names=tuple(CIFAR10_CLASSES))
 
 
 class Digits(Dataset):
@@ -124,7 +135,8 @@ class Digits(Dataset):
         train, calib = hold_out(images[rest], labels[rest], min(calib_size, 256))
         test = TensorSplit(images[test_idx], labels[test_idx])
         mean, std = train.images.mean().item(), train.images.std().item()
-        return DataSplits(train, calib, test, (mean,), (std,), num_classes=10, augment=None)
+        return DataSplits(train, calib, test, (mean,), (std,), num_classes=10, augment=None,
+                          label="digits (scikit-learn)", class_names=tuple(str(i) for i in range(10)))
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""Pruning methods: the decision of one iteration, given its candidates."""
+"""Pruning methods: the decision of one iteration, given its candidates. All share the
+loop in harness/bench.py, the budget and the criterion, so only the decision differs."""
 
 from __future__ import annotations
 
@@ -7,22 +8,70 @@ from harness.api import Method
 
 
 class CKAGuided(Method):
-    """The paper's Algorithm 1: fine-tune each candidate briefly, keep the one whose
-    representation is most similar to its parent's; a tie goes to the layer candidate
-    (``epsilon`` is added to the filter candidate's similarity)."""
+    """The paper's Algorithm 1: fine-tune each candidate briefly and keep the one whose
+    representation is most similar to its parent's; a tie goes to the layer candidate,
+    and ``--epsilon`` is added to the similarity of every other candidate. With more
+    than two structure types (layers, heads and neurons of a transformer) every type
+    gets a candidate: the paper's "more pruning settings as additional branches"."""
 
     name = "cka"
-    candidate_structures = ("layer", "filter")
+    description = "keep the candidate most similar to its parent (the paper's method)"
 
     def select(self, step, candidates):
         for cand in candidates:
             cand.model = step.finetune(cand.model, step.config.candidate_epochs)
             cand.similarity = step.similarity(step.parent, cand.model)
-        bonus = lambda c: step.config.epsilon if c.structure == "filter" else 0.0  # noqa: E731
+        bonus = lambda c: 0.0 if c.structure == "layer" else step.config.epsilon  # noqa: E731
         # max() keeps the first of equal scores: candidates come in tie-break order
         return max(candidates, key=lambda c: c.similarity + bonus(c))
 
 
+class RandomWalk(Method):
+    """A seeded coin flip between the candidates (the paper's Table III baseline). The
+    chosen candidate gets the same candidate fine-tuning as a CKA winner, so the kept
+    models of both methods are trained equally; the other is never trained."""
+
+    name = "random-walk"
+    description = "a seeded random choice between the candidates"
+
+    def select(self, step, candidates):
+        chosen = step.rng.choice(candidates)
+        chosen.model = step.finetune(chosen.model, step.config.candidate_epochs)
+        return chosen
+
+
+class SingleStructure(Method):
+    """Prunes one structure type only, at the per-iteration reduction the layer candidate
+    sets (so it matches the other methods step for step)."""
+
+    def __init__(self, name: str, structure: str, description: str):
+        self.name, self.structure, self.description = name, structure, description
+
+    def structures(self, offered):
+        return [self.structure] if self.structure in offered else []
+
+    def select(self, step, candidates):
+        (chosen,) = candidates
+        chosen.model = step.finetune(chosen.model, step.config.candidate_epochs)
+        return chosen
+
+
+class LayersThenFilters(SingleStructure):
+    """Pons et al. (ICPR 2024): remove blocks while any is removable, then filters."""
+
+    def __init__(self):
+        super().__init__("layers-then-filters", "layer", "remove blocks until none is left, then filters")
+
+    def structures(self, offered):
+        return ["layer"] if "layer" in offered else [t for t in offered if t == "filter"]
+
+
 @hookimpl
 def register_methods():
-    return [CKAGuided()]
+    return [
+        CKAGuided(),
+        RandomWalk(),
+        SingleStructure("layer-only", "layer", "remove blocks only"),
+        SingleStructure("filter-only", "filter", "remove filters only, at the layer candidate's reduction"),
+        LayersThenFilters(),
+    ]

@@ -16,6 +16,8 @@ from torch import nn
 
 from harness import hookimpl
 from harness.api import ModelFamily
+from harness.errors import HarnessError
+from harness.models import load_url_state_dict
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 
@@ -75,6 +77,35 @@ class CifarResNet(nn.Module):
             for i, block in enumerate(getattr(self, f"layer{s}"))
         ]
 
+    # -- the residual-network protocol of the resnet-block and resnet-filter structures
+    def removable_blocks(self) -> list[str]:
+        """Blocks whose input and output shapes match: removing one leaves the identity."""
+        return [site for site, block in self.blocks() if block.identity_shortcut]
+
+    def residual_bn(self, site: str) -> nn.BatchNorm2d:
+        """The last batch norm of the block's residual branch: zeroing it ablates the block."""
+        return dict(self.blocks())[site].bn2
+
+    def width_sites(self) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]]:
+        """(site, conv, its batch norm, the conv that consumes it) for every inner
+        convolution whose output channels can be removed."""
+        return [(f"{site}.conv1", b.conv1, b.bn1, b.conv2) for site, b in self.blocks()]
+
+    def arch_without_blocks(self, sites) -> tuple[dict, dict[str, str]]:
+        arch, rename = copy.deepcopy(self.arch), {}
+        for s, stage in enumerate(self.arch["stages"], start=1):
+            kept = [i for i in range(len(stage["blocks"])) if f"layer{s}.{i}" not in sites]
+            arch["stages"][s - 1]["blocks"] = [stage["blocks"][i] for i in kept]
+            rename.update({f"layer{s}.{j}.": f"layer{s}.{i}." for j, i in enumerate(kept) if i != j})
+        return arch, rename
+
+    def arch_with_widths(self, widths: dict[str, int]) -> dict:
+        arch = copy.deepcopy(self.arch)
+        for site, width in widths.items():
+            stage, index, _ = site.split(".")
+            arch["stages"][int(stage.removeprefix("layer")) - 1]["blocks"][int(index)][0] = width
+        return arch
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate representation (after global average pooling)."""
         out = F.relu(self.bn1(self.conv1(x)))
@@ -82,21 +113,24 @@ class CifarResNet(nn.Module):
             out = block(out)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
-    def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
-        """The input of the block at ``site``: lets a criterion that ablates units inside
-        that block re-run only the network from there on."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        for name, block in self.blocks():
-            if name == site:
-                return out
-            out = block(out)
+    def _block_index(self, site: str) -> int:
+        """The block that holds ``site`` (a block, or a module inside one)."""
+        for i, (name, _) in enumerate(self.blocks()):
+            if site == name or site.startswith(name + "."):
+                return i
         raise KeyError(site)
 
+    def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        """The input of the block that holds ``site``: lets a criterion that ablates units
+        there re-run only the network from that block on."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        for _, block in self.blocks()[: self._block_index(site)]:
+            out = block(out)
+        return out
+
     def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
-        """Logits, given the input ``h`` of the block at ``site``."""
-        blocks = self.blocks()
-        start = [name for name, _ in blocks].index(site)
-        for _, block in blocks[start:]:
+        """Logits, given the input ``h`` of the block that holds ``site``."""
+        for _, block in self.blocks()[self._block_index(site):]:
             h = block(h)
         return self.linear(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
@@ -129,8 +163,15 @@ class CifarResNetFamily(ModelFamily):
         self.pretrained_urls = {"cifar10": AKAMASTER + pretrained_file} if pretrained_file else {}
         self.description = description or f"CIFAR ResNet-{depth} (He et al. 2016, option-A shortcuts)"
 
-    def default_arch(self, num_classes: int, in_channels: int) -> dict:
-        return cifar_resnet_arch(self.name, self.depth, self.width, num_classes, in_channels)
+    def default_arch(self, name, num_classes, input_shape):
+        return cifar_resnet_arch(self.name, self.depth, self.width, num_classes, input_shape[0])
+
+    def pretrained_state_dict(self, name, dataset):
+        url = self.pretrained_urls.get(dataset)
+        if url is None:
+            have = ", ".join(sorted(self.pretrained_urls)) or "none"
+            raise HarnessError(f"no pretrained weights for model {name} on {dataset} (available for: {have})")
+        return load_url_state_dict(url)
 
     def build(self, arch: dict) -> nn.Module:
         return CifarResNet(arch)

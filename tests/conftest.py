@@ -58,7 +58,7 @@ def seeded_resnet(name="resnet20", num_classes=10, in_channels=3, seed=0):
     from harness.models import create_model
 
     torch.manual_seed(seed)
-    model = create_model(name, num_classes, in_channels, "cifar10")
+    model = create_model(name, num_classes, (in_channels, 32, 32), "cifar10")
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.weight.data.uniform_(0.5, 1.5)

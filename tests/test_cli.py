@@ -59,7 +59,7 @@ def test_every_command_has_help(command):
 
 def test_plugins_lists_every_kind_with_its_package():
     out = run_cli("plugins").stdout
-    for kind, name in [("model", "resnet56"), ("dataset", "digits"), ("structure", "filter"),
+    for kind, name in [("model", "resnet56"), ("dataset", "digits"), ("structure", "resnet-filter"), ("evaluator", "accuracy"),
                        ("criterion", "kl"), ("similarity", "cka"), ("method", "cka")]:
         assert any(line.split()[:3] == [kind, name, "prunebench"] for line in out.splitlines()), (kind, name)
 

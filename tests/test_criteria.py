@@ -5,8 +5,8 @@ from conftest import seeded_resnet
 from harness import plugins
 from harness.api import CriterionContext
 
-LAYER = plugins.get("structure", "layer")
-FILTER = plugins.get("structure", "filter")
+LAYER = plugins.get("structure", "resnet-block")
+FILTER = plugins.get("structure", "resnet-filter")
 KL = plugins.get("criterion", "kl")
 
 
@@ -28,13 +28,22 @@ class Opaque(torch.nn.Module):
     def blocks(self):
         return self.inner.blocks()
 
+    def removable_blocks(self):
+        return self.inner.removable_blocks()
+
+    def residual_bn(self, site):
+        return self.inner.residual_bn(site)
+
+    def width_sites(self):
+        return self.inner.width_sites()
+
 
 def test_kl_is_zero_for_a_dead_filter_and_positive_otherwise():
     model = seeded_resnet()
     bn = dict(model.blocks())["layer2.1"].bn1
     bn.weight.data[3] = 0
     bn.bias.data[3] = 0
-    units = [u for u in FILTER.units(model) if u.site == "layer2.1"]
+    units = [u for u in FILTER.units(model) if u.site == "layer2.1.conv1"]
     scores = KL.scores(model, FILTER, units, ctx())
     assert scores[3] == pytest.approx(0.0, abs=1e-12)
     assert min(s for i, s in enumerate(scores) if i != 3) > 0
@@ -66,9 +75,9 @@ def test_l1_prefers_small_weights_and_is_size_normalised():
     block.conv1.weight.data[5] *= 0.01
     units = FILTER.units(model)
     scores = dict(zip([u.key for u in units], plugins.get("criterion", "l1").scores(model, FILTER, units, ctx())))
-    assert min(scores, key=scores.get) == "layer3.1:5"
-    expected = float(block.conv1.weight[7].abs().mean())
-    assert scores["layer3.1:7"] == pytest.approx(expected, rel=1e-6)
+    assert min(scores, key=scores.get) == "layer3.1.conv1:5"
+    expected = float(block.conv1.weight[7].detach().abs().mean())
+    assert scores["layer3.1.conv1:7"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_random_is_seeded():

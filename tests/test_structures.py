@@ -5,8 +5,8 @@ from conftest import seeded_resnet
 from harness import plugins
 from harness.models import count_flops, count_parameters, load_model, save_model
 
-LAYER = plugins.get("structure", "layer")
-FILTER = plugins.get("structure", "filter")
+LAYER = plugins.get("structure", "resnet-block")
+FILTER = plugins.get("structure", "resnet-filter")
 X = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -58,7 +58,8 @@ def test_removing_a_block_equals_ablating_it(site):
 def test_removing_filters_equals_ablating_them_and_shrinks_convolutions():
     model = seeded_resnet("resnet20")
     units = [u for u in FILTER.units(model) if (u.site, u.index) in
-             {("layer1.1", 0), ("layer1.1", 5), ("layer2.0", 31), ("layer3.2", 7), ("layer3.2", 8)}]
+             {("layer1.1.conv1", 0), ("layer1.1.conv1", 5), ("layer2.0.conv1", 31), ("layer3.2.conv1", 7),
+              ("layer3.2.conv1", 8)}]
     with FILTER.ablate(model, units):
         ablated = model(X)
     pruned = FILTER.remove(model, units).eval()
@@ -73,12 +74,12 @@ def test_removing_filters_equals_ablating_them_and_shrinks_convolutions():
 
 def test_a_block_keeps_at_least_one_filter():
     model = seeded_resnet("resnet20")
-    units = [u for u in FILTER.units(model) if u.site == "layer1.0"]
+    units = [u for u in FILTER.units(model) if u.site == "layer1.0.conv1"]
     with pytest.raises(ValueError):
         FILTER.remove(model, units)
     pruned = FILTER.remove(model, units[:-1])
     assert dict(pruned.blocks())["layer1.0"].conv1.out_channels == 1
-    assert all(u.site != "layer1.0" for u in FILTER.units(pruned))
+    assert all(u.site != "layer1.0.conv1" for u in FILTER.units(pruned))
 
 
 def test_pruned_model_reloads_from_weights_only_file(tmp_path):

@@ -1,0 +1,50 @@
+"""Experiment configs: TOML files with the options of `harness bench`, turned into a
+:class:`harness.config.BenchConfig` together with the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from harness.config import BenchConfig
+from harness.errors import HarnessError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+LIST_FIELDS = ("structures", "evaluators")
+
+
+def read_toml(path: str | Path) -> dict:
+    """The file's keys with dashes turned into underscores (``stop-on-drop`` = ``stop_on_drop``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"config file {path} is not valid TOML ({exc})") from None
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def config_from_options(options: dict) -> BenchConfig:
+    """A BenchConfig from option values by name; names that are not BenchConfig fields are
+    plugin options (checked against the plugins' declarations when the run is resolved)."""
+    fields = {f.name for f in dataclasses.fields(BenchConfig)} - {"options"}
+    values, plugin_options = {}, {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in fields:
+            values[key] = _split(value) if key in LIST_FIELDS else value
+        else:
+            plugin_options[key] = value
+    return BenchConfig(**values, options=plugin_options)
+
+
+def _split(value):
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)

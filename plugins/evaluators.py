@@ -1,0 +1,31 @@
+"""Evaluators: measurements of a model, taken on the unpruned model and after each
+iteration. ``accuracy`` and ``flops`` are measured on every iteration (the loop needs them
+for its stopping rules); the others are chosen with ``--evaluators``."""
+
+from __future__ import annotations
+
+from harness import hookimpl
+from harness.api import Evaluator
+from harness.models import count_flops, count_parameters
+from harness.training import accuracy
+
+
+class Accuracy(Evaluator):
+    name = "accuracy"
+    description = "clean top-1 accuracy (%) on the test split"
+
+    def evaluate(self, model, ctx):
+        return {"accuracy": accuracy(model, ctx.data.test, ctx.data, ctx.device)}
+
+
+class Flops(Evaluator):
+    name = "flops"
+    description = "FLOPs of one forward pass (torch.utils.flop_counter, a multiply-add = 2) and parameters"
+
+    def evaluate(self, model, ctx):
+        return {"flops": count_flops(model, ctx.data.input_shape), "params": count_parameters(model)}
+
+
+@hookimpl
+def register_evaluators():
+    return [Accuracy(), Flops()]
