@@ -1,10 +1,7 @@
-"""Evaluators: measurements of a model, taken on the unpruned model and after each
-iteration. ``accuracy`` and ``flops`` are measured on every iteration (the loop needs them
-for its stopping rules); the others are chosen with ``--evaluators``."""
+"""The evaluators the loop itself needs: measured on every iteration of every run."""
 
 from __future__ import annotations
 
-from harness import hookimpl
 from harness.api import Evaluator
 from harness.models import count_flops, count_parameters
 from harness.training import accuracy
@@ -24,8 +21,3 @@ class Flops(Evaluator):
 
     def evaluate(self, model, ctx):
         return {"flops": count_flops(model, ctx.data.input_shape), "params": count_parameters(model)}
-
-
-@hookimpl
-def register_evaluators():
-    return [Accuracy(), Flops()]

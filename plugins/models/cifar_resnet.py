@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import hookimpl
 from harness.api import ModelFamily
 from harness.errors import HarnessError
 from harness.models import load_url_state_dict
@@ -182,8 +181,7 @@ class CifarResNetFamily(ModelFamily):
         return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-@hookimpl
-def register_models():
+def cifar_resnets() -> list[CifarResNetFamily]:
     return [
         CifarResNetFamily("resnet20", 20, pretrained_file="resnet20-12fca82f.th"),
         CifarResNetFamily("resnet32", 32, pretrained_file="resnet32-d509ac18.th"),

@@ -1,0 +1,12 @@
+"""Evaluators: measurements of a model, taken on the unpruned model and after each
+iteration (or on the final model only). ``accuracy`` and ``flops`` are measured on every
+iteration (the loop's stopping rules need them); the others are chosen with
+``--evaluators``. Each module holds one evaluator; this package registers them all."""
+
+from harness import hookimpl
+from harness_plugins.evaluators.basic import Accuracy, Flops
+
+
+@hookimpl
+def register_evaluators():
+    return [Accuracy(), Flops()]
