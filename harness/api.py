@@ -18,8 +18,10 @@ from torch import nn
 @dataclass(frozen=True)
 class Option:
     """A setting a plugin adds to ``harness bench`` (as ``--name-with-dashes``) and to
-    config files (as ``name_with_underscores``). Values reach the plugin through
-    ``ctx.options[name]``.
+    config files (as ``name_with_underscores``). Declare it in the plugin object's
+    ``options`` tuple. Values reach evaluators through ``ctx.options[name]``; any plugin
+    object of a run may also define ``configure(options: dict)``, which the loop calls
+    once with every resolved option before the run starts.
 
     ``parse`` turns a command-line string into the value (config files may give the
     value already typed, which ``parse`` must accept too); ``check`` returns an error

@@ -311,11 +311,23 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
         if problem:
             raise HarnessError(f"{opt.flag} {value!r}: {problem}")
         cfg.options[name] = value
+    configure_plugins(cfg)
     cfg.optimizer = cfg.optimizer or family.optimizer
     cfg.lr = cfg.lr or family.finetune_lr
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
     return cfg
+
+
+def configure_plugins(cfg: BenchConfig) -> None:
+    """Hands the resolved plugin options to every plugin of the run that defines
+    ``configure(options)`` (a model family's default sizes, a metric's bandwidth)."""
+    used = [plugins.get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
+    used += [plugins.get("evaluator", name) for name in (*CORE_EVALUATORS, *cfg.evaluators)]
+    used += list(plugins.registry("structure").values())
+    for obj in used:
+        if hasattr(obj, "configure"):
+            obj.configure(cfg.options)
 
 
 def versions() -> dict:

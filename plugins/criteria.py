@@ -63,6 +63,38 @@ class L1Criterion(Criterion):
         return out
 
 
+class TaylorCriterion(Criterion):
+    """First-order Taylor estimate of the change in loss when a unit is removed (in the
+    spirit of Molchanov et al., CVPR 2019): |sum over parameters of g * delta|, where g is
+    the gradient of the cross-entropy on the calibration split (one backward pass for
+    all units) and delta is what the structure's ablation changes in the parameters. Being
+    an estimate of the loss change, scores compare across layers and structure types."""
+
+    name = "taylor"
+    description = "first-order Taylor estimate of the loss change (one backward pass)"
+
+    def scores(self, model, structure, units, ctx):
+        was_training = model.training
+        model.eval()  # batch norm uses its running statistics, as the pruned model will
+        params = [p for p in model.parameters()]
+        grads = [torch.zeros_like(p) for p in params]
+        n = len(ctx.calib_inputs)
+        for i in range(0, n, 256):
+            x, y = ctx.calib_inputs[i:i + 256], ctx.calib_labels[i:i + 256]
+            loss = F.cross_entropy(model(x), y, reduction="sum") / n
+            for g, dp in zip(grads, torch.autograd.grad(loss, params)):
+                g += dp
+        out = []
+        with torch.no_grad():
+            before = [p.detach().clone() for p in params]
+            for unit in tqdm(units, desc=f"taylor scores ({structure.name})", leave=False, disable=not ctx.progress):
+                with structure.ablate(model, [unit]):
+                    change = sum(float(((p - p0) * g).sum()) for p, p0, g in zip(params, before, grads))
+                out.append(abs(change))
+        model.train(was_training)
+        return out
+
+
 class RandomCriterion(Criterion):
     """Uniform random scores from the run's seed: a baseline for the other criteria."""
 
@@ -75,4 +107,4 @@ class RandomCriterion(Criterion):
 
 @hookimpl
 def register_criteria():
-    return [KLCriterion(), L1Criterion(), RandomCriterion()]
+    return [KLCriterion(), L1Criterion(), TaylorCriterion(), RandomCriterion()]

@@ -86,3 +86,39 @@ def test_random_is_seeded():
     rnd = plugins.get("criterion", "random")
     assert rnd.scores(model, FILTER, units, ctx(1)) == rnd.scores(model, FILTER, units, ctx(1))
     assert rnd.scores(model, FILTER, units, ctx(1)) != rnd.scores(model, FILTER, units, ctx(2))
+
+
+TAYLOR = plugins.get("criterion", "taylor")
+
+
+def labelled_ctx():
+    g = torch.Generator().manual_seed(3)
+    return CriterionContext(torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g), 0)
+
+
+def test_taylor_equals_gradient_times_the_ablated_parameters():
+    model = seeded_resnet()
+    c = labelled_ctx()
+    units = [u for u in FILTER.units(model) if u.site == "layer3.0.conv1"][:6]
+    scores = TAYLOR.scores(model, FILTER, units, c)
+    bn = dict(model.blocks())["layer3.0"].bn1
+    loss = torch.nn.functional.cross_entropy(model(c.calib_inputs), c.calib_labels)
+    g_w, g_b = torch.autograd.grad(loss, [bn.weight, bn.bias])
+    for unit, score in zip(units, scores):
+        i = unit.index
+        expected = abs(float(g_w[i] * bn.weight[i] + g_b[i] * bn.bias[i]))  # delta = -theta
+        assert score == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+def test_taylor_is_zero_for_a_dead_filter_and_leaves_the_model_unchanged():
+    model = seeded_resnet()
+    bn = dict(model.blocks())["layer2.1"].bn1
+    bn.weight.data[3] = 0
+    bn.bias.data[3] = 0
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    units = [u for u in FILTER.units(model) if u.site == "layer2.1.conv1"]
+    scores = TAYLOR.scores(model, FILTER, units, labelled_ctx())
+    assert scores[3] == 0.0 and min(s for i, s in enumerate(scores) if i != 3) > 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    layer_scores = TAYLOR.scores(model, LAYER, LAYER.units(model), labelled_ctx())
+    assert len(layer_scores) == 7 and all(s >= 0 for s in layer_scores)

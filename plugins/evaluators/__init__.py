@@ -5,8 +5,11 @@ iteration (the loop's stopping rules need them); the others are chosen with
 
 from harness import hookimpl
 from harness_plugins.evaluators.basic import Accuracy, Flops
+from harness_plugins.evaluators.co2 import CO2
+from harness_plugins.evaluators.fgsm import FGSM
+from harness_plugins.evaluators.latency import Latency
 
 
 @hookimpl
 def register_evaluators():
-    return [Accuracy(), Flops()]
+    return [Accuracy(), Flops(), FGSM(), Latency(), CO2()]
