@@ -392,7 +392,7 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     """Runs a new benchmark; returns its directory and whether every evaluator succeeded."""
     cfg = resolve(cfg)
     run_dir = Path(cfg.runs_dir) / run_name(cfg)
-    if (run_dir / records.CONFIG_FILE).exists():
+    if records.read_iterations(run_dir):  # a run killed before its first record is simply started again
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
     s = session_for(cfg, run_dir, progress)
     model, before = baseline_model(s)

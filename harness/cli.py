@@ -121,14 +121,25 @@ def collect_config(ctx: click.Context, options: dict, config_file: str | None) -
     from harness.configfile import read_toml
 
     from_file = read_toml(config_file) if config_file else {}
+    params = {p.name: p for p in ctx.command.get_params(ctx)}
     merged = {}
     for key, value in options.items():
         given = ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)
-        if given or key not in from_file:
-            merged[key] = value
-        else:
-            merged[key] = from_file.pop(key)
-    return merged | from_file  # keys the command line does not have (plugin options) stay
+        in_file = from_file.pop(key, None)
+        if in_file is not None and not given:
+            value = _convert(params[key], in_file, config_file, ctx)
+        merged[key] = value
+    return merged | from_file  # keys the command line does not know stay, to be reported
+
+
+def _convert(param: click.Parameter, value, source: str, ctx: click.Context):
+    """A config file's value checked and converted like the same option on the command line."""
+    if isinstance(value, list) and param.type is click.STRING:
+        value = ",".join(str(v) for v in value)
+    try:
+        return param.type.convert(value, param, ctx)
+    except click.BadParameter as exc:
+        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: {exc.message}") from None
 
 
 @main.command(cls=PluginOptionsCommand)
@@ -168,6 +179,33 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
             ok = ok and run_ok
     table = load_table(run_dirs).drop(columns=["run"])
     click.echo(to_markdown(table))
+    if not ok:
+        sys.exit(EXIT_EVALUATOR_FAILED)
+
+
+@main.command()
+@click.argument("config_file", type=click.Path())
+@click.option("--out", type=click.Path(), default="leaderboards", show_default=True,
+              help="Where the leaderboards rebuilt at the end go.")
+@click.option("--dry-run", is_flag=True, help="List the runs and their state without running anything.")
+def sweep(config_file, out, dry_run):
+    """Run the product of the lists in a TOML config, one run after another.
+
+    Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
+    expanded, every other key is a `harness bench` option shared by all runs (plus
+    `prefix` for the run names). Complete runs are skipped and an interrupted one is
+    resumed, so a killed sweep continues where it stopped. Ends by rebuilding the
+    leaderboards. Exit status: 0 done, 2 bad input, 3 an evaluator failed.
+    """
+    from harness.leaderboard import write_leaderboards
+    from harness.sweep import run_sweep
+
+    run_dirs, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run)
+    if dry_run:
+        return
+    roots = sorted({d.parent for d in run_dirs} | {Path("runs"), Path("leaderboards/records")})
+    for path in write_leaderboards(roots, Path(out)):
+        click.echo(f"wrote {path}")
     if not ok:
         sys.exit(EXIT_EVALUATOR_FAILED)
 

@@ -70,6 +70,7 @@ class BenchConfig:
         """Fill budget-dependent values from the preset and check every number."""
         if self.budget not in BUDGETS:
             raise HarnessError(f"unknown budget {self.budget!r}; valid choices: {', '.join(BUDGETS)}")
+        self._check_types()
         cfg = dataclasses.replace(self, options=dict(self.options), evaluators=list(self.evaluators))
         for key, value in BUDGETS[self.budget].items():
             if getattr(cfg, key) is None:
@@ -106,6 +107,20 @@ class BenchConfig:
         if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
             raise HarnessError(f"unknown --device {cfg.device!r}; valid choices: {DEVICE_HELP}")
         return cfg
+
+    def _check_types(self) -> None:
+        """Values from config files arrive untyped: a wrong type is a one-line error."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list[str]": (list, tuple)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            wanted = str(f.type).replace(" | None", "")
+            if value is None or wanted not in kinds:
+                continue
+            ok = isinstance(value, kinds[wanted]) and not (wanted in ("int", "float") and isinstance(value, bool))
+            if wanted == "list[str]":
+                ok = ok and all(isinstance(v, str) for v in value)
+            if not ok:
+                raise HarnessError(f"--{f.name.replace('_', '-')} {value!r} must be of type {wanted}")
 
     def copy_for_seed(self, seed: int, suffix: bool) -> "BenchConfig":
         """The same run with another seed; with ``suffix``, a given name gets ``-s<seed>``."""

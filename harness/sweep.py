@@ -1,0 +1,63 @@
+"""Sweeps: the product of lists in a TOML config (models x methods x criteria x
+similarity metrics x seeds), run one after another. Run names are derived from the axes,
+so a sweep started again skips complete runs and resumes an interrupted one."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from harness import records
+from harness.configfile import config_from_options, read_toml
+from harness.errors import HarnessError
+
+AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
+
+
+def expand(path: str | Path) -> list[dict]:
+    """One option dict per run: every list under an axis key is expanded, the other keys
+    are shared by all runs."""
+    options = read_toml(path)
+    if "name" in options:
+        raise HarnessError("a sweep names its runs from its axes; use 'prefix' instead of 'name'")
+    prefix = options.pop("prefix", "")
+    lists = {k: (v if isinstance(v, list) else [v]) for k, v in options.items() if k in AXES}
+    for key, values in lists.items():
+        if not values:
+            raise HarnessError(f"sweep axis {key!r} in {path} is an empty list")
+    shared = {k: v for k, v in options.items() if k not in AXES}
+    runs = []
+    for combo in itertools.product(*lists.values()):
+        run = dict(zip(lists, combo)) | shared
+        parts = [str(run.get(k)) for k in AXES[:-1] if run.get(k) is not None]
+        run["name"] = prefix + "-".join(parts).replace(":", "_") + f"-s{run.get('seed', 0)}"
+        runs.append(run)
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise HarnessError(f"sweep {path} lists the same run twice")
+    return runs
+
+
+def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False) -> tuple[list[Path], bool]:
+    """Runs every run of the sweep that is not complete; returns the run directories and
+    whether every evaluator succeeded."""
+    from harness.bench import resolve, resume_bench, run_bench
+
+    configs = [config_from_options(run) for run in expand(path)]
+    for cfg in configs:  # every name and number is checked before the first run starts
+        resolve(cfg)
+    dirs, ok = [], True
+    for i, cfg in enumerate(configs, start=1):
+        run_dir = Path(cfg.runs_dir) / cfg.name
+        dirs.append(run_dir)
+        state = ("complete" if records.read_result(run_dir) is not None else
+                 "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
+        print(f"sweep {i}/{len(configs)}: {cfg.name} ({state})", flush=True)
+        if dry_run or state == "complete":
+            continue
+        if state == "interrupted" and records.read_iterations(run_dir):
+            _, run_ok = resume_bench(run_dir, progress)
+        else:
+            _, run_ok = run_bench(cfg, progress)
+        ok = ok and run_ok
+    return dirs, ok

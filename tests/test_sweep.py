@@ -1,0 +1,79 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import run_cli
+from harness import records
+
+SWEEP = """
+method = ["cka", "layers-then-filters"]
+seed = [0, 1]
+budget = "smoke"
+iterations = 3
+scratch_epochs = 10
+candidate_epochs = 0.3
+finetune_epochs = 0.5
+runs_dir = "{runs}"
+prefix = "sw-"
+"""
+
+
+def write_sweep(tmp_path, name):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(SWEEP.format(runs=tmp_path / name))
+    return path
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+def test_dry_run_lists_the_product_of_the_lists(tmp_path):
+    result = run_cli("sweep", str(write_sweep(tmp_path, "dry")), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("sweep ")]
+    assert names == ["sw-cka-s0", "sw-cka-s1", "sw-layers-then-filters-s0", "sw-layers-then-filters-s1"]
+    assert not (tmp_path / "dry").exists()
+
+
+def test_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
+    straight = run_cli("sweep", str(write_sweep(tmp_path, "straight")), "--out", str(tmp_path / "lb1"))
+    assert straight.returncode == 0, straight.stderr
+    cfg = write_sweep(tmp_path, "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(cfg), "--out", str(tmp_path / "lb2")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    runs = tmp_path / "killed"
+    deadline = time.time() + 300
+
+    def progress():
+        done = [d for d in runs.glob("*") if records.read_result(d) is not None] if runs.exists() else []
+        partial = [d for d in runs.glob("*") if records.read_result(d) is None and records.read_iterations(d)] \
+            if runs.exists() else []
+        return len(done), len(partial)
+
+    while progress()[0] < 2 or progress()[1] < 1:
+        assert proc.poll() is None and time.time() < deadline, "the sweep must be killed half-way"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert progress()[0] < 4
+    resumed = run_cli("sweep", str(cfg), "--out", str(tmp_path / "lb2"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(complete)" in resumed.stdout and "(interrupted)" in resumed.stdout
+    names = sorted(d.name for d in (tmp_path / "straight").iterdir())
+    assert names == sorted(d.name for d in runs.iterdir()) and len(names) == 4
+    for name in names:
+        a, b = tmp_path / "straight" / name, runs / name
+        assert strip(records.read_iterations(a)) == strip(records.read_iterations(b)), name
+        assert records.read_result(a) == records.read_result(b), name
+    assert (tmp_path / "lb2").is_dir() and any((tmp_path / "lb2").iterdir())
+
+
+def test_a_sweep_with_an_unknown_name_fails_before_running_anything(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'method = ["cka", "magic"]\nruns_dir = "{tmp_path / "runs"}"\n')
+    result = run_cli("sweep", str(path))
+    assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
+    assert not (tmp_path / "runs").exists()
