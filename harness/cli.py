@@ -227,12 +227,18 @@ def plugins_command():
 @main.command()
 @click.option("--runs", "roots", multiple=True, type=click.Path(), default=["runs", "leaderboards/records"],
               show_default=True, help="Run directories, or folders of them (repeatable).")
-@click.option("--out", type=click.Path(), default="leaderboards", show_default=True, help="Where tables go.")
-def leaderboard(roots, out):
-    """Rebuild the leaderboard tables (Markdown and CSV) from run records."""
+@click.option("--out", type=click.Path(), default="leaderboards", show_default=True,
+              help="Where the pages go (published figures are read from OUT/reported.csv).")
+@click.option("--sort", default=None, help="Column to rank by; a leading '-' sorts descending "
+              "[default: -flops_reduction_pct].")
+@click.option("--where", multiple=True, help="Keep rows matching COLUMN OP VALUE (=, !=, <, <=, >, >=), "
+              "e.g. method=cka or flops_reduction_pct>=50; repeatable, all must hold.")
+def leaderboard(roots, out, sort, where):
+    """Rebuild the leaderboards from run records: per data set and model a Markdown table,
+    a CSV, a sortable HTML page and an accuracy-versus-FLOPs plot, and an index."""
     from harness.leaderboard import write_leaderboards
 
-    written = write_leaderboards([Path(r) for r in roots], Path(out))
+    written = write_leaderboards([Path(r) for r in roots], Path(out), sort=sort, where=list(where) or None)
     if not written:
         raise HarnessError(f"no run records found under {', '.join(roots)}")
     for path in written:

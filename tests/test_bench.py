@@ -60,9 +60,11 @@ def test_leaderboard_has_one_row_per_run(demo_run, tmp_path):
     run_dir, _ = demo_run
     result = run_cli("leaderboard", "--runs", str(run_dir.parent), "--out", str(tmp_path / "lb"))
     assert result.returncode == 0, result.stderr
-    csv = (tmp_path / "lb" / "digits.csv").read_text().splitlines()
-    assert len(csv) == 2 and "tiny-resnet,cka,kl,cka,0,4," in csv[1]
-    assert "| tiny-resnet | cka | kl |" in (tmp_path / "lb" / "digits.md").read_text()
+    tables = tmp_path / "lb" / "tables"
+    csv = (tables / "digits-scikit-learn_tiny-resnet.csv").read_text().splitlines()
+    assert len(csv) == 2 and csv[1].startswith("tiny-resnet,digits (scikit-learn),cka,kl,cka,")
+    md = (tables / "digits-scikit-learn_tiny-resnet.md").read_text()
+    assert "| tiny-resnet | digits (scikit-learn) | cka | kl | cka |" in md
 
 
 def test_existing_run_is_not_overwritten(demo_run):

@@ -1,0 +1,91 @@
+"""Example prunebench plugins, registered through the ``harness`` entry-point group:
+
+- criterion ``l2-norm``: the root-mean-square weight of a unit (a weight-magnitude
+  criterion like the built-in ``l1``, with another norm);
+- similarity ``rsa``: representational similarity analysis, the Pearson correlation of
+  the two representations' dissimilarity matrices (Kriegeskorte et al., 2008);
+- evaluator ``ece``: expected calibration error of the test predictions (Guo et al.,
+  2017), with its number of bins as a plugin option (``--ece-bins``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import harness
+from harness.api import Criterion, Evaluator, Option, Similarity
+from harness.training import predict
+
+
+class L2Norm(Criterion):
+    name = "l2-norm"
+    description = "root-mean-square weight of the unit's tensors (lower = less important)"
+
+    def scores(self, model, structure, units, ctx):
+        out = []
+        for unit in units:
+            tensors = [t.detach() for t in structure.weights(model, unit)]
+            total = sum(float(t.pow(2).sum()) for t in tensors)
+            out.append((total / sum(t.numel() for t in tensors)) ** 0.5)
+        return out
+
+
+def dissimilarities(x: torch.Tensor) -> torch.Tensor:
+    """Upper triangle of the correlation-distance matrix between the rows of ``x``."""
+    x = x.double().flatten(1)
+    x = x - x.mean(1, keepdim=True)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    rdm = 1 - x @ x.T
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    return rdm[i, j]
+
+
+class RSA(Similarity):
+    name = "rsa"
+    description = ("Pearson correlation of the two representational dissimilarity matrices, in [-1, 1]; "
+                   "higher = more similar; invariant to isotropic scaling and orthogonal transforms")
+    maximum = 1.0
+
+    def __call__(self, x, y):
+        a, b = dissimilarities(x), dissimilarities(y)
+        a, b = a - a.mean(), b - b.mean()
+        denom = a.norm() * b.norm()
+        return float(a @ b / denom) if denom > 0 else 0.0
+
+
+class ExpectedCalibrationError(Evaluator):
+    name = "ece"
+    description = "expected calibration error (%) of the test predictions, equal-width confidence bins"
+    options = (Option("ece_bins", 15, "Confidence bins of the ece evaluator.", parse=int,
+                      check=lambda n: None if n >= 1 else "must be at least 1"),)
+
+    def evaluate(self, model, ctx):
+        probs = predict(model, ctx.data.test, ctx.data, ctx.device).softmax(1)
+        confidence, guess = probs.max(1)
+        correct = (guess == ctx.data.test.labels).double()
+        bins = ctx.options["ece_bins"]
+        which = (confidence * bins).long().clamp_max(bins - 1)
+        ece = 0.0
+        for b in range(bins):
+            inside = which == b
+            if inside.any():
+                ece += float(inside.double().mean() * (confidence[inside].double().mean() - correct[inside].mean()).abs())
+        out = {"ece": round(100 * ece, 4), "bins": bins}
+        if ctx.baseline:
+            out["ece_delta"] = round(out["ece"] - ctx.baseline["ece"], 4)
+        return out
+
+
+@harness.hookimpl
+def register_criteria():
+    return [L2Norm()]
+
+
+@harness.hookimpl
+def register_similarities():
+    return [RSA()]
+
+
+@harness.hookimpl
+def register_evaluators():
+    return [ExpectedCalibrationError()]
