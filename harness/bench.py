@@ -348,6 +348,11 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
     model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset,
                          checkpoint=cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    missing = [t for t in cfg.structures if t not in s.structures(model)]
+    if missing:
+        offered = [getattr(st, "type", st.name) for st in plugins.registry("structure").values() if st.supports(model)]
+        raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
+                           f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
     lr = cfg.lr if has_weights else cfg.scratch_lr

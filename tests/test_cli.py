@@ -4,18 +4,20 @@ from conftest import RESNET_CKPT, needs_shared, run_cli
 
 
 @pytest.mark.parametrize("args, valid", [
-    (["--model", "resnet21"], "resnet110, resnet20"),
-    (["--dataset", "imagenet"], "cifar10, digits"),
-    (["--criterion", "gradnorm"], "kl, l1, random"),
-    (["--method", "magic"], "cka"),
-    (["--similarity", "cosine"], "cka"),
+    (["--model", "resnet21"], ["resnet110", "resnet20", "tiny-resnet"]),
+    (["--dataset", "imagenet"], ["cifar10", "digits"]),
+    (["--criterion", "gradnorm"], ["kl", "l1", "random", "taylor"]),
+    (["--method", "magic"], ["cka", "random-walk", "layer-only", "filter-only", "layers-then-filters"]),
+    (["--similarity", "cosine"], ["cka"]),
+    (["--structures", "layer,channel"], ["layer", "filter"]),
 ])
 def test_unknown_names_give_one_line_with_the_valid_choices(tmp_path, args, valid):
     result = run_cli("bench", *args, "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("harness: error: unknown ")
-    assert valid in lines[0]
+    choices = lines[0].split("valid choices: ")[1].split(", ")
+    assert set(valid) <= set(choices)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists(), "nothing is written for bad input"
 
