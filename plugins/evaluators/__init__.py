@@ -5,6 +5,8 @@ iteration (the loop's stopping rules need them); the others are chosen with
 
 from harness import hookimpl
 from harness_plugins.evaluators.basic import Accuracy, Flops
+from harness_plugins.evaluators.cifar10c import Cifar10C
+from harness_plugins.evaluators.cifar102 import Cifar102
 from harness_plugins.evaluators.co2 import CO2
 from harness_plugins.evaluators.fgsm import FGSM
 from harness_plugins.evaluators.latency import Latency
@@ -12,4 +14,4 @@ from harness_plugins.evaluators.latency import Latency
 
 @hookimpl
 def register_evaluators():
-    return [Accuracy(), Flops(), FGSM(), Latency(), CO2()]
+    return [Accuracy(), Flops(), FGSM(), Latency(), CO2(), Cifar10C(), Cifar102()]
