@@ -16,8 +16,21 @@ AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
 
 def expand(path: str | Path) -> list[dict]:
     """One option dict per run: every list under an axis key is expanded, the other keys
-    are shared by all runs."""
+    are shared by all runs. ``[[grid]]`` tables, if any, are separate grids that each
+    start from the top-level keys (three seeds for one method, one for the others)."""
     options = read_toml(path)
+    grids = options.pop("grid", [{}])
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise HarnessError(f"'grid' in {path} must be a list of tables ([[grid]])")
+    runs = [run for grid in grids for run in _expand_one(path, options | {k.replace("-", "_"): v for k, v in grid.items()})]
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise HarnessError(f"sweep {path} lists the same run twice")
+    return runs
+
+
+def _expand_one(path, options: dict) -> list[dict]:
+    options = dict(options)
     if "name" in options:
         raise HarnessError("a sweep names its runs from its axes; use 'prefix' instead of 'name'")
     prefix = options.pop("prefix", "")
@@ -32,9 +45,6 @@ def expand(path: str | Path) -> list[dict]:
         parts = [str(run.get(k)) for k in AXES[:-1] if run.get(k) is not None]
         run["name"] = prefix + "-".join(parts).replace(":", "_") + f"-s{run.get('seed', 0)}"
         runs.append(run)
-    names = [r["name"] for r in runs]
-    if len(set(names)) != len(names):
-        raise HarnessError(f"sweep {path} lists the same run twice")
     return runs
 
 

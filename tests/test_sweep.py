@@ -77,3 +77,16 @@ def test_a_sweep_with_an_unknown_name_fails_before_running_anything(tmp_path):
     result = run_cli("sweep", str(path))
     assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_grids_share_the_top_level_keys(tmp_path):
+    path = tmp_path / "grids.toml"
+    path.write_text(f'budget = "smoke"\nruns_dir = "{tmp_path / "runs"}"\n'
+                    '[[grid]]\nmethod = ["cka", "layer-only"]\n'
+                    '[[grid]]\nmethod = "random-walk"\nseed = [0, 1, 2]\n')
+    from harness.sweep import expand
+
+    runs = expand(path)
+    assert [r["name"] for r in runs] == ["cka-s0", "layer-only-s0", "random-walk-s0", "random-walk-s1",
+                                         "random-walk-s2"]
+    assert all(r["budget"] == "smoke" for r in runs)
