@@ -59,6 +59,10 @@ class ModelFamily:
     finetune_lr: float = 0.01
     scratch_lr: float = 0.1
 
+    def check_name(self, name: str) -> None:
+        """Raise HarnessError (naming the valid choices) when this family cannot build
+        ``name``; called before anything is loaded. Only prefix families need it."""
+
     def default_arch(self, name: str, num_classes: int, input_shape: tuple[int, ...]) -> dict:
         raise NotImplementedError
 

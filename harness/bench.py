@@ -284,6 +284,8 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     anything is loaded or written."""
     cfg = cfg.resolved()
     family = plugins.get("model", cfg.model)
+    if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
+        family.check_name(cfg.model)
     if cfg.dataset is None:
         cfg.dataset = family.default_dataset
     for kind in ("dataset", "method", "criterion", "similarity"):
@@ -359,7 +361,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
     key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
                       cfg.pretrained, epochs, lr, cfg.optimizer, cfg.batch_size, cfg.weight_decay, cfg.train_subset,
-                      cfg.calib_size, cfg.seed)
+                      cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     if cache.exists():
