@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from harness import hookimpl
 from harness.api import DataSplits, Dataset, TensorSplit
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 CALIB_SEED = 20250630  # fixed so every run of a data set sees the same calibration split
 
@@ -102,10 +103,36 @@ class Cifar10(Dataset):
                            torch.tensor(ds.targets, dtype=torch.int64))
         return data
 
+    def _unpack(self, root: Path, cache_dir: str) -> Path:
+        """``train.tar.gz`` and ``test.tar.gz`` (each holding ``train/`` or ``test/``) are
+        unpacked once into the cache; returns the folder holding ``train/`` and ``test/``."""
+        import tarfile
+
+        key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        out = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}"
+        for split in ("train", "test"):
+            if not (out / split / ".complete").exists():
+                tmp = out / f".{split}-{os.getpid()}"
+                try:
+                    with tarfile.open(root / f"{split}.tar.gz") as tar:
+                        tar.extractall(tmp, filter="data")
+                except (OSError, tarfile.TarError) as exc:
+                    raise HarnessError(f"cannot unpack {root / f'{split}.tar.gz'}: {first_line(exc)}") from None
+                if not (tmp / split).is_dir():
+                    raise HarnessError(f"{root / f'{split}.tar.gz'} holds no {split}/ folder")
+                (tmp / split / ".complete").touch()
+                if not (out / split / ".complete").exists():  # another process may have won the race
+                    shutil.rmtree(out / split, ignore_errors=True)
+                    os.replace(tmp / split, out / split)
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
     def load(self, data_dir, cache_dir, calib_size):
         root = Path(data_dir) if data_dir else Path(cache_dir) / "data"
         if data_dir and not root.is_dir():
             raise HarnessError(f"data directory {root} does not exist")
+        if not (root / "train").is_dir() and (root / "train.tar.gz").is_file() and (root / "test.tar.gz").is_file():
+            root = self._unpack(root, cache_dir)
         if (root / "train").is_dir() and (root / "test").is_dir():
             data = self._image_folder(root, cache_dir)
             # JPEG-recompressed CIFAR-10 is a different test set: never mix its figures with the originals
@@ -139,6 +166,53 @@ class Digits(Dataset):
                           label="digits (scikit-learn)", class_names=tuple(str(i) for i in range(10)))
 
 
+def tabular_splits(features: np.ndarray, labels: np.ndarray, test_size: int, calib_size: int, label: str,
+                   class_names: tuple[str, ...]) -> DataSplits:
+    """Rows as float32 (N, F) with a fixed seeded test split and the calibration split held
+    out of the rest; features are standardised with the training split's mean and std."""
+    x = torch.tensor(np.asarray(features, dtype=np.float32))
+    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    test_idx, rest = perm[:test_size].sort().values, perm[test_size:].sort().values
+    train, calib = hold_out(x[rest], y[rest], calib_size)
+    mean = train.images.mean(0)
+    std = train.images.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature is left as it is
+    return DataSplits(train, calib, TensorSplit(x[test_idx], y[test_idx]), tuple(mean.tolist()), tuple(std.tolist()),
+                      num_classes=len(class_names), augment=None, label=label, class_names=class_names)
+
+
+class Shuttle(Dataset):
+    name = "shuttle"
+    description = ("Statlog Shuttle as bundled with the river package (49,097 rows of 9 NASA space shuttle "
+                   "sensor readings; normal vs. anomaly, 7% anomalies); real sensor data that works offline")
+
+    def load(self, data_dir, cache_dir, calib_size):
+        import pandas as pd
+
+        try:
+            from river.datasets import Shuttle as RiverShuttle
+        except ImportError:
+            raise HarnessError("data set shuttle needs the river package, which bundles it (pip install river); "
+                               "valid choices without it: breast-cancer, digits, cifar10") from None
+        frame = pd.read_csv(RiverShuttle().path)
+        features = frame[[f"f{i}" for i in range(1, 10)]].to_numpy()
+        return tabular_splits(features, frame["anomaly"].to_numpy(), test_size=9819, calib_size=calib_size,
+                              label="Statlog Shuttle anomalies (river)", class_names=("normal", "anomaly"))
+
+
+class BreastCancer(Dataset):
+    name = "breast-cancer"
+    description = "scikit-learn's bundled Wisconsin breast cancer rows (569 x 30 features, 2 classes; works offline)"
+
+    def load(self, data_dir, cache_dir, calib_size):
+        from sklearn.datasets import load_breast_cancer
+
+        d = load_breast_cancer()
+        return tabular_splits(d.data, d.target, test_size=114, calib_size=min(calib_size, 128),
+                              label="breast cancer (scikit-learn)", class_names=tuple(str(n) for n in d.target_names))
+
+
 @hookimpl
 def register_datasets():
-    return [Cifar10(), Digits()]
+    return [Cifar10(), Digits(), Shuttle(), BreastCancer()]

@@ -1,11 +1,33 @@
-"""Structures of residual networks: whole blocks (type ``layer``) and the output
-channels of inner convolutions (type ``filter``). They list, ablate and physically remove
-units; how important a unit is belongs to the criteria, not here.
+"""Structures: what can be listed, ablated and physically removed. How important a unit
+is belongs to the criteria, not here.
 
-They work on any network that follows the residual-network protocol (CIFAR ResNets,
-torchvision ResNets): ``arch``, ``blocks()``, ``removable_blocks()``,
+Residual networks (types ``layer`` and ``filter``): whole residual blocks and the output
+channels of inner convolutions, on any network that follows the residual-network protocol
+(CIFAR ResNets, torchvision ResNets): ``arch``, ``blocks()``, ``removable_blocks()``,
 ``residual_bn(site)``, ``width_sites()``, ``arch_without_blocks(sites)`` and
-``arch_with_widths({site: width})``; see ``CifarResNet`` in plugins/models.py.
+``arch_with_widths({site: width})``; see ``CifarResNet`` in plugins/models/cifar_resnet.py.
+
+Transformers (types ``layer``, ``head`` and ``neuron``): whole encoder blocks, attention
+heads and the hidden units of the MLPs, on any network that follows the transformer
+protocol (timm ViTs, the tabular transformer):
+
+- ``arch``: its JSON-able architecture spec;
+- ``blocks()``: ``[(site, block)]`` in forward order, each block a pre-norm timm ``Block``
+  (``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``) with a plain timm ``Attention``
+  (fused ``qkv`` Linear, ``proj``) and ``Mlp`` (``fc1``, activation, ``fc2``); ``site`` is
+  the block's module path, so ``<site>.attn`` and ``<site>.mlp`` are those of its parts;
+- ``arch_without_blocks(sites) -> (arch, rename)``: the spec without those blocks, and the
+  ``rename`` map of :func:`harness.surgery.rebuild` (new module prefix -> old one);
+- ``arch_with_heads({block site: heads})`` and ``arch_with_mlp({block site: hidden})``: the
+  spec with those blocks narrowed (a head keeps its dimension);
+- ``forward(x)``: logits; ``forward_features(x)``: the ``(N, D)`` penultimate representation
+  (the class token, or the pooled tokens, after the final norm);
+- optionally ``forward_to(site, x)`` (the input of the block holding ``site``, a block or a
+  module inside one) and ``forward_from(site, h)`` (logits from there): the KL criterion
+  then runs the blocks before a unit only once.
+
+Unit sites: a block is ``<site>``, head ``h`` is ``<site>.attn:h``, hidden unit ``j`` is
+``<site>.mlp:j``.
 """
 
 from __future__ import annotations
@@ -14,11 +36,15 @@ import contextlib
 from collections import defaultdict
 from typing import Sequence
 
+import torch
+from torch import nn
+
 from harness import hookimpl
 from harness.api import Structure, Unit
 from harness.surgery import keep_indices, rebuild, zero_
 
 PROTOCOL = ("removable_blocks", "residual_bn", "width_sites", "arch_without_blocks", "arch_with_widths")
+TRANSFORMER_PROTOCOL = ("blocks", "arch_without_blocks", "arch_with_heads", "arch_with_mlp", "forward_features")
 
 
 def _is_residual_network(model) -> bool:
@@ -117,10 +143,191 @@ def _by_site(units: Sequence[Unit]) -> dict[str, set[int]]:
 
 
 def _params(prefix: str, module) -> list[str]:
-    """The state-dict keys of a conv or batch norm whose first dimension is its channels."""
+    """The state-dict keys of a layer (convolution, batch norm, linear) whose first dimension
+    is its output channels or units."""
     return [f"{prefix}.{name}" for name, t in module.state_dict().items() if t.dim() >= 1]
+
+
+# ---------------------------------------------------------------- transformers
+def transformer_block_problem(block) -> str | None:
+    """Why the transformer structures cannot prune this block exactly, or None. They
+    handle timm's pre-norm ``Block`` with a plain ``Attention`` and ``Mlp``; variants
+    whose extra weights span the heads or hidden units (qk norm, attention-output norm,
+    gates, an MLP norm) are refused rather than pruned wrongly."""
+    from timm.layers import Attention, Mlp
+    from timm.models.vision_transformer import Block
+
+    if type(block) is not Block:
+        return f"is a {type(block).__name__}, not timm's pre-norm Block"
+    attn, mlp = block.attn, block.mlp
+    if type(attn) is not Attention:
+        return f"has a {type(attn).__name__}, not timm's Attention"
+    if not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.k_norm, nn.Identity):
+        return "normalises queries and keys (qk_norm)"
+    if not isinstance(attn.norm, nn.Identity):
+        return "normalises the attention output (scale_norm)"
+    if getattr(attn, "gate", None) is not None:
+        return "gates the attention output"
+    if type(mlp) is not Mlp or not isinstance(mlp.fc1, nn.Linear) or not isinstance(mlp.norm, nn.Identity):
+        return "has an MLP other than timm's Linear-activation-Linear Mlp"
+    if any(True for _ in mlp.act.parameters()):
+        return f"has an MLP activation with weights ({type(mlp.act).__name__})"
+    with torch.no_grad():
+        if float(mlp.act(torch.zeros(1)).abs()) != 0.0:
+            return f"has an MLP activation {type(mlp.act).__name__} that is not 0 at 0"
+    return None
+
+
+def _is_transformer(model) -> bool:
+    if not (hasattr(model, "arch") and all(hasattr(model, name) for name in TRANSFORMER_PROTOCOL)):
+        return False
+    blocks = model.blocks()
+    return bool(blocks) and all(transformer_block_problem(block) is None for _, block in blocks)
+
+
+def _part_of(model, site: str, part: str):
+    """(block site, the block's ``attn`` or ``mlp``) of a head or neuron site."""
+    block_site = site.removesuffix("." + part)
+    return block_site, getattr(dict(model.blocks())[block_site], part)
+
+
+def _weight_and_bias(linear) -> list:
+    return [t for t in (linear.weight, linear.bias) if t is not None]
+
+
+class TransformerBlocks(Structure):
+    """Whole encoder blocks. A pre-norm block adds its attention and MLP outputs to the
+    residual stream, so zeroing the attention's output projection and the MLP's second
+    linear (weights and biases) makes it the identity: an exact ablation. At least one
+    block always stays."""
+
+    name = "transformer-block"
+    type = "layer"
+
+    def supports(self, model):
+        return _is_transformer(model)
+
+    def units(self, model):
+        blocks = model.blocks()
+        return [Unit(self.name, site) for site, _ in blocks] if len(blocks) > 1 else []
+
+    def ablate(self, model, units: Sequence[Unit]):
+        blocks = dict(model.blocks())
+        restores = []
+        for u in units:
+            block = blocks[u.site]
+            restores += [zero_(t) for t in _weight_and_bias(block.attn.proj) + _weight_and_bias(block.mlp.fc2)]
+        return _restoring(restores)
+
+    def remove(self, model, units: Sequence[Unit]):
+        sites = [site for site, _ in model.blocks()]
+        drop = {u.site for u in units}
+        if drop - set(sites):
+            raise ValueError(f"block(s) {', '.join(sorted(drop - set(sites)))} are not blocks of this model")
+        if drop >= set(sites):
+            raise ValueError("cannot remove every block of a transformer")
+        arch, rename = model.arch_without_blocks(drop)
+        return rebuild(model, arch, rename=rename)
+
+    def weights(self, model, unit):
+        block = dict(model.blocks())[unit.site]
+        return [block.attn.qkv.weight, block.attn.proj.weight, block.mlp.fc1.weight, block.mlp.fc2.weight]
+
+
+def _head_rows(attn, heads) -> list[int]:
+    """Rows of the fused qkv projection that belong to these heads: its output is
+    (q | k | v), each ``num_heads`` consecutive slices of ``head_dim``."""
+    d, width = attn.head_dim, attn.num_heads * attn.head_dim
+    return [part * width + h * d + i for part in range(3) for h in sorted(heads) for i in range(d)]
+
+
+def _head_columns(attn, heads) -> list[int]:
+    """Columns of the output projection that read these heads."""
+    d = attn.head_dim
+    return [h * d + i for h in sorted(heads) for i in range(d)]
+
+
+class AttentionHeads(Structure):
+    """Attention heads: a head's query, key and value rows of the fused qkv projection and
+    its columns of the output projection. Zeroing those columns removes exactly what the
+    head adds to the residual stream."""
+
+    name = "attention-head"
+    type = "head"
+
+    def supports(self, model):
+        return _is_transformer(model)
+
+    def units(self, model):
+        return [Unit(self.name, f"{site}.attn", h) for site, block in model.blocks()
+                if block.attn.num_heads > 1 for h in range(block.attn.num_heads)]
+
+    def ablate(self, model, units: Sequence[Unit]):
+        restores = []
+        for site, heads in _by_site(units).items():
+            _, attn = _part_of(model, site, "attn")
+            restores.append(zero_(attn.proj.weight, _head_columns(attn, heads), dim=1))
+        return _restoring(restores)
+
+    def remove(self, model, units: Sequence[Unit]):
+        names = {id(m): n for n, m in model.named_modules()}
+        slices, heads = {}, {}
+        for site, drop in _by_site(units).items():
+            block_site, attn = _part_of(model, site, "attn")
+            kept = keep_indices(attn.num_heads, drop).tolist()
+            heads[block_site] = len(kept)
+            rows = torch.tensor(_head_rows(attn, kept), dtype=torch.long)
+            for key in _params(names[id(attn.qkv)], attn.qkv):
+                slices[key] = [(0, rows)]
+            slices[names[id(attn.proj)] + ".weight"] = [(1, torch.tensor(_head_columns(attn, kept), dtype=torch.long))]
+        return rebuild(model, model.arch_with_heads(heads), slices)
+
+    def weights(self, model, unit):
+        _, attn = _part_of(model, unit.site, "attn")
+        d, width, h = attn.head_dim, attn.num_heads * attn.head_dim, unit.index
+        rows = [attn.qkv.weight[part * width + h * d: part * width + (h + 1) * d] for part in range(3)]
+        return [*rows, attn.proj.weight[:, h * d:(h + 1) * d]]
+
+
+class MlpNeurons(Structure):
+    """Hidden units of a block's MLP: a row of the first linear (weight and bias) and the
+    matching column of the second. Zeroing the row and its bias gives activation(0) = 0
+    (GELU, ReLU, SiLU), so the unit feeds nothing on."""
+
+    name = "mlp-neuron"
+    type = "neuron"
+
+    def supports(self, model):
+        return _is_transformer(model)
+
+    def units(self, model):
+        return [Unit(self.name, f"{site}.mlp", j) for site, block in model.blocks()
+                if block.mlp.fc1.out_features > 1 for j in range(block.mlp.fc1.out_features)]
+
+    def ablate(self, model, units: Sequence[Unit]):
+        restores = []
+        for site, idx in _by_site(units).items():
+            _, mlp = _part_of(model, site, "mlp")
+            restores += [zero_(t, sorted(idx)) for t in _weight_and_bias(mlp.fc1)]
+        return _restoring(restores)
+
+    def remove(self, model, units: Sequence[Unit]):
+        names = {id(m): n for n, m in model.named_modules()}
+        slices, hidden = {}, {}
+        for site, drop in _by_site(units).items():
+            block_site, mlp = _part_of(model, site, "mlp")
+            idx = keep_indices(mlp.fc1.out_features, drop)
+            hidden[block_site] = len(idx)
+            for key in _params(names[id(mlp.fc1)], mlp.fc1):
+                slices[key] = [(0, idx)]
+            slices[names[id(mlp.fc2)] + ".weight"] = [(1, idx)]
+        return rebuild(model, model.arch_with_mlp(hidden), slices)
+
+    def weights(self, model, unit):
+        _, mlp = _part_of(model, unit.site, "mlp")
+        return [mlp.fc1.weight[unit.index], mlp.fc2.weight[:, unit.index]]
 
 
 @hookimpl
 def register_structures():
-    return [ResidualBlocks(), ConvFilters()]
+    return [ResidualBlocks(), ConvFilters(), TransformerBlocks(), AttentionHeads(), MlpNeurons()]
