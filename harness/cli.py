@@ -188,7 +188,9 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
 @click.option("--out", type=click.Path(), default="leaderboards", show_default=True,
               help="Where the leaderboards rebuilt at the end go.")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state without running anything.")
-def sweep(config_file, out, dry_run):
+@click.option("--shard", default="1/1", show_default=True,
+              help="Run only share K of N (runs K, K+N, ...): N processes, one per shard, run a sweep in parallel.")
+def sweep(config_file, out, dry_run, shard):
     """Run the product of the lists in a TOML config, one run after another.
 
     Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
@@ -198,9 +200,9 @@ def sweep(config_file, out, dry_run):
     leaderboards. Exit status: 0 done, 2 bad input, 3 an evaluator failed.
     """
     from harness.leaderboard import write_leaderboards
-    from harness.sweep import run_sweep
+    from harness.sweep import parse_shard, run_sweep
 
-    run_dirs, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run)
+    run_dirs, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=parse_shard(shard))
     if dry_run:
         return
     roots = sorted({d.parent for d in run_dirs} | {Path("runs"), Path("leaderboards/records")})

@@ -48,16 +48,32 @@ def _expand_one(path, options: dict) -> list[dict]:
     return runs
 
 
-def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False) -> tuple[list[Path], bool]:
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise HarnessError(f"--shard {text!r} must be K/N with 1 <= K <= N, e.g. 1/4")
+    return k, n
+
+
+def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
+              shard: tuple[int, int] = (1, 1)) -> tuple[list[Path], bool]:
     """Runs every run of the sweep that is not complete; returns the run directories and
-    whether every evaluator succeeded."""
+    whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
+    (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel."""
     from harness.bench import resolve, resume_bench, run_bench
 
     configs = [config_from_options(run) for run in expand(path)]
     for cfg in configs:  # every name and number is checked before the first run starts
         resolve(cfg)
+    k, n = shard
     dirs, ok = [], True
     for i, cfg in enumerate(configs, start=1):
+        if (i - k) % n:
+            continue
         run_dir = Path(cfg.runs_dir) / cfg.name
         dirs.append(run_dir)
         state = ("complete" if records.read_result(run_dir) is not None else

@@ -38,6 +38,19 @@ def test_dry_run_lists_the_product_of_the_lists(tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+def test_shards_split_the_runs_between_processes(tmp_path):
+    path = str(write_sweep(tmp_path, "dry"))
+    shards = []
+    for shard in ("1/3", "2/3", "3/3"):
+        result = run_cli("sweep", path, "--dry-run", "--shard", shard)
+        assert result.returncode == 0, result.stderr
+        shards.append([line.split()[2] for line in result.stdout.splitlines() if line.startswith("sweep ")])
+    assert shards == [["sw-cka-s0", "sw-layers-then-filters-s1"], ["sw-cka-s1"], ["sw-layers-then-filters-s0"]]
+    for bad in ("0/2", "3/2", "two", "1/0"):
+        result = run_cli("sweep", path, "--dry-run", "--shard", bad)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--shard" in result.stderr
+
+
 def test_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
     straight = run_cli("sweep", str(write_sweep(tmp_path, "straight")), "--out", str(tmp_path / "lb1"))
     assert straight.returncode == 0, straight.stderr
