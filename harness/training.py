@@ -55,7 +55,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float, batch
     model.train()
     order, pos = torch.randperm(n, generator=g), 0
     bar = tqdm(range(steps), desc=desc, leave=False, disable=not progress)
-    for _ in bar:
+    for step in bar:
         if pos + batch_size > n:
             order, pos = torch.randperm(n, generator=g), 0
         idx = order[pos:pos + batch_size]
@@ -70,7 +70,8 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float, batch
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if progress and step % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
     return model
 
