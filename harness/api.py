@@ -209,6 +209,20 @@ class Similarity:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         raise NotImplementedError
 
+    @staticmethod
+    def matrices(x: torch.Tensor, y: torch.Tensor, min_rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both representations as float64 matrices, one row per input, after checking
+        that they describe the same inputs: every metric starts here."""
+        from harness.errors import HarnessError
+
+        x, y = x.double().flatten(1), y.double().flatten(1)
+        if x.shape[0] != y.shape[0]:
+            raise HarnessError(f"representations to compare must have one row per input in both; "
+                               f"got {x.shape[0]} and {y.shape[0]} rows")
+        if x.shape[0] < min_rows:
+            raise HarnessError(f"comparing representations needs at least {min_rows} inputs; got {x.shape[0]}")
+        return x, y
+
 
 # ---------------------------------------------------------------- methods
 @dataclass

@@ -20,13 +20,7 @@ from harness.errors import HarnessError
 
 def _centred_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both representations as float64 matrices (one row per input) with centred columns."""
-    x = x.double().flatten(1)
-    y = y.double().flatten(1)
-    if x.shape[0] != y.shape[0]:
-        raise HarnessError(f"representations to compare must have one row per input in both; "
-                           f"got {x.shape[0]} and {y.shape[0]} rows")
-    if x.shape[0] < 2:
-        raise HarnessError(f"comparing representations needs at least 2 inputs; got {x.shape[0]}")
+    x, y = Similarity.matrices(x, y)
     return x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
 
 

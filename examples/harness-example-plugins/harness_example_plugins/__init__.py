@@ -3,7 +3,7 @@
 - criterion ``l2-norm``: the root-mean-square weight of a unit (a weight-magnitude
   criterion like the built-in ``l1``, with another norm);
 - similarity ``rsa``: representational similarity analysis, the Pearson correlation of
-  the two representations' dissimilarity matrices (Kriegeskorte et al., 2008);
+  the two representations' (cosine) dissimilarity matrices (Kriegeskorte et al., 2008);
 - evaluator ``ece``: expected calibration error of the test predictions (Guo et al.,
   2017), with its number of bins as a plugin option (``--ece-bins``).
 """
@@ -31,9 +31,9 @@ class L2Norm(Criterion):
 
 
 def dissimilarities(x: torch.Tensor) -> torch.Tensor:
-    """Upper triangle of the correlation-distance matrix between the rows of ``x``."""
-    x = x.double().flatten(1)
-    x = x - x.mean(1, keepdim=True)
+    """Upper triangle of the cosine-distance matrix between the rows of ``x``. (Correlation
+    distance would centre each row across its features, which an orthogonal transform of
+    the feature space does not preserve.)"""
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     rdm = 1 - x @ x.T
     i, j = torch.triu_indices(len(x), len(x), offset=1)
@@ -47,6 +47,7 @@ class RSA(Similarity):
     maximum = 1.0
 
     def __call__(self, x, y):
+        x, y = self.matrices(x, y)  # the same inputs in both, as float64 rows
         a, b = dissimilarities(x), dissimilarities(y)
         a, b = a - a.mean(), b - b.mean()
         denom = a.norm() * b.norm()
