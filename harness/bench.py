@@ -332,14 +332,42 @@ def configure_plugins(cfg: BenchConfig) -> None:
             obj.configure(cfg.options)
 
 
-def versions() -> dict:
+def git_revision() -> str | None:
+    """The commit of the harness checkout that runs, ``-dirty`` when it has uncommitted
+    changes; None for an installed copy outside its repository (a directory above it may be
+    some other repository, whose commit would be a lie)."""
+    package = Path(harness.__file__).resolve().parent
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(harness.__file__).parent,
-                             capture_output=True, text=True, timeout=10).stdout.strip() or None
+        top = git("rev-parse", "--show-toplevel")
+        if not top or package.parent != Path(top).resolve():
+            return None
+        sha = git("rev-parse", "HEAD")
+        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if sha else None
     except Exception:
-        sha = None
+        return None
+
+
+def versions() -> dict:
     return {"harness": harness.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "git_sha": sha, "schema_version": records.SCHEMA_VERSION}
+            "git_sha": git_revision(), "schema_version": records.SCHEMA_VERSION}
+
+
+def hardware(device: torch.device) -> dict:
+    """Where the run's wall times were measured."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+        except OSError:
+            pass
+    return {"device": device.type, "name": name, "threads": torch.get_num_threads()}
 
 
 def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
@@ -405,7 +433,7 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     model, before = baseline_model(s)
     data = s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, {
-        "config": cfg.to_dict(), "versions": versions(), "command": sys.argv,
+        "config": cfg.to_dict(), "versions": versions(), "hardware": hardware(s.device), "command": sys.argv,
         "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
                  "test": len(data.test)},

@@ -35,7 +35,7 @@ DEFAULT_SORT = "-flops_reduction_pct"
 
 # config fields that do not make a configuration different: runs differing only in these merge
 NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir"}
-TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "structures", "budget"]
+TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "structures", "budget", "stop", "hardware"]
 METRICS = ["iterations", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy", "accuracy",
            "accuracy_delta", "wall_time_s"]
 SOURCE_COLUMNS = ["source", "citation", "note"]
@@ -125,12 +125,13 @@ class Run:
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
-    """Run directories given directly or as the children of a folder, each once."""
+    """Run directories given directly or anywhere below a folder (records grouped by
+    benchmark: ``records/table3/<run>``), each once."""
     found: dict[Path, Path] = {}
     for root in roots:
         root = Path(root)
         candidates = [root] if (root / records.CONFIG_FILE).exists() else (
-            sorted(p.parent for p in root.glob(f"*/{records.CONFIG_FILE}")) if root.is_dir() else [])
+            sorted(p.parent for p in root.rglob(records.CONFIG_FILE)) if root.is_dir() else [])
         for run_dir in candidates:
             found.setdefault(run_dir.resolve(), run_dir)
     return list(found.values())
@@ -156,6 +157,25 @@ def evaluator_columns(evaluation: dict | None) -> dict[str, float]:
     return columns
 
 
+def stop_text(cfg: dict) -> str:
+    """The run's stopping rules, briefly: at most K iterations, a FLOPs target, an accuracy tolerance."""
+    rules = [f"K={cfg['iterations']}"] if cfg.get("iterations") is not None else []
+    if cfg.get("target_flops") is not None:
+        rules.append(f"FLOPs -{cfg['target_flops']:g}%")
+    if cfg.get("stop_on_drop") is not None:
+        rules.append(f"drop > {cfg['stop_on_drop']:g}")
+    return ", ".join(rules)
+
+
+def hardware_text(hardware: dict | None) -> str:
+    """Where the wall times were measured: the GPU's name, or the CPU's thread count."""
+    if not hardware:
+        return ""
+    if hardware.get("device") == "cuda":
+        return hardware.get("name") or "GPU"
+    return f"CPU, {hardware.get('threads')} threads"
+
+
 def read_run(run_dir: Path) -> Run | None:
     """The model a run keeps (its final iteration) against its unpruned model; None before
     iteration 0 is recorded. Schema-1 records (no data label, no final_iteration) load too."""
@@ -173,6 +193,7 @@ def read_run(run_dir: Path) -> Run | None:
         "model": cfg["model"], "data": (record.get("data") or {}).get("label") or cfg["dataset"],
         "method": cfg["method"], "criterion": cfg["criterion"], "similarity": cfg["similarity"],
         "structures": ",".join(cfg.get("structures") or []), "budget": cfg.get("budget") or "",
+        "stop": stop_text(cfg), "hardware": hardware_text(record.get("hardware")),
         "seed": cfg["seed"], "iterations": final,
         "decision_path": "".join(r["decision"] or "" for r in kept[1:]),
         "flops_reduction_pct": last.get("flops_reduction_pct", 0.0),
@@ -199,7 +220,7 @@ def load_table(roots: list[Path]) -> pd.DataFrame:
     rows = [run.row for run in read_runs(roots)]
     # the first eight columns keep the order of earlier versions, which scripts may index into
     fixed = ["data", "model", "method", "criterion", "similarity", "seed", "iterations", "decision_path",
-             *METRICS[1:], "structures", "budget"]
+             *METRICS[1:], "structures", "budget", "stop", "hardware"]
     evaluators = sorted({k for r in rows for k in r} - set(fixed) - {"complete", "run"})
     df = pd.DataFrame(rows, columns=fixed + evaluators + ["complete", "run"])
     return df.sort_values(["data", "model", "flops_reduction_pct", "run"], ascending=[True, True, False, True],
@@ -236,6 +257,7 @@ def merged_rows(runs: list[Run]) -> list[dict]:
     for key in sorted(by_configuration):
         members = by_configuration[key]
         row = {c: members[0].row[c] for c in TEXT_COLUMNS}
+        row["hardware"] = " / ".join(dict.fromkeys(m.row["hardware"] for m in members))
         row |= {"seeds": float(len(members)),
                 "decision_path": " / ".join(m.row["decision_path"] or "-" for m in members),
                 "source": "measured", "citation": "", "note": "",

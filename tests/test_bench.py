@@ -103,3 +103,27 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
     assert strip(records.read_iterations(killed_dir)) == strip(records.read_iterations(tmp_path / "straight"))
     assert (killed_dir / "result.json").read_text() == (tmp_path / "straight" / "result.json").read_text()
+
+
+def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_path, monkeypatch):
+    import subprocess
+
+    import harness
+    from harness.bench import git_revision
+
+    sha = git_revision()  # the tests run from a checkout of the project
+    assert sha is None or len(sha.removesuffix("-dirty")) == 40
+    outer = tmp_path / "outer"
+    (outer / "site" / "harness").mkdir(parents=True)
+    (outer / "site" / "harness" / "__init__.py").write_text("")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=outer, check=True, capture_output=True)
+    # an installed copy (site/harness) inside some other repository: its commit says nothing
+    monkeypatch.setattr(harness, "__file__", str(outer / "site" / "harness" / "__init__.py"))
+    assert git_revision() is None
+    monkeypatch.setattr(harness, "__file__", str(outer / "harness" / "__init__.py"))
+    (outer / "harness").mkdir()
+    (outer / "harness" / "__init__.py").write_text("")
+    subprocess.run(["git", "add", "."], cwd=outer, check=True)
+    sha = git_revision()
+    assert sha is not None and sha.endswith("-dirty") and len(sha) == 40 + len("-dirty")

@@ -8,7 +8,7 @@ import pytest
 
 from harness import records
 from harness.errors import HarnessError
-from harness.leaderboard import load_table, read_reported, to_markdown, write_leaderboards
+from harness.leaderboard import build_board, load_table, read_reported, read_runs, to_markdown, write_leaderboards
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -17,7 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", label="CIFAR-10 (JPEG)", method="cka",
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
              decisions=None, final=None, stop_on_drop=None, schema=2, evaluations=None, complete=True,
-             wall=10.0) -> Path:
+             wall=10.0, hardware=None) -> Path:
     """A run directory as harness/bench.py writes it: config.json, iterations.jsonl (0 is the
     unpruned model), evaluations.jsonl when given, and result.json when complete."""
     run_dir = root / name
@@ -26,6 +26,8 @@ def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", labe
            "iterations": len(accuracies) - 1, "name": name, "runs_dir": str(root), "cache_dir": "/tmp/cache",
            "device": "cpu"}
     config = {"config": cfg, "versions": {"schema_version": schema}, "command": ["harness", "bench"]}
+    if hardware:
+        config["hardware"] = hardware
     if schema >= 2:
         config["data"] = {"label": label}
     records.atomic_write_json(run_dir / records.CONFIG_FILE, config)
@@ -311,3 +313,31 @@ def test_committed_reported_figures_are_cifar10_rows_with_citations():
     assert paper[("resnet56", "cka", 72.67)]["accuracy_delta"] == pytest.approx(0.19)
     assert {("resnet56", "cka", 86.37), ("resnet110", "cka", 95.82), ("resnet32", "cka", 61.99),
             ("resnet32", "random-walk", 55.83), ("resnet56", "random-walk", 69.64)} <= set(paper)
+
+
+def test_hardware_column_says_where_wall_times_were_measured(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "gpu-s0", hardware={"device": "cuda", "name": "NVIDIA H100 80GB HBM3", "threads": 1})
+    make_run(root, "gpu-s1", seed=1, hardware={"device": "cuda", "name": "NVIDIA H200", "threads": 4})
+    make_run(root, "cpu", method="layer-only", hardware={"device": "cpu", "name": "Xeon", "threads": 2})
+    make_run(root, "old", method="filter-only")  # records from before the hardware field
+    board = build_board(read_runs([root]), []).set_index("method")
+    assert board.loc["cka", "hardware"] == "NVIDIA H100 80GB HBM3 / NVIDIA H200"
+    assert board.loc["cka", "seeds"] == 2, "hardware is not configuration: the seeds still merge"
+    assert board.loc["layer-only", "hardware"] == "CPU, 2 threads"
+    assert board.loc["filter-only", "hardware"] == ""
+    assert board.loc["cka", "stop"] == "K=2"
+
+
+def test_stop_column_names_the_stopping_rules(tmp_path):
+    make_run(tmp_path / "runs", "tolerant", stop_on_drop=1.0)
+    assert load_table([tmp_path / "runs"])["stop"].tolist() == ["K=2, drop > 1"]
+
+
+def test_records_grouped_in_folders_are_found(tmp_path):
+    root = tmp_path / "records"
+    make_run(root / "table3", "a")
+    make_run(root / "table3", "b", method="layer-only")
+    make_run(root, "c", method="filter-only")
+    assert sorted(load_table([root])["run"]) == ["a", "b", "c"]
+    assert sorted(load_table([root, root / "table3", root / "table3" / "a"])["run"]) == ["a", "b", "c"]
