@@ -473,17 +473,27 @@ def table_html(title: str, slug: str, group: pd.DataFrame, columns: list[str], n
 
 
 # ---------------------------------------------------------------- the plot
+def series_labels(measured: pd.DataFrame) -> list[str]:
+    """One plot series per method, told apart by criterion, similarity or stopping rule where
+    a method's rows differ in them ("cka · rbf-cka")."""
+    varying = {method: [c for c in ("criterion", "similarity", "stop") if rows[c].nunique() > 1]
+               for method, rows in measured.groupby("method")}
+    return [" · ".join([row["method"], *(row[c] for c in varying[row["method"]])]) for _, row in measured.iterrows()]
+
+
 def plot_png(title: str, group: pd.DataFrame) -> bytes:
     """Accuracy delta against FLOPs reduction: filled markers (± bars over seeds) and faint
-    trajectories for measured rows, hollow markers for reported ones; one colour per method."""
+    trajectories for measured rows, hollow markers for reported ones; one colour per method
+    (per series of a method, see series_labels)."""
     import matplotlib
     import matplotlib.style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     measured = group[group["source"] == "measured"]
+    measured = measured.assign(series=series_labels(measured))
     reported = group[group["source"] == "reported"]
-    methods = list(dict.fromkeys(sorted(measured["method"]) + sorted(reported["method"])))
+    methods = list(dict.fromkeys(sorted(measured["series"]) + sorted(reported["method"])))
     palette = matplotlib.colormaps["tab20"].colors
     order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # the strong colours first
     colour = {m: palette[order[i % 20]] for i, m in enumerate(methods)}
@@ -494,7 +504,7 @@ def plot_png(title: str, group: pd.DataFrame) -> bytes:
         ax = fig.add_subplot()
         ax.axhline(0, color="0.55", linewidth=0.8, linestyle="--", zorder=0)
         ax.grid(True, color="0.92", linewidth=0.6, zorder=0)
-        for method, rows in measured.groupby("method", sort=True):
+        for method, rows in measured.groupby("series", sort=True):
             for trajectories in rows["trajectories"]:
                 for points in trajectories:
                     xs, ys = zip(*points)

@@ -341,3 +341,15 @@ def test_records_grouped_in_folders_are_found(tmp_path):
     make_run(root, "c", method="filter-only")
     assert sorted(load_table([root])["run"]) == ["a", "b", "c"]
     assert sorted(load_table([root, root / "table3", root / "table3" / "a"])["run"]) == ["a", "b", "c"]
+
+
+def test_plot_series_tell_apart_what_varies_within_a_method(tmp_path):
+    from harness.leaderboard import series_labels
+
+    root = tmp_path / "runs"
+    make_run(root, "kl", criterion="kl")
+    make_run(root, "l1", criterion="l1")
+    make_run(root, "lo", method="layer-only")
+    board = build_board(read_runs([root]), [])
+    measured = board[board["source"] == "measured"]
+    assert sorted(series_labels(measured)) == ["cka · kl", "cka · l1", "layer-only"]
