@@ -125,9 +125,11 @@ class ConvFilters(Structure):
             conv, bn, nxt = sites[site]
             idx = keep_indices(conv.out_channels, drop)
             widths[site] = len(idx)
+            # a bottleneck's middle convolution loses output channels (its own site) and input
+            # channels (the site before it): the slices of one tensor add up
             for key in _params(names[id(conv)], conv) + _params(names[id(bn)], bn):
-                slices[key] = [(0, idx)]
-            slices[names[id(nxt)] + ".weight"] = [(1, idx)]
+                slices.setdefault(key, []).append((0, idx))
+            slices.setdefault(names[id(nxt)] + ".weight", []).append((1, idx))
         return rebuild(model, model.arch_with_widths(widths), slices)
 
     def weights(self, model, unit):
