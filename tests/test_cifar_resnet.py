@@ -1,7 +1,5 @@
 """The real thing at test scale: published ResNet-20 weights, CIFAR-10 (JPEG) from ../shared."""
 
-import pytest
-
 from conftest import RESNET_CKPT, needs_shared, run_cli
 from harness import records
 

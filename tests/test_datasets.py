@@ -5,7 +5,6 @@ import io
 import tarfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import run_cli

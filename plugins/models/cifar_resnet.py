@@ -17,6 +17,7 @@ from torch import nn
 from harness.api import ModelFamily
 from harness.errors import HarnessError
 from harness.models import load_url_state_dict
+from harness_plugins.models.blocks import block_index, staged_arch_without_blocks
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 
@@ -91,12 +92,7 @@ class CifarResNet(nn.Module):
         return [(f"{site}.conv1", b.conv1, b.bn1, b.conv2) for site, b in self.blocks()]
 
     def arch_without_blocks(self, sites) -> tuple[dict, dict[str, str]]:
-        arch, rename = copy.deepcopy(self.arch), {}
-        for s, stage in enumerate(self.arch["stages"], start=1):
-            kept = [i for i in range(len(stage["blocks"])) if f"layer{s}.{i}" not in sites]
-            arch["stages"][s - 1]["blocks"] = [stage["blocks"][i] for i in kept]
-            rename.update({f"layer{s}.{j}.": f"layer{s}.{i}." for j, i in enumerate(kept) if i != j})
-        return arch, rename
+        return staged_arch_without_blocks(self.arch, sites)
 
     def arch_with_widths(self, widths: dict[str, int]) -> dict:
         arch = copy.deepcopy(self.arch)
@@ -112,24 +108,18 @@ class CifarResNet(nn.Module):
             out = block(out)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
-    def _block_index(self, site: str) -> int:
-        """The block that holds ``site`` (a block, or a module inside one)."""
-        for i, (name, _) in enumerate(self.blocks()):
-            if site == name or site.startswith(name + "."):
-                return i
-        raise KeyError(site)
 
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site``: lets a criterion that ablates units
         there re-run only the network from that block on."""
         out = F.relu(self.bn1(self.conv1(x)))
-        for _, block in self.blocks()[: self._block_index(site)]:
+        for _, block in self.blocks()[: block_index(self.blocks(), site)]:
             out = block(out)
         return out
 
     def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
         """Logits, given the input ``h`` of the block that holds ``site``."""
-        for _, block in self.blocks()[self._block_index(site):]:
+        for _, block in self.blocks()[block_index(self.blocks(), site):]:
             h = block(h)
         return self.linear(F.adaptive_avg_pool2d(h, 1).flatten(1))
 

@@ -20,6 +20,7 @@ from torch import nn
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError
 from harness_plugins.models.timm_vit import resize_block
+from harness_plugins.models.blocks import arch_with_block_sizes, block_index, listed_arch_without_blocks
 
 
 class TabularTransformer(nn.Module):
@@ -48,47 +49,30 @@ class TabularTransformer(nn.Module):
         return [(f"encoder.{i}", block) for i, block in enumerate(self.encoder)]
 
     def arch_without_blocks(self, sites) -> tuple[dict, dict[str, str]]:
-        from harness.surgery import renumber
-
-        old = [site for site, _ in self.blocks()]
-        kept = [i for i, site in enumerate(old) if site not in sites]
-        arch = copy.deepcopy(self.arch)
-        arch["blocks"] = [self.arch["blocks"][i] for i in kept]
-        return arch, renumber(old, [old[i] for i in kept], [f"encoder.{j}" for j in range(len(kept))])
+        return listed_arch_without_blocks(self, sites, "encoder.")
 
     def arch_with_heads(self, heads: dict[str, int]) -> dict:
-        return self._with_block_sizes("heads", heads)
+        return arch_with_block_sizes(self, "heads", heads)
 
     def arch_with_mlp(self, hidden: dict[str, int]) -> dict:
-        return self._with_block_sizes("mlp", hidden)
-
-    def _with_block_sizes(self, key: str, sizes: dict[str, int]) -> dict:
-        arch = copy.deepcopy(self.arch)
-        for site, size in sizes.items():
-            arch["blocks"][int(site.removeprefix("encoder."))][key] = size
-        return arch
+        return arch_with_block_sizes(self, "mlp", hidden)
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(N, F) rows -> (N, 1 + F, D): the class token, then one token per feature."""
         tokens = x.unsqueeze(-1) * self.feature_weight + self.feature_bias
         return torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
 
-    def _block_index(self, site: str) -> int:
-        for i, (name, _) in enumerate(self.blocks()):
-            if site == name or site.startswith(name + "."):
-                return i
-        raise KeyError(site)
 
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site`` (a block or a module inside one)."""
         h = self._tokens(x)
-        for block in self.encoder[: self._block_index(site)]:
+        for block in self.encoder[: block_index(self.blocks(), site)]:
             h = block(h)
         return h
 
     def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
         """Logits, given the input ``h`` of the block that holds ``site``."""
-        for block in self.encoder[self._block_index(site):]:
+        for block in self.encoder[block_index(self.blocks(), site):]:
             h = block(h)
         return self.head(self.norm(h[:, 0]))
 

@@ -22,6 +22,7 @@ from torch import nn
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError, first_line
 from harness_plugins.structures import transformer_block_problem
+from harness_plugins.models.blocks import arch_with_block_sizes, block_index, listed_arch_without_blocks
 
 PREFIX = "timm:"
 EXAMPLES = "timm:vit_tiny_patch16_224, timm:deit_tiny_patch16_224 (the names of timm.list_models('vit_*'))"
@@ -92,19 +93,13 @@ class TimmViT(nn.Module):
         return [(f"net.blocks.{i}", block) for i, block in enumerate(self.net.blocks)]
 
     def arch_without_blocks(self, sites) -> tuple[dict, dict[str, str]]:
-        from harness.surgery import renumber
-
-        old = [site for site, _ in self.blocks()]
-        kept = [i for i, site in enumerate(old) if site not in sites]
-        arch = copy.deepcopy(self.arch)
-        arch["blocks"] = [self.arch["blocks"][i] for i in kept]
-        return arch, renumber(old, [old[i] for i in kept], [f"net.blocks.{j}" for j in range(len(kept))])
+        return listed_arch_without_blocks(self, sites, "net.blocks.")
 
     def arch_with_heads(self, heads: dict[str, int]) -> dict:
-        return _with_block_sizes(self, "heads", heads)
+        return arch_with_block_sizes(self, "heads", heads)
 
     def arch_with_mlp(self, hidden: dict[str, int]) -> dict:
-        return _with_block_sizes(self, "mlp", hidden)
+        return arch_with_block_sizes(self, "mlp", hidden)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens entering the first block (what timm's forward_features does before its blocks)."""
@@ -114,22 +109,17 @@ class TimmViT(nn.Module):
     def _features_from_tokens(self, h: torch.Tensor) -> torch.Tensor:
         return self.net.forward_head(self.net.norm(h), pre_logits=True)
 
-    def _block_index(self, site: str) -> int:
-        for i, (name, _) in enumerate(self.blocks()):
-            if site == name or site.startswith(name + "."):
-                return i
-        raise KeyError(site)
 
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site`` (a block or a module inside one)."""
         h = self._embed(x)
-        for block in self.net.blocks[: self._block_index(site)]:
+        for block in self.net.blocks[: block_index(self.blocks(), site)]:
             h = block(h)
         return h
 
     def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
         """Logits, given the input ``h`` of the block that holds ``site``."""
-        for block in self.net.blocks[self._block_index(site):]:
+        for block in self.net.blocks[block_index(self.blocks(), site):]:
             h = block(h)
         return self.net.head(self._features_from_tokens(h))
 
@@ -139,14 +129,6 @@ class TimmViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.head(self.forward_features(x))
-
-
-def _with_block_sizes(model, key: str, sizes: dict[str, int]) -> dict:
-    arch = copy.deepcopy(model.arch)
-    index = {site: i for i, (site, _) in enumerate(model.blocks())}
-    for site, size in sizes.items():
-        arch["blocks"][index[site]][key] = size
-    return arch
 
 
 # ---------------------------------------------------------------- the family

@@ -37,6 +37,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError
 from harness.models import load_url_state_dict
+from harness_plugins.models.blocks import block_index, staged_arch_without_blocks
 
 PREFIX = "torchvision:"
 VARIANTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2")
@@ -120,12 +121,7 @@ class TorchvisionResNet(ResNet):
         return sites
 
     def arch_without_blocks(self, sites) -> tuple[dict, dict[str, str]]:
-        arch, rename = copy.deepcopy(self.arch), {}
-        for s, stage in enumerate(self.arch["stages"], start=1):
-            kept = [i for i in range(len(stage["blocks"])) if f"layer{s}.{i}" not in sites]
-            arch["stages"][s - 1]["blocks"] = [stage["blocks"][i] for i in kept]
-            rename.update({f"layer{s}.{j}.": f"layer{s}.{i}." for j, i in enumerate(kept) if i != j})
-        return arch, rename
+        return staged_arch_without_blocks(self.arch, sites)
 
     def arch_with_widths(self, widths: dict[str, int]) -> dict:
         arch = copy.deepcopy(self.arch)
@@ -145,24 +141,18 @@ class TorchvisionResNet(ResNet):
             out = block(out)
         return torch.flatten(self.avgpool(out), 1)
 
-    def _block_index(self, site: str) -> int:
-        """The block that holds ``site`` (a block, or a module inside one)."""
-        for i, (name, _) in enumerate(self.blocks()):
-            if site == name or site.startswith(name + "."):
-                return i
-        raise KeyError(site)
 
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site``: lets a criterion that ablates units
         there re-run only the network from that block on."""
         out = self._stem(x)
-        for _, block in self.blocks()[: self._block_index(site)]:
+        for _, block in self.blocks()[: block_index(self.blocks(), site)]:
             out = block(out)
         return out
 
     def forward_from(self, site: str, h: torch.Tensor) -> torch.Tensor:
         """Logits, given the input ``h`` of the block that holds ``site``."""
-        for _, block in self.blocks()[self._block_index(site):]:
+        for _, block in self.blocks()[block_index(self.blocks(), site):]:
             h = block(h)
         return self.fc(torch.flatten(self.avgpool(h), 1))
 
