@@ -45,7 +45,7 @@ def test_filter_only_matches_the_layer_candidates_reduction(tmp_path):
 def test_random_walk_is_seeded(tmp_path):
     paths = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1), ("d", 2)):
-        rows, result, _ = bench(tmp_path, name, "--method", "random-walk", "--iterations", "6", "--seed", str(seed))
+        rows, result, _ = bench(tmp_path, name, "--method", "random-walk", "--iterations", "4", "--seed", str(seed))
         paths[name] = result["decision_path"]
         assert all(c["similarity"] is None for r in rows[1:] for c in r["candidates"]), "no similarity is needed"
     assert paths["a"] == paths["b"]

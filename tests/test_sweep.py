@@ -4,14 +4,17 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import run_cli
 from harness import records
 
+# single-structure methods keep the sweep cheap: resuming cka mid-iteration is test_bench's
 SWEEP = """
-method = ["cka", "layers-then-filters"]
+method = ["layer-only", "layers-then-filters"]
 seed = [0, 1]
 budget = "smoke"
-iterations = 3
+iterations = 2
 scratch_epochs = 10
 candidate_epochs = 0.3
 finetune_epochs = 0.5
@@ -34,21 +37,23 @@ def test_dry_run_lists_the_product_of_the_lists(tmp_path):
     result = run_cli("sweep", str(write_sweep(tmp_path, "dry")), "--dry-run")
     assert result.returncode == 0, result.stderr
     names = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("sweep ")]
-    assert names == ["sw-cka-s0", "sw-cka-s1", "sw-layers-then-filters-s0", "sw-layers-then-filters-s1"]
+    assert names == ["sw-layer-only-s0", "sw-layer-only-s1", "sw-layers-then-filters-s0", "sw-layers-then-filters-s1"]
     assert not (tmp_path / "dry").exists()
 
 
 def test_shards_split_the_runs_between_processes(tmp_path):
-    path = str(write_sweep(tmp_path, "dry"))
-    shards = []
-    for shard in ("1/3", "2/3", "3/3"):
-        result = run_cli("sweep", path, "--dry-run", "--shard", shard)
-        assert result.returncode == 0, result.stderr
-        shards.append([line.split()[2] for line in result.stdout.splitlines() if line.startswith("sweep ")])
-    assert shards == [["sw-cka-s0", "sw-layers-then-filters-s1"], ["sw-cka-s1"], ["sw-layers-then-filters-s0"]]
+    from harness.errors import HarnessError
+    from harness.sweep import parse_shard, run_sweep
+
+    path = write_sweep(tmp_path, "dry")
+    shards = [[d.name for d in run_sweep(path, dry_run=True, shard=(k, 3))[0]] for k in (1, 2, 3)]
+    assert shards == [["sw-layer-only-s0", "sw-layers-then-filters-s1"], ["sw-layer-only-s1"],
+                      ["sw-layers-then-filters-s0"]]
     for bad in ("0/2", "3/2", "two", "1/0"):
-        result = run_cli("sweep", path, "--dry-run", "--shard", bad)
-        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--shard" in result.stderr
+        with pytest.raises(HarnessError, match="--shard"):
+            parse_shard(bad)
+    result = run_cli("sweep", str(path), "--dry-run", "--shard", "3/2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--shard '3/2'" in result.stderr
 
 
 def test_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
