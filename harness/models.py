@@ -28,6 +28,17 @@ def load_state(model: nn.Module, state: dict, source: str) -> None:
         raise HarnessError(f"checkpoint {source} does not match model {model.arch['model']}: {detail[:300]}") from None
 
 
+def load_error(exc: Exception) -> str:
+    """What went wrong in torch.load, without its advice to load untrusted files with
+    ``weights_only=False`` (the unpickler's own complaint is the useful part)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                       if line.strip()), "")
+        return f"the weights-only unpickler refused it: {detail}"
+    return first_line(exc)
+
+
 def read_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise HarnessError(f"checkpoint {path} does not exist")
@@ -35,7 +46,7 @@ def read_checkpoint(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict "
-                           f"({first_line(exc)})") from None
+                           f"({load_error(exc)})") from None
     if not isinstance(state, dict):
         raise HarnessError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     return state

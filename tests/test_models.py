@@ -50,3 +50,17 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(HarnessError) as err:
         create_model("resnet20", 10, (3, 32, 32), "cifar10", checkpoint=str(bad))
     assert "corrupt" in str(err.value) and "\n" not in str(err.value)
+
+
+class Payload:
+    """Any class of one's own: a pickle holding it could run code when loaded."""
+
+
+def test_a_pickle_with_code_is_refused_without_advice_to_unpickle_it(tmp_path):
+    bad = tmp_path / "code.th"
+    torch.save({"weights": Payload()}, bad)
+    with pytest.raises(HarnessError) as err:
+        create_model("resnet20", 10, (3, 32, 32), "cifar10", checkpoint=str(bad))
+    message = str(err.value)
+    assert "weights-only unpickler refused it" in message and "Payload" in message
+    assert "weights_only" not in message and "\n" not in message
