@@ -392,17 +392,20 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
                       cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
-    if cache.exists():
-        try:
-            print(f"baseline: reusing {cache}")
-            return load_model(cache, device), before
-        except HarnessError:
-            pass  # a broken cache entry is rebuilt
-    with s.phase("baseline"):
-        train(model, data, epochs, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-              seed=derive_seed(cfg.seed, "baseline"), device=device, train_subset=cfg.train_subset,
-              optimizer=cfg.optimizer, desc="baseline", progress=s.progress)
-    save_model(model, cache)
+    # runs started side by side (sweep shards) wait for one of them to train the shared
+    # baseline rather than each training its own, which on a GPU would differ
+    with records.file_lock(cache.with_name(cache.name + ".lock")):
+        if cache.exists():
+            try:
+                print(f"baseline: reusing {cache}")
+                return load_model(cache, device), before
+            except HarnessError:
+                pass  # a broken cache entry is rebuilt
+        with s.phase("baseline"):
+            train(model, data, epochs, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                  seed=derive_seed(cfg.seed, "baseline"), device=device, train_subset=cfg.train_subset,
+                  optimizer=cfg.optimizer, desc="baseline", progress=s.progress)
+        save_model(model, cache)
     return model, before
 
 

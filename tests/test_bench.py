@@ -127,3 +127,21 @@ def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_pat
     subprocess.run(["git", "add", "."], cwd=outer, check=True)
     sha = git_revision()
     assert sha is not None and sha.endswith("-dirty") and len(sha) == 40 + len("-dirty")
+
+
+def test_runs_started_side_by_side_share_one_baseline(tmp_path):
+    """Two runs of the same configuration at once: one trains the baseline, the other waits
+    for it and reuses it (on a GPU, two trainings would give two different baselines)."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    args = ["--budget", "smoke", "--iterations", "0", "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(cache)]
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "bench", *args, "--name", name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert sum("baseline: reusing" in out for out, _ in outs) == 1
+    assert len(list((cache / "baselines").glob("*.pt"))) == 1
+    first = [records.read_iterations(tmp_path / "runs" / name)[0] for name in ("a", "b")]
+    assert first[0] == first[1]
