@@ -108,7 +108,6 @@ class CifarResNet(nn.Module):
             out = block(out)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
-
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site``: lets a criterion that ablates units
         there re-run only the network from that block on."""

@@ -62,7 +62,6 @@ class TabularTransformer(nn.Module):
         tokens = x.unsqueeze(-1) * self.feature_weight + self.feature_bias
         return torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
 
-
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site`` (a block or a module inside one)."""
         h = self._tokens(x)

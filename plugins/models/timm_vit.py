@@ -109,7 +109,6 @@ class TimmViT(nn.Module):
     def _features_from_tokens(self, h: torch.Tensor) -> torch.Tensor:
         return self.net.forward_head(self.net.norm(h), pre_logits=True)
 
-
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site`` (a block or a module inside one)."""
         h = self._embed(x)

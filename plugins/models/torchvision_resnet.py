@@ -141,7 +141,6 @@ class TorchvisionResNet(ResNet):
             out = block(out)
         return torch.flatten(self.avgpool(out), 1)
 
-
     def forward_to(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The input of the block that holds ``site``: lets a criterion that ablates units
         there re-run only the network from that block on."""
