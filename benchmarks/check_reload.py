@@ -30,10 +30,9 @@ def check(run_dir: Path) -> bool:
     device = resolve_device(cfg.device)
     final = result["final_iteration"]
     row = records.read_iterations(run_dir)[final]
-    model = load_model(records.model_path(run_dir, final)).to(device)
-    got = {"params": count_parameters(model), "flops": count_flops(model.cpu(), data.input_shape)}
-    model.to(device)
-    got["accuracy"] = accuracy(model, data.test, data, device)
+    model = load_model(records.model_path(run_dir, final), device)
+    got = {"params": count_parameters(model), "flops": count_flops(model, data.input_shape),
+           "accuracy": accuracy(model, data.test, data, device)}
     same_outputs = torch.equal(predict(model, data.calib, data, device), predict(model, data.calib, data, device))
     ok = (got["params"] == row["params"] and got["flops"] == row["flops"]
           and abs(got["accuracy"] - row["accuracy"]) < 0.05 and same_outputs)

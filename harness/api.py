@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
+
 
 # ---------------------------------------------------------------- options
 @dataclass(frozen=True)
@@ -73,8 +75,6 @@ class ModelFamily:
     def pretrained_state_dict(self, name: str, dataset: str) -> dict:
         """Published weights for ``name`` trained on ``dataset`` (raise HarnessError when
         there are none or they cannot be had)."""
-        from harness.errors import HarnessError
-
         raise HarnessError(f"no pretrained weights for model {name}")
 
     def adapt_state_dict(self, state: dict) -> dict:
@@ -213,8 +213,6 @@ class Similarity:
     def matrices(x: torch.Tensor, y: torch.Tensor, min_rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         """Both representations as float64 matrices, one row per input, after checking
         that they describe the same inputs: every metric starts here."""
-        from harness.errors import HarnessError
-
         x, y = x.double().flatten(1), y.double().flatten(1)
         if x.shape[0] != y.shape[0]:
             raise HarnessError(f"representations to compare must have one row per input in both; "

@@ -54,6 +54,11 @@ def read_image_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(labels, dtype=torch.int64)
 
 
+def _path_key(root: Path) -> str:
+    """A short cache key for a data folder, so that two folders never share a cache entry."""
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+
+
 def _has_jpeg(root: Path) -> bool:
     for class_dir in root.iterdir():
         if class_dir.is_dir():
@@ -68,7 +73,7 @@ class Cifar10(Dataset):
     std = (0.229, 0.224, 0.225)
 
     def _image_folder(self, root: Path, cache_dir: str):
-        key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        key = _path_key(root)
         cache = Path(cache_dir) / "datasets" / f"cifar10-folder-{key}.pt"
         if cache.exists():
             try:
@@ -108,7 +113,7 @@ class Cifar10(Dataset):
         unpacked once into the cache; returns the folder holding ``train/`` and ``test/``."""
         import tarfile
 
-        key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        key = _path_key(root)
         out = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}"
         for split in ("train", "test"):
             if not (out / split / ".complete").exists():
