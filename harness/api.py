@@ -242,6 +242,16 @@ class Step:
     rng: Any  # random.Random seeded from (seed, iteration)
     finetune: Callable[[nn.Module, float], nn.Module]
     similarity: Callable[[nn.Module, nn.Module], float]
+    # fine-tunes independent candidates, side by side on several GPUs when the run has them
+    finetune_all: Callable[[list[nn.Module], float], list[nn.Module]] | None = None
+
+    def finetune_candidates(self, candidates: list[Candidate], epochs: float) -> None:
+        """Fine-tunes every candidate's model (in place on each candidate), concurrently
+        where the run can."""
+        models = [c.model for c in candidates]
+        trained = self.finetune_all(models, epochs) if self.finetune_all else [self.finetune(m, epochs) for m in models]
+        for cand, model in zip(candidates, trained):
+            cand.model = model
 
 
 class Method:

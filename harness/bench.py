@@ -4,6 +4,8 @@ plugin), the baseline step, evaluators and resumable run records."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -12,6 +14,7 @@ import random
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +27,13 @@ from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, St
 from harness.config import BenchConfig
 from harness.errors import HarnessError, first_line
 from harness.models import count_flops, count_parameters, create_model, load_model, save_model
-from harness.training import normalize, predict, train
+from harness.training import (Recipe, default_batch_size, normalize, predict, resolve_precision, scaled_lr,
+                              train)
 
 # tie-break order of structure types: the paper gives a tie to the layer candidate
 TYPE_ORDER = ("layer", "filter", "head", "neuron")
 CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
+SCRATCH_WARMUP = 0.1  # share of the steps that warm the learning rate up when training from random weights
 
 
 def default_cache_dir() -> str:
@@ -58,6 +63,8 @@ class Session:
     run_dir: Path
     progress: bool
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
+    # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
+    devices: list = field(default_factory=list)
 
     def measure(self, model: nn.Module, what: str) -> float:
         if what == "flops":
@@ -66,11 +73,37 @@ class Session:
             return count_parameters(model)
         return count_filters(model)
 
-    def finetune(self, model, epochs, tag):
+    def recipe(self, scratch: bool = False) -> Recipe:
+        """How this run trains: fine-tuning, or (``scratch``) training from random weights,
+        which gets its own learning rate, a warm-up and no distillation."""
         c = self.cfg
-        return train(model, self.data, epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
-                     seed=derive_seed(c.seed, tag), device=self.device, train_subset=c.train_subset,
-                     optimizer=c.optimizer, desc=f"fine-tune {tag}", progress=self.progress)
+        return Recipe(lr=scaled_lr(c.scratch_lr if scratch else c.lr, c.batch_size, c.optimizer),
+                      batch_size=c.batch_size, weight_decay=c.weight_decay, optimizer=c.optimizer,
+                      precision=c.precision, train_subset=c.train_subset, label_smoothing=c.label_smoothing,
+                      distill=0.0 if scratch else c.distill, distill_temperature=c.distill_temperature,
+                      warmup=SCRATCH_WARMUP if scratch else 0.0)
+
+    def finetune(self, model, epochs, tag, teacher=None, device=None):
+        """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
+        when ``--distill`` is on."""
+        return train(model, self.data, epochs, recipe=self.recipe(), seed=derive_seed(self.cfg.seed, tag),
+                     device=device or self.device, teacher=teacher, desc=f"fine-tune {tag}",
+                     progress=self.progress)
+
+    def finetune_all(self, models, epochs, tags, teacher=None):
+        """Fine-tunes independent models, side by side on several GPUs when there are, else one
+        after another; each keeps its own seed, so the result does not depend on which."""
+        if len(self.devices) < 2 or len(models) < 2:
+            return [self.finetune(m, epochs, tag, teacher) for m, tag in zip(models, tags)]
+
+        def one(i):
+            device = self.devices[i % len(self.devices)]
+            own_teacher = copy.deepcopy(teacher).to(device) if teacher is not None else None
+            trained = self.finetune(models[i].to(device), epochs, tags[i], own_teacher, device)
+            return trained.to(self.device)
+
+        with ThreadPoolExecutor(max_workers=len(self.devices)) as pool:
+            return list(pool.map(one, range(len(models))))
 
     def features(self, model):
         return predict(model, self.data.calib, self.data, self.device, features=True)
@@ -201,15 +234,18 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
         if not candidates:
             return "nothing left to remove"
         tags = itertools.count()
+        teacher = model if cfg.distill > 0 else None
         step = Step(
             iteration=it, parent=model, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
-            finetune=lambda m, epochs: s.finetune(m, epochs, (it, "candidate", next(tags))),
+            finetune=lambda m, epochs: s.finetune(m, epochs, (it, "candidate", next(tags)), teacher),
             similarity=lambda parent, child: similarity(s.features(parent), s.features(child)),
+            finetune_all=lambda ms, epochs: s.finetune_all(
+                ms, epochs, [(it, "candidate", next(tags)) for _ in ms], teacher),
         )
         with s.phase("candidates"):
             winner = method.select(step, candidates)
         with s.phase("finetune"):
-            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"))
+            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher)
         record = measure_core(s, model, rows[0]) | {
             "iteration": it,
             "decision": winner.structure[0].upper(),
@@ -315,6 +351,9 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
         cfg.options[name] = value
     configure_plugins(cfg)
     cfg.optimizer = cfg.optimizer or family.optimizer
+    device = resolve_device(cfg.device)
+    cfg.precision = resolve_precision(cfg.precision, device)
+    cfg.batch_size = cfg.batch_size or default_batch_size(device)
     cfg.lr = cfg.lr or family.finetune_lr
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
@@ -385,11 +424,10 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
-    lr = cfg.lr if has_weights else cfg.scratch_lr
+    recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
     source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
     key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
-                      cfg.pretrained, epochs, lr, cfg.optimizer, cfg.batch_size, cfg.weight_decay, cfg.train_subset,
-                      cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
+                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
@@ -402,9 +440,8 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
             except HarnessError:
                 pass  # a broken cache entry is rebuilt
         with s.phase("baseline"):
-            train(model, data, epochs, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                  seed=derive_seed(cfg.seed, "baseline"), device=device, train_subset=cfg.train_subset,
-                  optimizer=cfg.optimizer, desc="baseline", progress=s.progress)
+            train(model, data, epochs, recipe=recipe, seed=derive_seed(cfg.seed, "baseline"), device=device,
+                  desc="baseline", progress=s.progress)
         save_model(model, cache)
     return model, before
 
@@ -418,7 +455,10 @@ def load_data(cfg: BenchConfig) -> DataSplits:
 def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
     data = load_data(cfg)
     evaluators = [plugins.get("evaluator", name) for name in cfg.evaluators]
-    return Session(cfg, data, resolve_device(cfg.device), run_dir, progress, evaluators)
+    device = resolve_device(cfg.device)
+    devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+               if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
+    return Session(cfg, data, device, run_dir, progress, evaluators, devices)
 
 
 def run_name(cfg: BenchConfig) -> str:

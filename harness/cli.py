@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from harness import __version__
-from harness.config import BUDGETS, DEVICE_HELP, EVALUATE_CHOICES, MATCH_CHOICES, OPTIMIZER_CHOICES
+from harness.config import BUDGETS, DEVICE_HELP, EVALUATE_CHOICES, MATCH_CHOICES, OPTIMIZER_CHOICES, PRECISION_CHOICES
 from harness.errors import HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -99,8 +99,20 @@ def bench_options(f):
                      help="Optimizer; default: the model family's (SGD for ResNets, AdamW for transformers)."),
         click.option("--lr", type=float, default=None, help="Fine-tuning learning rate; default: the model family's."),
         click.option("--scratch-lr", type=float, default=None, help="Learning rate when training from scratch."),
-        click.option("--batch-size", type=int, default=128, show_default=True),
+        click.option("--batch-size", type=int, default=None,
+                     help="Training batch size [default: 128 on a CPU, 512 on a GPU]; learning rates are given "
+                          "for 128 and scaled with it (linearly for SGD, by the square root for AdamW)."),
         click.option("--weight-decay", type=float, default=5e-4, show_default=True),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+                     help="Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
+                          "(AVX512-BF16 or AMX), else fp32. Evaluation is always fp32."),
+        click.option("--distill", type=float, default=0.0, show_default=True,
+                     help="Weight (0-1) of distillation from the parent when fine-tuning candidates and the kept "
+                          "model: KL between softened outputs on the same batch; 0 = off."),
+        click.option("--distill-temperature", type=float, default=4.0, show_default=True,
+                     help="Softmax temperature of --distill."),
+        click.option("--label-smoothing", type=float, default=0.0, show_default=True,
+                     help="Label smoothing of the cross-entropy when training."),
         click.option("--evaluators", default=None,
                      help="Extra evaluators, comma-separated (see `harness plugins`); accuracy and flops are always measured."),
         click.option("--evaluate", type=click.Choice(EVALUATE_CHOICES), default="every", show_default=True,

@@ -23,6 +23,7 @@ BUDGETS: dict[str, dict] = {
 MATCH_CHOICES = ("flops", "params", "filters")
 EVALUATE_CHOICES = ("every", "final")
 OPTIMIZER_CHOICES = ("sgd", "adamw")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
@@ -55,8 +56,12 @@ class BenchConfig:
     optimizer: str | None = None  # None: the model family's
     lr: float | None = None  # fine-tuning; None: the model family's
     scratch_lr: float | None = None  # training from random weights; None: the model family's
-    batch_size: int = 128
+    batch_size: int | None = None  # None: the device's (harness.training.default_batch_size)
     weight_decay: float = 5e-4
+    precision: str = "auto"  # auto, fp32 or bf16 (autocast); stored resolved
+    distill: float = 0.0  # weight of distillation from the parent when fine-tuning (0: off)
+    distill_temperature: float = 4.0
+    label_smoothing: float = 0.0
     evaluators: list[str] = field(default_factory=list)  # besides accuracy and flops, always measured
     evaluate: str = "every"
     device: str = "auto"
@@ -78,6 +83,8 @@ class BenchConfig:
         for key, choices in (("match", MATCH_CHOICES), ("evaluate", EVALUATE_CHOICES)):
             if getattr(cfg, key) not in choices:
                 raise HarnessError(f"unknown --{key} {getattr(cfg, key)!r}; valid choices: {', '.join(choices)}")
+        if cfg.precision not in PRECISION_CHOICES:
+            raise HarnessError(f"unknown --precision {cfg.precision!r}; valid choices: {', '.join(PRECISION_CHOICES)}")
         if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZER_CHOICES:
             raise HarnessError(f"unknown --optimizer {cfg.optimizer!r}; valid choices: {', '.join(OPTIMIZER_CHOICES)}")
         checks = [
@@ -88,7 +95,10 @@ class BenchConfig:
             ("--stop-on-drop", cfg.stop_on_drop, cfg.stop_on_drop is None or cfg.stop_on_drop >= 0,
              "must be 0 or more accuracy points"),
             ("--filter-step", cfg.filter_step, 0 < cfg.filter_step < 1, "must be between 0 and 1"),
-            ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, "must be at least 1"),
+            ("--batch-size", cfg.batch_size, cfg.batch_size is None or cfg.batch_size >= 1, "must be at least 1"),
+            ("--distill", cfg.distill, 0 <= cfg.distill <= 1, "must be between 0 and 1"),
+            ("--distill-temperature", cfg.distill_temperature, cfg.distill_temperature > 0, "must be positive"),
+            ("--label-smoothing", cfg.label_smoothing, 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
             ("--calib-size", cfg.calib_size, cfg.calib_size >= 2, "must be at least 2"),
             ("--weight-decay", cfg.weight_decay, cfg.weight_decay >= 0, "must be 0 or more"),
         ]
@@ -136,5 +146,8 @@ class BenchConfig:
         d = dict(d)
         if "extra" in d and "options" not in d:  # schema 1
             d["options"] = d.pop("extra")
+        # records from before the training engine trained in fp32 at batch 128
+        d.setdefault("precision", "fp32")
+        d.setdefault("batch_size", 128)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -18,8 +18,8 @@ class CKAGuided(Method):
     description = "keep the candidate most similar to its parent (the paper's method)"
 
     def select(self, step, candidates):
+        step.finetune_candidates(candidates, step.config.candidate_epochs)
         for cand in candidates:
-            cand.model = step.finetune(cand.model, step.config.candidate_epochs)
             cand.similarity = step.similarity(step.parent, cand.model)
         bonus = lambda c: 0.0 if c.structure == "layer" else step.config.epsilon  # noqa: E731
         # max() keeps the first of equal scores: candidates come in tie-break order
