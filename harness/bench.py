@@ -501,6 +501,7 @@ def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
+    configure_plugins(cfg)  # the run's own plugin options (a metric's bandwidth), not the defaults
     s = session_for(cfg, run_dir, progress)
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)

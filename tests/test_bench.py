@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,3 +146,21 @@ def test_runs_started_side_by_side_share_one_baseline(tmp_path):
     assert len(list((cache / "baselines").glob("*.pt"))) == 1
     first = [records.read_iterations(tmp_path / "runs" / name)[0] for name in ("a", "b")]
     assert first[0] == first[1]
+
+
+def test_resumed_run_keeps_its_plugin_options(tmp_path):
+    """A run resumed in a fresh process configures its plugins from its own record: with
+    --rbf-cka-sigma 0.25 the resumed iterations measure the same similarities as an
+    uninterrupted run (they fell back to the default 0.5 before)."""
+    args = [*SMOKE, "--similarity", "rbf-cka", "--rbf-cka-sigma", "0.25", "--iterations", "3", "--seed", "1",
+            "--runs-dir", str(tmp_path)]
+    assert run_cli("bench", *args, "--name", "straight").returncode == 0
+    straight, partial = tmp_path / "straight", tmp_path / "partial"
+    shutil.copytree(straight, partial)
+    (partial / "result.json").unlink()
+    lines = (partial / "iterations.jsonl").read_text().splitlines(keepends=True)
+    (partial / "iterations.jsonl").write_text("".join(lines[:2]))  # as if killed after iteration 1
+    result = run_cli("bench", "--resume", str(partial))
+    assert result.returncode == 0, result.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
+    assert strip(records.read_iterations(partial)) == strip(records.read_iterations(straight))

@@ -12,7 +12,7 @@ from harness.api import DataSplits, TensorSplit
 from harness.config import BenchConfig
 from harness.training import (Recipe, _schedule, crop_flip, default_batch_size, distillation_loss, resolve_precision,
                               scaled_lr, train)
-from tests.conftest import seeded_resnet
+from conftest import seeded_resnet
 
 
 def small_cifar(n=256, seed=0) -> DataSplits:
