@@ -106,7 +106,7 @@ def bench_options(f):
         click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
                      help="Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
                           "(AVX512-BF16 or AMX), else fp32. Evaluation is always fp32."),
-        click.option("--distill", type=float, default=0.0, show_default=True,
+        click.option("--distill", type=float, default=0.5, show_default=True,
                      help="Weight (0-1) of distillation from the parent when fine-tuning candidates and the kept "
                           "model: KL between softened outputs on the same batch; 0 = off."),
         click.option("--distill-temperature", type=float, default=4.0, show_default=True,

@@ -138,15 +138,6 @@ def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.T
     return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
-def cifar_augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero-padding by ``pad`` and random horizontal flip, batched."""
-    n = len(x)
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
-    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
-    return crop_flip(x, oy, ox, flip, pad)
-
-
 def _uses_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     """channels_last pays for convolutional networks on 4-d inputs (1.2x measured on CPU)."""
     return x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -179,23 +170,15 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
                     log_target=True, reduction="batchmean") * (t * t)
 
 
-def train(model: nn.Module, data: DataSplits, epochs: float, *, lr: float | None = None,
-          batch_size: int | None = None, weight_decay: float | None = None, seed: int,
-          device: torch.device, train_subset: int | None = None, optimizer: str = "sgd",
-          desc: str = "train", progress: bool = False, recipe: Recipe | None = None,
-          teacher: nn.Module | None = None, quiet: bool = False) -> nn.Module:
+def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, seed: int,
+          device: torch.device | str, teacher: nn.Module | None = None, desc: str = "train",
+          progress: bool = False, quiet: bool = False) -> nn.Module:
     """SGD with Nesterov momentum 0.9 (or AdamW) and a cosine learning rate over ``epochs``
-    (may be fractional), after the recipe's warm-up. An epoch is ``train_subset`` samples
-    (default: the whole train split), drawn without replacement in a fresh seeded order.
-    With a ``teacher`` and ``recipe.distill`` > 0 the loss mixes in distillation from the
-    teacher's outputs on the same augmented batch. Trains ``model`` in place and returns it.
-
-    ``recipe`` gives every setting at once; the keyword settings are kept for callers that
-    train without one (fp32, no warm-up)."""
-    if recipe is None:
-        recipe = Recipe(lr=lr, batch_size=batch_size or REFERENCE_BATCH,
-                        weight_decay=5e-4 if weight_decay is None else weight_decay,
-                        optimizer=optimizer, train_subset=train_subset)
+    (may be fractional), after the recipe's warm-up. An epoch is ``recipe.train_subset``
+    samples (default: the whole train split), drawn without replacement in a fresh seeded
+    order. With a ``teacher`` and ``recipe.distill`` > 0 the loss mixes in distillation from
+    the teacher's outputs on the same augmented batch. Trains ``model`` in place and
+    returns it in eval mode."""
     if epochs <= 0:
         return model
     device = torch.device(device)
