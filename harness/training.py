@@ -33,11 +33,16 @@ from harness.progress import progress as progress_bar
 REFERENCE_BATCH = 128
 
 
+def _mean_std(mean, std, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation constants shaped to broadcast over ``like``'s batches, on its device."""
+    shape = (1, -1) + (1,) * (like.dim() - 2)
+    return (torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
+            torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """Per channel for images (N, C, H, W), per feature for rows (N, F)."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
+    m, s = _mean_std(mean, std, x)
     return (x - m) / s
 
 
@@ -93,6 +98,9 @@ class Recipe:
     warmup: float = 0.0  # share of the steps with a linear learning-rate warm-up
 
 
+_DEVICE_COPIES: dict[int, dict[str, TensorSplit]] = {}  # id(split) -> device -> copy
+
+
 def _device_copy(split: TensorSplit, device: torch.device) -> TensorSplit:
     """The split on ``device``, copied once per split and device (the copy lives as long
     as the split)."""
@@ -105,9 +113,6 @@ def _device_copy(split: TensorSplit, device: torch.device) -> TensorSplit:
     if key not in copies:
         copies[key] = TensorSplit(split.images.to(device), split.labels.to(device))
     return copies[key]
-
-
-_DEVICE_COPIES: dict[int, dict[str, TensorSplit]] = {}
 
 
 def _epoch_plan(n: int, batch_size: int, pad: int, augment: bool, g: torch.Generator, device: torch.device):
@@ -193,6 +198,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, nesterov=True)
     sched = _schedule(opt, steps, recipe.warmup)
     images = split.images
+    mean, std = _mean_std(data.mean, data.std, images)  # once: on a GPU each would be a copy from the host
     augment = data.augment == "cifar" and images.dim() == 4
     channels_last = _uses_channels_last(model, images)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -215,7 +221,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
         if augment:
             x = crop_flip(x, plan["oy"][pos:pos + bs], plan["ox"][pos:pos + bs], plan["flip"][pos:pos + bs])
         pos += bs
-        x = normalize(x, data.mean, data.std).contiguous(memory_format=memory_format)
+        x = ((x - mean) / std).contiguous(memory_format=memory_format)
         y = split.labels[idx]
         with _autocast(recipe.precision, device):
             logits = model(x)
