@@ -101,12 +101,18 @@ class TensorSplit:
         idx = torch.randperm(len(self), generator=g)[:n].sort().values
         return TensorSplit(self.images[idx], self.labels[idx])
 
+    def hold_out(self, n: int, seed: int) -> tuple["TensorSplit", "TensorSplit"]:
+        """(the rest, ``n`` samples held out of it), drawn with a fixed seed."""
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held, rest = perm[:n].sort().values, perm[n:].sort().values
+        return TensorSplit(self.images[rest], self.labels[rest]), TensorSplit(self.images[held], self.labels[held])
+
 
 @dataclass
 class DataSplits:
     train: TensorSplit
     calib: TensorSplit  # held out of train: feeds the criteria and the similarity metric
-    test: TensorSplit  # reporting only
+    test: TensorSplit  # reporting only: no decision inside a run reads it
     mean: tuple[float, ...]  # per channel (images) or per feature (tabular)
     std: tuple[float, ...]
     num_classes: int
@@ -114,6 +120,9 @@ class DataSplits:
     # what the data really is, for tables: "CIFAR-10 (JPEG)" is never mixed with "CIFAR-10"
     label: str = ""
     class_names: tuple[str, ...] = ()
+    # held out of train by the core (``--val-size``), disjoint from calib: every decision
+    # inside a run (stopping, the model kept, selectors that read accuracy) reads this split
+    val: TensorSplit | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -228,8 +237,11 @@ class Candidate:
     structure: str  # the structure's type: layer, filter, head, ...
     units: list[Unit]
     model: nn.Module
-    similarity: float | None = None
+    similarity: float | None = None  # the run's metric, when the method used it
+    # JSON-able facts about the candidate, written to its decision record: the loop puts every
+    # metric's similarity, validation accuracy and loss, and the oracle's verdict here
     info: dict[str, Any] = field(default_factory=dict)
+    finetuned_epochs: float | None = None  # set once the step has fine-tuned it
 
 
 @dataclass
@@ -242,16 +254,42 @@ class Step:
     rng: Any  # random.Random seeded from (seed, iteration)
     finetune: Callable[[nn.Module, float], nn.Module]
     similarity: Callable[[nn.Module, nn.Module], float]
-    # fine-tunes independent candidates, side by side on several GPUs when the run has them
-    finetune_all: Callable[[list[nn.Module], float], list[nn.Module]] | None = None
+    # fine-tunes independent models, side by side on several GPUs when the run has them;
+    # ``tags`` (optional) name each one's seed
+    finetune_all: Callable[..., list[nn.Module]] | None = None
+    # accuracy (percent) and mean cross-entropy ``{"accuracy": ..., "loss": ...}`` of a model on
+    # the validation split: held out of training, never the test split
+    validation: Callable[[nn.Module], dict[str, float]] | None = None
+    data: DataSplits | None = None  # the run's data (train, calib, val; test is for reporting)
+    # the representation of a model on the calibration split that the similarity metrics compare
+    features: Callable[[nn.Module], torch.Tensor] | None = None
 
     def finetune_candidates(self, candidates: list[Candidate], epochs: float) -> None:
         """Fine-tunes every candidate's model (in place on each candidate), concurrently
-        where the run can."""
-        models = [c.model for c in candidates]
-        trained = self.finetune_all(models, epochs) if self.finetune_all else [self.finetune(m, epochs) for m in models]
-        for cand, model in zip(candidates, trained):
-            cand.model = model
+        where the run can. Each candidate's seed comes from its structure type, and a
+        candidate already fine-tuned for ``epochs`` in this step (the loop does so for its
+        decision records) is not trained again: every method sees the same candidates."""
+        todo = [c for c in candidates if c.finetuned_epochs != epochs]
+        if not todo:
+            return
+        models = [c.model for c in todo]
+        if self.finetune_all:
+            trained = self.finetune_all(models, epochs, tags=[("candidate", c.structure) for c in todo])
+        else:
+            trained = [self.finetune(m, epochs) for m in models]
+        for cand, model in zip(todo, trained):
+            cand.model, cand.finetuned_epochs = model, epochs
+
+    def validate(self, candidate: Candidate) -> dict[str, float]:
+        """The candidate's validation accuracy and loss (``val_accuracy``, ``val_loss``), kept
+        in its ``info`` so that each is measured once."""
+        if "val_accuracy" not in candidate.info:
+            if self.validation is None:
+                raise HarnessError("this run has no validation split (a record from before it existed)")
+            result = self.validation(candidate.model)
+            candidate.info["val_accuracy"] = round(result["accuracy"], 4)
+            candidate.info["val_loss"] = round(result["loss"], 6)
+        return {"val_accuracy": candidate.info["val_accuracy"], "val_loss": candidate.info["val_loss"]}
 
 
 class Method:

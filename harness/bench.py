@@ -24,11 +24,12 @@ from torch import nn
 import harness
 from harness import plugins, records
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
-from harness.config import BenchConfig
+from harness.config import BUDGETS, BenchConfig
 from harness.errors import HarnessError, first_line
 from harness.models import count_flops, count_parameters, create_model, load_model, save_model
-from harness.training import (Recipe, default_batch_size, normalize, predict, resolve_precision, scaled_lr,
-                              train)
+from harness.decisions import oracle_verdict
+from harness.training import (Recipe, accuracy, default_batch_size, evaluate, normalize, predict, resolve_precision,
+                              scaled_lr, train)
 
 # tie-break order of structure types: the paper gives a tie to the layer candidate
 TYPE_ORDER = ("layer", "filter", "head", "neuron")
@@ -93,6 +94,10 @@ class Session:
                      device=device or self.device, teacher=teacher, desc=f"fine-tune {tag}",
                      progress=self.progress)
 
+    def validation(self, model) -> dict[str, float]:
+        """Accuracy and loss on the validation split: what decisions inside the run read."""
+        return evaluate(model, self.data.val, self.data, self.device)
+
     def finetune_all(self, models, epochs, tags, teacher=None):
         """Fine-tunes independent models, side by side on several GPUs when there are, else one
         after another; each keeps its own seed, so the result does not depend on which."""
@@ -149,6 +154,8 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method) -> li
     units = {t: st.units(model) for t, st in structures.items()}
     offered = [t for t in structures if units[t]]
     wanted = method.structures(offered)
+    if wanted and cfg.record_decisions:  # the records describe every candidate, not only the method's
+        wanted = offered
     parent_size = s.measure(model, cfg.match)
     candidates, target = [], None
 
@@ -199,12 +206,20 @@ def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], s
 
 
 # ---------------------------------------------------------------- the loop
+def selection_key(rows: list[dict]) -> str:
+    """The accuracy that decisions read: validation accuracy; test accuracy only in records
+    from before the validation split existed (they are resumed as they were started)."""
+    return "val_accuracy" if "val_accuracy" in rows[0] else "accuracy"
+
+
 def stop_reason(cfg: BenchConfig, rows: list[dict]) -> str | None:
     """Why the run stops after these iterations, or None to go on. Read from the records
     alone, so that a resumed run stops where an uninterrupted one would."""
     last, base = rows[-1], rows[0]
-    if cfg.stop_on_drop is not None and last["accuracy"] < base["accuracy"] - cfg.stop_on_drop:
-        return f"accuracy fell more than {cfg.stop_on_drop:g} points below the unpruned model"
+    key = selection_key(rows)
+    if cfg.stop_on_drop is not None and last[key] < base[key] - cfg.stop_on_drop:
+        split = "validation" if key == "val_accuracy" else "test"
+        return f"{split} accuracy fell more than {cfg.stop_on_drop:g} points below the unpruned model"
     if cfg.target_flops is not None and last.get("flops_reduction_pct", 0.0) >= cfg.target_flops:
         return f"reached target FLOPs reduction {cfg.target_flops:g}%"
     if last["iteration"] >= cfg.iterations:
@@ -213,19 +228,20 @@ def stop_reason(cfg: BenchConfig, rows: list[dict]) -> str | None:
 
 
 def final_iteration(cfg: BenchConfig, rows: list[dict]) -> int:
-    """The iteration whose model the run keeps: the last one within the accuracy tolerance
-    under ``--stop-on-drop`` (the paper's Table III protocol), else the last one."""
+    """The iteration whose model the run keeps: the last one within the validation-accuracy
+    tolerance under ``--stop-on-drop`` (the paper's Table III protocol, decided on held-out
+    training data rather than the test split), else the last one."""
     if cfg.stop_on_drop is None:
         return rows[-1]["iteration"]
-    floor = rows[0]["accuracy"] - cfg.stop_on_drop
-    return max(r["iteration"] for r in rows if r["accuracy"] >= floor)
+    key = selection_key(rows)
+    floor = rows[0][key] - cfg.stop_on_drop
+    return max(r["iteration"] for r in rows if r[key] >= floor)
 
 
 def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
     """Iterate until a stopping rule fires; returns the stop reason."""
     cfg = s.cfg
     method = plugins.get("method", cfg.method)
-    similarity = plugins.get("similarity", cfg.similarity)
     for it in itertools.count(rows[-1]["iteration"] + 1):
         reason = stop_reason(cfg, rows)
         if reason:
@@ -234,29 +250,30 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
         torch.manual_seed(derive_seed(cfg.seed, it))
         with s.phase("criterion"):
             candidates = build_candidates(s, model, it, method)
-        if not candidates:
+        mine = [c for c in candidates if c.structure in method.structures([c.structure for c in candidates])]
+        if not mine:
             return "nothing left to remove"
-        tags = itertools.count()
-        teacher = model if cfg.distill > 0 else None
-        step = Step(
-            iteration=it, parent=model, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
-            finetune=lambda m, epochs: s.finetune(m, epochs, (it, "candidate", next(tags)), teacher),
-            similarity=lambda parent, child: similarity(s.features(parent), s.features(child)),
-            finetune_all=lambda ms, epochs: s.finetune_all(
-                ms, epochs, [(it, "candidate", next(tags)) for _ in ms], teacher),
-        )
+        step = make_step(s, model, it)
         with s.phase("candidates"):
-            winner = method.select(step, candidates)
+            if cfg.record_decisions:
+                describe_candidates(s, step, candidates)
+            winner = method.select(step, mine)
+        oracle = None
+        if cfg.oracle_epochs > 0:
+            with s.phase("oracle"):
+                oracle = check_decision(s, step, candidates)
         with s.phase("finetune"):
-            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher)
+            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), step_teacher(s, step))
         record = measure_core(s, model, rows[0]) | {
             "iteration": it,
             "decision": winner.structure[0].upper(),
             "removed": [u.key for u in winner.units],
-            "candidates": [{"structure": c.structure, "similarity": c.similarity, "units": len(c.units),
-                            "flops": s.measure(c.model, "flops")} for c in candidates],
+            "candidates": [candidate_record(s, c) | {"method_saw": any(c is m for m in mine)}
+                           for c in candidates],
             "wall_time_s": round(time.perf_counter() - t0, 2),
         }
+        if oracle is not None:
+            record["oracle"] = oracle
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
         rows.append(record)
@@ -266,11 +283,97 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
     raise AssertionError("unreachable")
 
 
+def step_teacher(s: Session, step: Step):
+    return step.parent if s.cfg.distill > 0 else None
+
+
+def make_step(s: Session, parent: nn.Module, it: int) -> Step:
+    """The services a method gets in iteration ``it``. Representations are computed once
+    per model and forgotten when the model trains again."""
+    cfg = s.cfg
+    similarity = plugins.get("similarity", cfg.similarity)
+    features: dict[int, torch.Tensor] = {}
+    counter = itertools.count()
+    teacher = parent if cfg.distill > 0 else None
+
+    def feats(m):
+        if id(m) not in features:
+            features[id(m)] = s.features(m)
+        return features[id(m)]
+
+    def finetune(m, epochs):
+        features.pop(id(m), None)
+        return s.finetune(m, epochs, (it, "candidate", next(counter)), teacher)
+
+    def finetune_all(ms, epochs, tags=None):
+        for m in ms:
+            features.pop(id(m), None)
+        tags = [(it, *t) for t in tags] if tags else [(it, "candidate", next(counter)) for _ in ms]
+        return s.finetune_all(ms, epochs, tags, teacher)
+
+    step = Step(iteration=it, parent=parent, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
+                finetune=finetune, similarity=lambda p, c: similarity(feats(p), feats(c)),
+                finetune_all=finetune_all, validation=s.validation if s.data.val is not None else None,
+                data=s.data, features=feats)
+    return step
+
+
+def describe_candidates(s: Session, step: Step, candidates: list[Candidate]) -> None:
+    """The decision record of every candidate: all of them get the method's brief fine-tune
+    (one fine-tune serves every metric), then every registered similarity metric, the
+    validation accuracy and loss."""
+    step.finetune_candidates(candidates, s.cfg.candidate_epochs)
+    parent = step.features(step.parent)
+    for cand in candidates:
+        child = step.features(cand.model)
+        sims = {}
+        for name, metric in sorted(plugins.registry("similarity").items()):
+            try:
+                sims[name] = round(float(metric(parent, child)), 6)
+            except Exception as exc:  # one broken metric must not take the run down
+                print(f"harness: similarity {name} failed: {type(exc).__name__}: {first_line(exc)}",
+                      file=sys.stderr, flush=True)
+                sims[name] = None
+        cand.info["similarities"] = sims
+        if step.validation is not None:
+            step.validate(cand)
+
+
+def check_decision(s: Session, step: Step, candidates: list[Candidate]) -> dict:
+    """The oracle: every candidate, as briefly fine-tuned, trains ``--oracle-epochs`` more
+    with two seeds; each copy's validation (and, for reporting, test) accuracy is recorded.
+    Copies only, under a forked random state: the run goes on exactly as without it."""
+    cfg = s.cfg
+    copies = [copy.deepcopy(c.model) for c in candidates for _ in range(2)]
+    tags = [(step.iteration, "oracle", c.structure, k) for c in candidates for k in range(2)]
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if s.device.type == "cuda" else []):
+        trained = s.finetune_all(copies, cfg.oracle_epochs, tags, step_teacher(s, step))
+    for i, cand in enumerate(candidates):
+        pair = trained[2 * i: 2 * i + 2]
+        cand.info["oracle"] = {
+            "val_accuracy": [round(s.validation(m)["accuracy"], 4) for m in pair],
+            "test_accuracy": [round(accuracy(m, s.data.test, s.data, s.device), 4) for m in pair],
+        }
+    verdict = oracle_verdict([c.info["oracle"]["val_accuracy"] for c in candidates])
+    answer = None if verdict["best"] is None else candidates[verdict["best"]].structure
+    return {"epochs": cfg.oracle_epochs, "seeds": 2, "split": "val", "answer": answer,
+            "gap": verdict["gap"], "disagreement": verdict["disagreement"]}
+
+
+def candidate_record(s: Session, c: Candidate) -> dict:
+    return {"structure": c.structure, "similarity": c.similarity, "units": len(c.units),
+            "flops": s.measure(c.model, "flops"), "params": s.measure(c.model, "params"),
+            "finetuned": c.finetuned_epochs is not None} | c.info
+
+
 def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> dict:
     """The measurements every iteration records, from the accuracy and flops evaluators."""
     ctx = s.eval_context(-1, None)
     out = plugins.get("evaluator", "flops").evaluate(model, ctx)
     out |= {"accuracy": round(plugins.get("evaluator", "accuracy").evaluate(model, ctx)["accuracy"], 4)}
+    if s.data.val is not None:
+        val = s.validation(model)
+        out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
     if baseline:
         out["flops_reduction_pct"] = round(100 * (1 - out["flops"] / baseline["flops"]), 4)
         out["params_reduction_pct"] = round(100 * (1 - out["params"] / baseline["params"]), 4)
@@ -369,6 +472,7 @@ def configure_plugins(cfg: BenchConfig) -> None:
     used = [plugins.get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
     used += [plugins.get("evaluator", name) for name in (*CORE_EVALUATORS, *cfg.evaluators)]
     used += list(plugins.registry("structure").values())
+    used += [m for m in plugins.registry("similarity").values() if m not in used]  # decision records use all
     for obj in used:
         if hasattr(obj, "configure"):
             obj.configure(cfg.options)
@@ -449,9 +553,22 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     return model, before
 
 
+VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
+
+
 def load_data(cfg: BenchConfig) -> DataSplits:
+    """The data set's splits, with the validation split held out of its training split
+    (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
+    number held out: the budget's by default, at most a fifth of the training split."""
     data = plugins.get("dataset", cfg.dataset).load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
+    if cfg.val_size is None:
+        cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
+    if cfg.val_size:
+        if cfg.val_size > len(data.train) // 2:
+            raise HarnessError(f"--val-size {cfg.val_size} would leave too little to train on: the training split "
+                               f"of {cfg.dataset} has {len(data.train)} samples; give at most {len(data.train) // 2}")
+        data.train, data.val = data.train.hold_out(cfg.val_size, VAL_SEED)
     return data
 
 
@@ -482,7 +599,10 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
         "config": cfg.to_dict(), "versions": versions(), "hardware": hardware(s.device), "command": sys.argv,
         "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
-                 "test": len(data.test)},
+                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
+                 # which split each recorded number comes from
+                 "splits": {"accuracy": "test", "val_accuracy": "val", "val_loss": "val",
+                            "similarities": "calib", "oracle": "val (and test, for reporting)"}},
     })
     base = measure_core(s, model, None) | {"iteration": 0, "decision": None, "accuracy_before_baseline": before}
     save_model(model, records.model_path(run_dir, 0))
@@ -532,6 +652,7 @@ def finish(s: Session, model: nn.Module) -> tuple[Path, bool]:
     records.atomic_write_json(run_dir / records.RESULT_FILE, {
         "stop_reason": reason, "decision_path": path, "final_iteration": final,
         "iterations": len(rows) - 1, "decision_path_all": "".join(r["decision"] for r in rows[1:]),
+        "chosen_on": "val" if selection_key(rows) == "val_accuracy" else "test",  # the split that chose the kept model
     })
     kept = "" if final == rows[-1]["iteration"] else f"; kept iteration {final}, the last within tolerance"
     print(f"stopped: {reason}; decision path: {path or '(none)'}{kept}", flush=True)

@@ -79,8 +79,9 @@ def bench_options(f):
         click.option("--iterations", type=int, default=None, help="Pruning iterations (K)."),
         click.option("--target-flops", type=float, default=None, help="Stop once FLOPs are reduced by this many percent."),
         click.option("--stop-on-drop", type=float, default=None,
-                     help="Stop once test accuracy falls more than this many points below the unpruned model, "
-                          "keeping the last model within tolerance (the paper's Table III protocol)."),
+                     help="Stop once validation accuracy falls more than this many points below the unpruned "
+                          "model's, keeping the last model within tolerance (the paper's Table III protocol, "
+                          "decided on held-out training data: the test split is only reported)."),
         click.option("--p-layer", type=int, default=1, show_default=True, help="Blocks removed by the layer candidate."),
         click.option("--match", type=click.Choice(MATCH_CHOICES), default="flops", show_default=True,
                      help="What the other candidates match of the layer candidate's reduction."),
@@ -95,6 +96,17 @@ def bench_options(f):
         click.option("--train-subset", type=int, default=None, help="Training samples per epoch (default: the budget's)."),
         click.option("--calib-size", type=int, default=None, help="Calibration samples held out of the training split."),
         click.option("--test-subset", type=int, default=None, help="Evaluate on this many test samples (fixed subset)."),
+        click.option("--val-size", type=int, default=None,
+                     help="Validation samples held out of the training split (disjoint from the calibration "
+                          "split) for every decision inside a run [default: the budget's, 256/2000/5000, at most "
+                          "a fifth of the training split]."),
+        click.option("--oracle-epochs", type=float, default=0.0, show_default=True,
+                     help="Check every decision: fine-tune each candidate this many epochs more with two seeds "
+                          "and record its validation accuracy (see `harness decisions`); 0 = off. The run itself "
+                          "goes on exactly as without it."),
+        click.option("--record-decisions/--no-record-decisions", default=True, show_default=True,
+                     help="Fine-tune and describe every candidate of every iteration (every similarity metric, "
+                          "validation accuracy and loss), also those a method would not look at."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_CHOICES), default=None,
                      help="Optimizer; default: the model family's (SGD for ResNets, AdamW for transformers)."),
         click.option("--lr", type=float, default=None, help="Fine-tuning learning rate; default: the model family's."),
@@ -222,6 +234,30 @@ def sweep(config_file, out, dry_run, shard):
         click.echo(f"wrote {path}")
     if not ok:
         sys.exit(EXIT_EVALUATOR_FAILED)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, type=click.Path())
+@click.option("--out", type=click.Path(), default="leaderboards/decisions", show_default=True,
+              help="Where decisions.{md,csv,html,png} go.")
+def decisions(runs, out):
+    """Score every selector on every recorded decision that has an oracle (runs made with
+    --oracle-epochs): agreement with the oracle, regret, and paired differences to linear CKA.
+
+    RUNS are run directories or folders of them [default: runs leaderboards/records].
+    """
+    from harness.decisions import write_decisions
+
+    roots = [Path(r) for r in (runs or ("runs", "leaderboards/records"))]
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing:
+        raise HarnessError(f"no such run folder: {', '.join(missing)}")
+    written = write_decisions(roots, Path(out))
+    if not written:
+        raise HarnessError(f"no decision with an oracle under {', '.join(map(str, roots))}; "
+                           "record some with harness bench --oracle-epochs E")
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 @main.command("plugins")

@@ -12,14 +12,14 @@ BUDGETS: dict[str, dict] = {
     # seconds on a laptop CPU for small models: for tests and trying things out (ResNet-110
     # from random weights: 7m44s for 2 iterations on a 2-core CPU, mostly the KL criterion)
     "smoke": dict(iterations=2, candidate_epochs=0.05, finetune_epochs=0.1, baseline_epochs=0.0,
-                  scratch_epochs=20, train_subset=2048, calib_size=128, test_subset=1000),
+                  scratch_epochs=20, train_subset=2048, calib_size=128, test_subset=1000, val_size=256),
     # fits a 2-core machine: 33-35 s per iteration of pretrained CIFAR ResNet-20 on an idle
     # 2-core CPU with the training engine (bf16) and --distill 0.5 (38-40 s before the engine)
     "quick": dict(iterations=5, candidate_epochs=0.5, finetune_epochs=1.0, baseline_epochs=2.0,
-                  scratch_epochs=30, train_subset=10000, calib_size=256, test_subset=None),
+                  scratch_epochs=30, train_subset=10000, calib_size=256, test_subset=None, val_size=2000),
     # the paper's setting: 10 candidate epochs on the full training split
     "paper": dict(iterations=15, candidate_epochs=10, finetune_epochs=40, baseline_epochs=10,
-                  scratch_epochs=200, train_subset=None, calib_size=1024, test_subset=None),
+                  scratch_epochs=200, train_subset=None, calib_size=1024, test_subset=None, val_size=5000),
 }
 
 MATCH_CHOICES = ("flops", "params", "filters")
@@ -55,6 +55,11 @@ class BenchConfig:
     train_subset: int | None = None
     calib_size: int | None = None
     test_subset: int | None = None
+    # held out of the training split for the decisions inside a run; None: the budget's,
+    # at most a fifth of the training split; 0 (records from before it existed): none
+    val_size: int | None = None
+    oracle_epochs: float = 0.0  # > 0: every decision is checked by fine-tuning each candidate longer
+    record_decisions: bool = True  # fine-tune and describe every candidate, not only the method's
     optimizer: str | None = None  # None: the model family's
     lr: float | None = None  # fine-tuning; None: the model family's
     scratch_lr: float | None = None  # training from random weights; None: the model family's
@@ -80,7 +85,8 @@ class BenchConfig:
         self._check_types()
         cfg = dataclasses.replace(self, options=dict(self.options), evaluators=list(self.evaluators))
         for key, value in BUDGETS[self.budget].items():
-            if getattr(cfg, key) is None:
+            # the validation split's default depends on the data set's size: set when it loads
+            if getattr(cfg, key) is None and key != "val_size":
                 setattr(cfg, key, value)
         for key, choices in (("match", MATCH_CHOICES), ("evaluate", EVALUATE_CHOICES)):
             if getattr(cfg, key) not in choices:
@@ -110,6 +116,10 @@ class BenchConfig:
         for key in ("candidate_epochs", "finetune_epochs", "baseline_epochs", "scratch_epochs"):
             value = getattr(cfg, key)
             checks.append((f"--{key.replace('_', '-')}", value, value >= 0, "must be 0 or more"))
+        checks.append(("--oracle-epochs", cfg.oracle_epochs, cfg.oracle_epochs >= 0, "must be 0 or more"))
+        checks.append(("--val-size", cfg.val_size, cfg.val_size is None or cfg.val_size >= 1, "must be at least 1"))
+        if cfg.oracle_epochs > 0 and not cfg.record_decisions:
+            raise HarnessError("--oracle-epochs needs the decision records; drop --no-record-decisions")
         for key in ("train_subset", "test_subset"):
             value = getattr(cfg, key)
             checks.append((f"--{key.replace('_', '-')}", value, value is None or value >= 1, "must be at least 1"))
@@ -152,5 +162,9 @@ class BenchConfig:
         d.setdefault("precision", "fp32")
         d.setdefault("batch_size", 128)
         d.setdefault("distill", 0.0)
+        # records from before the validation split decided on the test split and described
+        # only the method's own candidates
+        d.setdefault("val_size", 0)
+        d.setdefault("record_decisions", False)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -34,7 +34,9 @@ GENERATED_SUFFIXES = (".md", ".csv", ".html", ".png")
 DEFAULT_SORT = "-flops_reduction_pct"
 
 # config fields that do not make a configuration different: runs differing only in these merge
-NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir"}
+# (the oracle and the decision records add measurements without changing what the run keeps)
+NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir", "oracle_epochs",
+                     "record_decisions"}
 TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "structures", "budget", "stop", "hardware"]
 METRICS = ["iterations", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy", "accuracy",
            "accuracy_delta", "wall_time_s"]
@@ -163,7 +165,8 @@ def stop_text(cfg: dict) -> str:
     if cfg.get("target_flops") is not None:
         rules.append(f"FLOPs -{cfg['target_flops']:g}%")
     if cfg.get("stop_on_drop") is not None:
-        rules.append(f"drop > {cfg['stop_on_drop']:g}")
+        # on the validation split, or on the test split in records from before it existed
+        rules.append(f"{'val ' if cfg.get('val_size') else ''}drop > {cfg['stop_on_drop']:g}")
     return ", ".join(rules)
 
 

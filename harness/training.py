@@ -262,3 +262,10 @@ def accuracy(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> 
     """Top-1 accuracy in percent."""
     logits = predict(model, split, data, device)
     return 100.0 * float((logits.argmax(1) == split.labels).float().mean())
+
+
+def evaluate(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> dict[str, float]:
+    """Top-1 accuracy (percent) and mean cross-entropy on ``split``, in fp32."""
+    logits = predict(model, split, data, device)
+    return {"accuracy": 100.0 * float((logits.argmax(1) == split.labels).float().mean()),
+            "loss": float(F.cross_entropy(logits, split.labels))}

@@ -36,7 +36,7 @@ class RandomWalk(Method):
 
     def select(self, step, candidates):
         chosen = step.rng.choice(candidates)
-        chosen.model = step.finetune(chosen.model, step.config.candidate_epochs)
+        step.finetune_candidates([chosen], step.config.candidate_epochs)
         return chosen
 
 
@@ -52,8 +52,22 @@ class SingleStructure(Method):
 
     def select(self, step, candidates):
         (chosen,) = candidates
-        chosen.model = step.finetune(chosen.model, step.config.candidate_epochs)
+        step.finetune_candidates([chosen], step.config.candidate_epochs)
         return chosen
+
+
+class ValidationGreedy(Method):
+    """The alternative a practitioner tries first: fine-tune each candidate as briefly as the
+    CKA-guided method does and keep the one that does best on the validation split (held out
+    of training; never the test split). A tie goes to the earlier candidate (layer first)."""
+
+    def __init__(self, name: str, key: str, sign: float, description: str):
+        self.name, self.key, self.sign, self.description = name, key, sign, description
+
+    def select(self, step, candidates):
+        step.finetune_candidates(candidates, step.config.candidate_epochs)
+        # max() keeps the first of equal scores: candidates come in tie-break order
+        return max(candidates, key=lambda c: self.sign * step.validate(c)[self.key])
 
 
 class LayersThenFilters(SingleStructure):
@@ -74,4 +88,8 @@ def register_methods():
         SingleStructure("layer-only", "layer", "remove blocks only"),
         SingleStructure("filter-only", "filter", "remove filters only, at the layer candidate's reduction"),
         LayersThenFilters(),
+        ValidationGreedy("accuracy-greedy", "val_accuracy", 1.0,
+                         "keep the candidate with the higher validation accuracy after the brief fine-tune"),
+        ValidationGreedy("loss-greedy", "val_loss", -1.0,
+                         "keep the candidate with the lower validation loss after the brief fine-tune"),
     ]

@@ -21,21 +21,24 @@ def test_layers_then_filters_removes_every_block_first(tmp_path):
     rows, result, _ = bench(tmp_path, "ltf", "--method", "layers-then-filters", "--iterations", "9")
     # tiny-resnet has 7 blocks with identity shortcuts
     assert result["decision_path"] == "LLLLLLLFF"
-    assert all(len(r["candidates"]) == 1 for r in rows[1:])
+    # the method saw one candidate; the decision records describe the other too
+    assert all(sum(c["method_saw"] for c in r["candidates"]) == 1 for r in rows[1:])
+    assert all(len(r["candidates"]) == 2 for r in rows[1:8])
 
 
 @pytest.mark.parametrize("method, letter", [("layer-only", "L"), ("filter-only", "F")])
 def test_single_structure_methods(tmp_path, method, letter):
     rows, result, _ = bench(tmp_path, method, "--method", method, "--iterations", "3")
     assert result["decision_path"] == letter * 3
-    assert all([c["structure"][0].upper() for c in r["candidates"]] == [letter] for r in rows[1:])
+    assert all([c["structure"][0].upper() for c in r["candidates"] if c["method_saw"]] == [letter] for r in rows[1:])
+    assert all(len(r["candidates"]) == 2 for r in rows[1:])  # the decision records describe both
 
 
 def test_filter_only_matches_the_layer_candidates_reduction(tmp_path):
     cka_rows, _, _ = bench(tmp_path, "cka", "--iterations", "1")
     filt_rows, _, _ = bench(tmp_path, "filt", "--method", "filter-only", "--iterations", "1")
     layer_flops = next(c["flops"] for c in cka_rows[1]["candidates"] if c["structure"] == "layer")
-    filter_flops = filt_rows[1]["candidates"][0]["flops"]
+    filter_flops = next(c["flops"] for c in filt_rows[1]["candidates"] if c["method_saw"])
     base = cka_rows[0]["flops"]
     # the filter candidate removes filters until it has saved at least what the block saved
     assert base - filter_flops >= base - layer_flops
@@ -55,9 +58,10 @@ def test_random_walk_is_seeded(tmp_path):
 def test_stop_on_drop_keeps_the_last_model_within_tolerance(tmp_path):
     rows, result, out = bench(tmp_path, "drop", "--stop-on-drop", "0.5", "--iterations", "12",
                               "--p-layer", "2", "--filter-step", "0.3")
-    floor = rows[0]["accuracy"] - 0.5
-    assert result["stop_reason"].startswith("accuracy fell more than 0.5 points")
-    assert rows[-1]["accuracy"] < floor and all(r["accuracy"] >= floor for r in rows[:-1])
+    floor = rows[0]["val_accuracy"] - 0.5  # decided on the validation split, never the test split
+    assert result["stop_reason"].startswith("validation accuracy fell more than 0.5 points")
+    assert rows[-1]["val_accuracy"] < floor and all(r["val_accuracy"] >= floor for r in rows[:-1])
+    assert result["chosen_on"] == "val"
     assert result["final_iteration"] == len(rows) - 2
     assert result["decision_path"] == result["decision_path_all"][:-1]
     table_row = out.stdout.strip().splitlines()[-1].split(" | ")
