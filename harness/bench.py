@@ -25,7 +25,7 @@ import harness
 from harness import plugins, records
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, RunStopped, first_line
 from harness.models import count_flops, count_parameters, create_model, load_model, save_model
 from harness.decisions import oracle_verdict
 from harness.training import (Recipe, accuracy, default_batch_size, evaluate, normalize, predict, resolve_precision,
@@ -66,6 +66,7 @@ class Session:
     device: torch.device
     run_dir: Path
     progress: bool
+    plugins: plugins.RunPlugins  # this run's own configured plugin objects: the loop reads no others
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
@@ -120,7 +121,7 @@ class Session:
         """The structure plugin of each asked-for type that supports this model."""
         found = {}
         for t in self.cfg.structures:
-            for structure in plugins.registry("structure").values():
+            for structure in self.plugins.structures:
                 if getattr(structure, "type", structure.name) == t and structure.supports(model):
                     found[t] = structure
                     break
@@ -146,7 +147,7 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method) -> li
     structure type, a candidate of the lowest-scoring units until its reduction matches
     the layer candidate's (``--match``). Returned in tie-break order."""
     cfg = s.cfg
-    criterion = plugins.get("criterion", cfg.criterion)
+    criterion = s.plugins.criterion
     cctx = CriterionContext(normalize(s.data.calib.images.to(s.device), s.data.mean, s.data.std),
                             s.data.calib.labels.to(s.device), derive_seed(cfg.seed, iteration, "criterion"),
                             progress=s.progress)
@@ -241,7 +242,7 @@ def final_iteration(cfg: BenchConfig, rows: list[dict]) -> int:
 def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
     """Iterate until a stopping rule fires; returns the stop reason."""
     cfg = s.cfg
-    method = plugins.get("method", cfg.method)
+    method = s.plugins.method
     for it in itertools.count(rows[-1]["iteration"] + 1):
         reason = stop_reason(cfg, rows)
         if reason:
@@ -291,7 +292,7 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
     """The services a method gets in iteration ``it``. Representations are computed once
     per model and forgotten when the model trains again."""
     cfg = s.cfg
-    similarity = plugins.get("similarity", cfg.similarity)
+    similarity = s.plugins.similarity
     features: dict[int, torch.Tensor] = {}
     counter = itertools.count()
     teacher = parent if cfg.distill > 0 else None
@@ -327,7 +328,7 @@ def describe_candidates(s: Session, step: Step, candidates: list[Candidate]) -> 
     for cand in candidates:
         child = step.features(cand.model)
         sims = {}
-        for name, metric in sorted(plugins.registry("similarity").items()):
+        for name, metric in s.plugins.similarities.items():
             try:
                 sims[name] = round(float(metric(parent, child)), 6)
             except Exception as exc:  # one broken metric must not take the run down
@@ -369,8 +370,8 @@ def candidate_record(s: Session, c: Candidate) -> dict:
 def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> dict:
     """The measurements every iteration records, from the accuracy and flops evaluators."""
     ctx = s.eval_context(-1, None)
-    out = plugins.get("evaluator", "flops").evaluate(model, ctx)
-    out |= {"accuracy": round(plugins.get("evaluator", "accuracy").evaluate(model, ctx)["accuracy"], 4)}
+    out = s.plugins.evaluators["flops"].evaluate(model, ctx)
+    out |= {"accuracy": round(s.plugins.evaluators["accuracy"].evaluate(model, ctx)["accuracy"], 4)}
     if s.data.val is not None:
         val = s.validation(model)
         out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
@@ -455,7 +456,6 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
         if problem:
             raise HarnessError(f"{opt.flag} {value!r}: {problem}")
         cfg.options[name] = value
-    configure_plugins(cfg)
     cfg.optimizer = cfg.optimizer or family.optimizer
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
@@ -464,18 +464,6 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
     return cfg
-
-
-def configure_plugins(cfg: BenchConfig) -> None:
-    """Hands the resolved plugin options to every plugin of the run that defines
-    ``configure(options)`` (a model family's default sizes, a metric's bandwidth)."""
-    used = [plugins.get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
-    used += [plugins.get("evaluator", name) for name in (*CORE_EVALUATORS, *cfg.evaluators)]
-    used += list(plugins.registry("structure").values())
-    used += [m for m in plugins.registry("similarity").values() if m not in used]  # decision records use all
-    for obj in used:
-        if hasattr(obj, "configure"):
-            obj.configure(cfg.options)
 
 
 def git_revision() -> str | None:
@@ -522,11 +510,11 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     test accuracy of the weights before that step (None when trained from scratch)."""
     cfg, data, device = s.cfg, s.data, s.device
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
-    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset,
-                         checkpoint=cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset, checkpoint=cfg.checkpoint,
+                         pretrained=cfg.pretrained, family=s.plugins.model).to(device)
     missing = [t for t in cfg.structures if t not in s.structures(model)]
     if missing:
-        offered = [getattr(st, "type", st.name) for st in plugins.registry("structure").values() if st.supports(model)]
+        offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
@@ -556,11 +544,12 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
 VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
 
 
-def load_data(cfg: BenchConfig) -> DataSplits:
+def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     """The data set's splits, with the validation split held out of its training split
     (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
     number held out: the budget's by default, at most a fifth of the training split."""
-    data = plugins.get("dataset", cfg.dataset).load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
+    dataset = dataset or plugins.get("dataset", cfg.dataset)
+    data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
     if cfg.val_size is None:
         cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
@@ -573,12 +562,15 @@ def load_data(cfg: BenchConfig) -> DataSplits:
 
 
 def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
-    data = load_data(cfg)
-    evaluators = [plugins.get("evaluator", name) for name in cfg.evaluators]
+    """The run's session: its own configured plugins (from its own resolved options, for a new
+    run and a resumed one alike), its data and its devices."""
+    own = plugins.for_run(cfg, [*CORE_EVALUATORS, *cfg.evaluators])
+    data = load_data(cfg, own.dataset)
+    evaluators = [own.evaluators[name] for name in cfg.evaluators]
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
-    return Session(cfg, data, device, run_dir, progress, evaluators, devices)
+    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices)
 
 
 def run_name(cfg: BenchConfig) -> str:
@@ -610,7 +602,7 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "
           f"{cfg.criterion}, similarity {cfg.similarity}, structures {','.join(cfg.structures)}; unpruned: "
           f"{base['flops'] / 1e6:.2f} MFLOPs, {base['params']} params, accuracy {base['accuracy']:.2f}", flush=True)
-    return finish(s, model)
+    return finish_or_keep(s, model)
 
 
 def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
@@ -624,12 +616,22 @@ def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    configure_plugins(cfg)  # the run's own plugin options (a metric's bandwidth), not the defaults
-    s = session_for(cfg, run_dir, progress)
+    s = session_for(cfg, run_dir, progress)  # its plugins configured from its own record
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
-    return finish(s, model)
+    return finish_or_keep(s, model)
+
+
+def finish_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
+    """The rest of the run; an error partway keeps every record written so far and says how to
+    continue (a plugin's failure names the plugin)."""
+    try:
+        return finish(s, model)
+    except RunStopped:
+        raise
+    except HarnessError as exc:
+        raise RunStopped(str(exc), s.run_dir) from exc
 
 
 def evaluation_due(cfg: BenchConfig, iteration: int, final: int | None) -> bool:

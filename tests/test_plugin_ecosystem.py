@@ -61,3 +61,40 @@ def test_a_plugin_that_raises_at_import_is_named_and_the_others_load(tmp_path):
     assert result.returncode == 0
     assert "plugin 'broken' failed to load" in result.stderr and "not installed" in result.stderr
     assert any(line.split()[:2] == ["criterion", "kl"] for line in result.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def faulty_env(tmp_path_factory):
+    return install(FIXTURES / "harness-faulty", tmp_path_factory.mktemp("faulty-site"))
+
+
+def test_a_register_hook_that_raises_disables_that_kind_with_a_warning(faulty_env):
+    result = run_cli("plugins", env=faulty_env)
+    assert result.returncode == 0, result.stderr
+    assert "register_similarities() of harness-faulty 0.2.0 failed (RuntimeError: similarity table missing)" \
+        in result.stderr
+    listing = [line.split()[:3] for line in result.stdout.splitlines()]
+    assert ["criterion", "boom", "harness-faulty"] in listing and ["similarity", "cka", "prunebench"] in listing
+
+
+def test_a_plugin_failing_mid_run_is_one_line_naming_it_and_the_run_is_kept(faulty_env, tmp_path):
+    result = run_cli("bench", "--budget", "smoke", "--criterion", "boom", "--iterations", "2",
+                     "--runs-dir", str(tmp_path), "--name", "b", env=faulty_env)
+    assert result.returncode == 4, result.stderr
+    *warnings, error = result.stderr.splitlines()  # the warning: this package's broken hook
+    assert all(w.startswith("harness: warning:") for w in warnings) and "Traceback" not in result.stderr
+    assert "criterion 'boom' (from harness-faulty 0.2.0) failed: IndexError: list index out of range" in error
+    assert error.endswith(f"harness bench --resume {tmp_path / 'b'}")
+    assert [r["iteration"] for r in records.read_iterations(tmp_path / "b")] == [0]  # what was written is kept
+
+
+@pytest.mark.parametrize("how", ["--block", "env", "--builtin-only"])
+def test_an_installed_plugin_can_be_blocked(faulty_env, how):
+    if how == "--block":
+        result = run_cli("--block", "harness-faulty", "plugins", env=faulty_env)
+    elif how == "env":
+        result = run_cli("plugins", env=faulty_env | {"HARNESS_BLOCK_PLUGINS": "faulty"})
+    else:
+        result = run_cli("--builtin-only", "plugins", env=faulty_env)
+    assert result.returncode == 0 and "harness-faulty" not in result.stdout + result.stderr
+    assert any(line.split()[:2] == ["criterion", "kl"] for line in result.stdout.splitlines())
