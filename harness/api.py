@@ -27,7 +27,11 @@ class Option:
 
     ``parse`` turns a command-line string into the value (config files may give the
     value already typed, which ``parse`` must accept too); ``check`` returns an error
-    message for an impossible value, or None.
+    message for an impossible value, or None. ``affects_training`` says that the option
+    changes the network or its training (a model family's sizes), so cached baselines are
+    kept apart by it; other options (an evaluator's, a metric's) never retrain a baseline.
+
+    A run stores only the options of the plugins it uses.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Option:
     help: str
     parse: Callable[[Any], Any] = str
     check: Callable[[Any], str | None] | None = None
+    affects_training: bool = False
 
     @property
     def flag(self) -> str:

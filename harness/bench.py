@@ -445,8 +445,13 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     for key in cfg.options:
         if key not in declared:
             raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
+    # only the options of the plugins this run uses are its settings (and its record's)
+    used = plugins.options_of(plugins.run_plugin_objects(cfg))
+    for key in sorted(set(cfg.options) - set(used)):
+        print(f"harness: warning: {declared[key].flag} is ignored: no plugin of this run declares it",
+              file=sys.stderr, flush=True)
     given, cfg.options = cfg.options, {}
-    for name, opt in declared.items():
+    for name, opt in sorted(used.items()):
         value = given.get(name, opt.default)
         try:
             value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
@@ -522,7 +527,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
     source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
     key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
-                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
+                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, training_options(s))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
@@ -542,6 +547,13 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
 
 
 VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
+
+
+def training_options(s: Session) -> list:
+    """The run's plugin options that change the network or its training: the only ones that
+    key a cached baseline (an evaluator's option never retrains one)."""
+    declared = plugins.options_of(s.plugins.all())
+    return sorted((k, v) for k, v in s.cfg.options.items() if k in declared and declared[k].affects_training)
 
 
 def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
@@ -589,6 +601,9 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     data = s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, {
         "config": cfg.to_dict(), "versions": versions(), "hardware": hardware(s.device), "command": sys.argv,
+        # the defaults of the run's plugin options: tables show the options a run changed
+        "option_defaults": {k: o.default for k, o in sorted(plugins.options_of(s.plugins.all()).items())
+                            if k in cfg.options},
         "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
                  "val": len(data.val) if data.val is not None else 0, "test": len(data.test),

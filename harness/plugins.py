@@ -143,6 +143,25 @@ def get(kind: str, name: str):
     raise unknown_name(kind, name, [k + "<name>" if k.endswith(":") else k for k in reg])
 
 
+def options_of(objects) -> dict:
+    """The options the given plugin objects declare, by name."""
+    return {o.name: o for obj in objects for o in (getattr(unwrap(obj), "options", ()) or ())}
+
+
+def run_plugin_objects(cfg) -> list:
+    """The registered plugin objects a run uses (by its resolved names): its model family,
+    data set, method, criterion, similarity metrics (all of them when it records decisions),
+    every structure and its evaluators, core ones included."""
+    from harness.bench import CORE_EVALUATORS
+
+    used = [get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
+    if cfg.record_decisions:
+        used += list(registry("similarity").values())
+    used += list(registry("structure").values())
+    used += [get("evaluator", name) for name in (*CORE_EVALUATORS, *cfg.evaluators)]
+    return used
+
+
 def all_options() -> dict:
     """Every :class:`harness.api.Option` that a plugin declares, by option name."""
     found = {}

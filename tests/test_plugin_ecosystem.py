@@ -98,3 +98,20 @@ def test_an_installed_plugin_can_be_blocked(faulty_env, how):
         result = run_cli("--builtin-only", "plugins", env=faulty_env)
     assert result.returncode == 0 and "harness-faulty" not in result.stdout + result.stderr
     assert any(line.split()[:2] == ["criterion", "kl"] for line in result.stdout.splitlines())
+
+
+def test_installing_a_plugin_with_options_keeps_cached_baselines(example_env, tmp_path):
+    """The example package declares an evaluator option (--ece-bins): it is not this run's, so
+    it neither enters the record nor the baseline's cache key."""
+    cache = {"HARNESS_CACHE": str(tmp_path / "cache")}
+    args = ["bench", "--budget", "smoke", "--iterations", "0", "--runs-dir", str(tmp_path)]
+    first = run_cli(*args, "--name", "without", env=cache | {"HARNESS_BLOCK_PLUGINS": "example"})
+    assert first.returncode == 0, first.stderr
+    assert "baseline: reusing" not in first.stdout
+    second = run_cli(*args, "--name", "with", env=cache | example_env)
+    assert second.returncode == 0, second.stderr
+    assert "baseline: reusing" in second.stdout
+    assert "ece_bins" not in records.read_config(tmp_path / "with")["config"]["options"]
+    third = run_cli(*args, "--name", "evaluated", "--evaluators", "ece", "--ece-bins", "5", env=cache | example_env)
+    assert third.returncode == 0 and "baseline: reusing" in third.stdout, third.stderr
+    assert records.read_config(tmp_path / "evaluated")["config"]["options"]["ece_bins"] == 5

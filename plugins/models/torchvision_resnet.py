@@ -171,7 +171,8 @@ class TorchvisionResNetFamily(ModelFamily):
     default_structures = ("layer", "filter")
     optimizer = "sgd"
     options = (Option("torchvision_stem", "auto", stem_help(),
-                      check=lambda v: None if v in STEMS else f"valid choices: {', '.join(STEMS)}"),)
+                      check=lambda v: None if v in STEMS else f"valid choices: {', '.join(STEMS)}",
+                      affects_training=True),)
 
     def __init__(self):
         self.stem = "auto"
