@@ -447,20 +447,13 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
             raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
     # only the options of the plugins this run uses are its settings (and its record's)
     used = plugins.options_of(plugins.run_plugin_objects(cfg))
-    for key in sorted(set(cfg.options) - set(used)):
-        print(f"harness: warning: {declared[key].flag} is ignored: no plugin of this run declares it",
-              file=sys.stderr, flush=True)
     given, cfg.options = cfg.options, {}
+    for name in sorted(set(given) - set(used)):  # still checked: an impossible value is a mistake either way
+        parse_option(declared[name], given[name])
+        print(f"harness: warning: {declared[name].flag} is ignored: no plugin of this run declares it",
+              file=sys.stderr, flush=True)
     for name, opt in sorted(used.items()):
-        value = given.get(name, opt.default)
-        try:
-            value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
-        except (ValueError, TypeError, ZeroDivisionError) as exc:
-            raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
-        problem = opt.check(value) if opt.check else None
-        if problem:
-            raise HarnessError(f"{opt.flag} {value!r}: {problem}")
-        cfg.options[name] = value
+        cfg.options[name] = parse_option(opt, given.get(name, opt.default))
     cfg.optimizer = cfg.optimizer or family.optimizer
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
@@ -469,6 +462,18 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
     return cfg
+
+
+def parse_option(opt, value):
+    """A plugin option's value parsed and checked (a one-line error when impossible)."""
+    try:
+        value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
+    problem = opt.check(value) if opt.check else None
+    if problem:
+        raise HarnessError(f"{opt.flag} {value!r}: {problem}")
+    return value
 
 
 def git_revision() -> str | None:
