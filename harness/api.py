@@ -142,6 +142,21 @@ class Dataset:
         raise NotImplementedError
 
 
+def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> torch.Tensor:
+    """Logits of ``model`` on ``split`` (normalised with ``data``'s mean and std), in fp32 and
+    eval mode, returned on the host: the evaluation helper plugins share with the core."""
+    from harness.training import predict as core_predict
+
+    return core_predict(model, split, data, device)
+
+
+def evaluate(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> dict[str, float]:
+    """``{"accuracy": percent, "loss": mean cross-entropy}`` of ``model`` on ``split``."""
+    from harness.training import evaluate as core_evaluate
+
+    return core_evaluate(model, split, data, device)
+
+
 # ---------------------------------------------------------------- structures
 @dataclass(frozen=True)
 class Unit:
@@ -268,6 +283,11 @@ class Step:
     data: DataSplits | None = None  # the run's data (train, calib, val; test is for reporting)
     # the representation of a model on the calibration split that the similarity metrics compare
     features: Callable[[nn.Module], torch.Tensor] | None = None
+    device: torch.device | None = None  # where the run's models live
+
+    def predict(self, model: nn.Module, split: TensorSplit) -> torch.Tensor:
+        """Logits of ``model`` on one of the run's splits (``step.data.val``, ``step.data.calib``)."""
+        return predict(model, split, self.data, self.device)
 
     def finetune_candidates(self, candidates: list[Candidate], epochs: float) -> None:
         """Fine-tunes every candidate's model (in place on each candidate), concurrently

@@ -315,7 +315,7 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
     step = Step(iteration=it, parent=parent, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
                 finetune=finetune, similarity=lambda p, c: similarity(feats(p), feats(c)),
                 finetune_all=finetune_all, validation=s.validation if s.data.val is not None else None,
-                data=s.data, features=feats)
+                data=s.data, features=feats, device=s.device)
     return step
 
 

@@ -284,6 +284,26 @@ def decisions(runs, out):
         click.echo(f"wrote {path}")
 
 
+@main.command("check-plugin")
+@click.argument("kind", type=click.Choice(["similarity", "criterion", "structure", "evaluator"]))
+@click.argument("name")
+def check_plugin(kind, name):
+    """Run the conformance kit (harness.testing) on an installed plugin: the invariants every
+    plugin of its kind must keep. Exit status 0 when it conforms, 1 when it does not."""
+    from harness import plugins
+    from harness.testing import CHECKS
+
+    obj = plugins.get(kind, name)
+    problems = CHECKS[kind](obj)
+    info = plugins.info(kind, name)
+    where = f" ({info.package} {info.version})" if info else ""
+    for problem in problems:
+        click.echo(f"FAIL {kind} {name}{where}: {problem}")
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok {kind} {name}{where}: conforms")
+
+
 @main.command("plugins")
 def plugins_command():
     """List every plugin: kind, name and the package (and version) it came from."""

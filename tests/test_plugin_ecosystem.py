@@ -1,5 +1,6 @@
 """Outside packages: the example package, name clashes and broken plugins."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,10 +72,10 @@ def faulty_env(tmp_path_factory):
 def test_a_register_hook_that_raises_disables_that_kind_with_a_warning(faulty_env):
     result = run_cli("plugins", env=faulty_env)
     assert result.returncode == 0, result.stderr
-    assert "register_similarities() of harness-faulty 0.2.0 failed (RuntimeError: similarity table missing)" \
+    assert "register_evaluators() of harness-faulty 0.2.0 failed (RuntimeError: evaluator table missing)" \
         in result.stderr
     listing = [line.split()[:3] for line in result.stdout.splitlines()]
-    assert ["criterion", "boom", "harness-faulty"] in listing and ["similarity", "cka", "prunebench"] in listing
+    assert ["criterion", "boom", "harness-faulty"] in listing and ["evaluator", "accuracy", "prunebench"] in listing
 
 
 def test_a_plugin_failing_mid_run_is_one_line_naming_it_and_the_run_is_kept(faulty_env, tmp_path):
@@ -115,3 +116,35 @@ def test_installing_a_plugin_with_options_keeps_cached_baselines(example_env, tm
     third = run_cli(*args, "--name", "evaluated", "--evaluators", "ece", "--ece-bins", "5", env=cache | example_env)
     assert third.returncode == 0 and "baseline: reusing" in third.stdout, third.stderr
     assert records.read_config(tmp_path / "evaluated")["config"]["options"]["ece_bins"] == 5
+
+
+def test_the_conformance_kit_passes_the_example_package_in_its_own_tests(example_env):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(EXAMPLE / "tests")], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([example_env["PYTHONPATH"], str(ROOT)])),
+                            cwd=EXAMPLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    checked = run_cli("check-plugin", "similarity", "rsa", env=example_env)
+    assert checked.returncode == 0 and checked.stdout.strip() == \
+        "ok similarity rsa (harness-example-plugins 0.1.0): conforms"
+
+
+def test_the_conformance_kit_fails_a_broken_metric_naming_each_problem(faulty_env):
+    result = run_cli("check-plugin", "similarity", "sum", env=faulty_env)
+    assert result.returncode == 1
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL similarity sum (harness-faulty")]
+    assert any("maximum: identical inputs give" in f for f in failures)
+    assert any("orthogonal invariance" in f for f in failures)
+    assert any("different inputs: accepts representations with different numbers of rows" in f for f in failures)
+
+
+def test_the_example_method_decides_on_validation_data_and_records_its_numbers(example_env, tmp_path):
+    result = run_cli("bench", "--budget", "smoke", "--method", "val-agreement", "--iterations", "2",
+                     "--runs-dir", str(tmp_path), "--name", "va", env=example_env)
+    assert result.returncode == 0, result.stderr
+    for row in records.read_iterations(tmp_path / "va")[1:]:
+        scores = [c["val_agreement"] for c in row["candidates"]]
+        assert all(0 <= s <= 100 for s in scores)
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        assert row["decision"] == row["candidates"][best]["structure"][0].upper()
