@@ -61,6 +61,9 @@ class ModelFamily:
     default_dataset: str = "digits"
     # structure types the pruning methods use by default, in tie-break order
     default_structures: tuple[str, ...] = ("layer", "filter")
+    # which structure plugin prunes each type on this family's networks (type -> structure
+    # name); a type left out goes to the highest-priority structure that supports the model
+    structure_names: dict[str, str] = {}
     # training defaults of this family; the command line overrides them
     optimizer: str = "sgd"
     finetune_lr: float = 0.01
@@ -184,6 +187,9 @@ class Structure:
 
     name: str
     type: str = ""
+    # when several structures of one type support a model and its family names none of them,
+    # the highest priority wins (equal priorities: a warning naming both, then the first by name)
+    priority: int = 0
 
     def supports(self, model: nn.Module) -> bool:
         raise NotImplementedError

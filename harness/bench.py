@@ -119,13 +119,8 @@ class Session:
 
     def structures(self, model) -> dict[str, Structure]:
         """The structure plugin of each asked-for type that supports this model."""
-        found = {}
-        for t in self.cfg.structures:
-            for structure in self.plugins.structures:
-                if getattr(structure, "type", structure.name) == t and structure.supports(model):
-                    found[t] = structure
-                    break
-        return found
+        return choose_structures(self.plugins.structures, self.cfg.structures, model,
+                                 getattr(self.plugins.model, "structure_names", None) or {})
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -139,6 +134,33 @@ class Session:
     def eval_context(self, iteration: int, baseline: dict | None) -> EvalContext:
         return EvalContext(self.data, self.device, self.cfg.options, self.cfg.seed, self.cfg.cache_dir,
                            iteration, baseline, self.progress)
+
+
+_WARNED: set = set()
+
+
+def choose_structures(structures, types, model, named: dict[str, str]) -> dict[str, Structure]:
+    """For each type, the structure that prunes it on this model, whatever order the plugins
+    were discovered in: the one the model family names, else the highest ``priority`` among
+    those that support the model; equal priorities are a warning naming both, and the first
+    by name wins."""
+    found = {}
+    for t in types:
+        offered = [st for st in structures if getattr(st, "type", st.name) == t]
+        if t in named:
+            chosen = [st for st in offered if st.name == named[t] and st.supports(model)]
+        else:
+            chosen = sorted((st for st in offered if st.supports(model)),
+                            key=lambda st: (-getattr(st, "priority", 0), st.name))
+            tied = [st.name for st in chosen if getattr(st, "priority", 0) == getattr(chosen[0], "priority", 0)]
+            if len(tied) > 1 and (t, *tied) not in _WARNED:
+                _WARNED.add((t, *tied))
+                print(f"harness: warning: structures {', '.join(tied)} all claim type {t!r} on this model with the "
+                      f"same priority; using {tied[0]} (a model family can name its own in structure_names, "
+                      "a structure can declare a priority)", file=sys.stderr, flush=True)
+        if chosen:
+            found[t] = chosen[0]
+    return found
 
 
 # ---------------------------------------------------------------- candidates

@@ -17,7 +17,7 @@ EXAMPLE = ROOT / "examples" / "harness-example-plugins"
 def install(package: Path, target: Path) -> dict:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(target), str(package)], check=True)
-    return {"PYTHONPATH": str(target)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,11 @@ def test_the_example_method_decides_on_validation_data_and_records_its_numbers(e
         assert all(0 <= s <= 100 for s in scores)
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         assert row["decision"] == row["candidates"][best]["structure"][0].upper()
+
+
+def test_a_structure_that_claims_every_model_never_displaces_a_familys_own(faulty_env, tmp_path):
+    result = run_cli("bench", "--budget", "smoke", "--method", "layer-only", "--iterations", "2",
+                     "--runs-dir", str(tmp_path), "--name", "l", env=faulty_env)
+    assert result.returncode == 0, result.stderr
+    assert records.read_result(tmp_path / "l")["decision_path"] == "LL"
+    assert "claim type" not in result.stderr

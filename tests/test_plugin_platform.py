@@ -45,3 +45,34 @@ def test_a_guarded_plugin_names_itself_when_it_fails_and_passes_harness_errors_t
         guarded.refuse()
     kl = plugins.Guarded(plugins.get("criterion", "kl"), "criterion")
     assert "(from prunebench" in kl._label
+
+
+class Claims:
+    """A structure that claims every model, as a careless plugin's would."""
+
+    def __init__(self, name, priority=0, type="layer"):
+        self.name, self.priority, self.type = name, priority, type
+
+    def supports(self, model):
+        return True
+
+
+def test_the_structure_of_a_type_does_not_depend_on_discovery_order(capsys):
+    from harness.bench import choose_structures
+
+    a, b, high = Claims("a-block"), Claims("b-block"), Claims("z-block", priority=5)
+    for order in ([a, b], [b, a]):
+        assert choose_structures(order, ["layer"], None, {})["layer"] is a
+    assert "structures a-block, b-block all claim type 'layer' on this model with the same priority; " \
+           "using a-block" in capsys.readouterr().err
+    for order in ([a, b, high], [high, b, a]):
+        assert choose_structures(order, ["layer"], None, {})["layer"] is high
+        assert choose_structures(order, ["layer"], None, {"layer": "b-block"})["layer"] is b  # the family's own
+    assert capsys.readouterr().err == ""
+
+
+def test_builtin_families_name_their_structures():
+    for name in ("resnet20", "tiny-resnet", "tabular-transformer", "timm:", "torchvision:"):
+        family = plugins.get("model", name)
+        assert set(family.default_structures) <= set(family.structure_names), name
+        assert all(plugins.get("structure", s).type == t for t, s in family.structure_names.items())

@@ -93,6 +93,7 @@ class TabularTransformerFamily(ModelFamily):
                    "pre-norm timm blocks (--tt-depth, --tt-heads, --tt-head-dim, --tt-mlp-ratio)")
     default_dataset = "shuttle"
     default_structures = ("layer", "head", "neuron")
+    structure_names = {"layer": "transformer-block", "head": "attention-head", "neuron": "mlp-neuron"}
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3

@@ -157,6 +157,7 @@ class TimmFamily(ModelFamily):
     default_dataset = "cifar10"
     # neurons on request: KL scoring of thousands of MLP units is slow on a CPU
     default_structures = ("layer", "head")
+    structure_names = {"layer": "transformer-block", "head": "attention-head", "neuron": "mlp-neuron"}
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3
