@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -160,6 +160,43 @@ def evaluate(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> 
     return core_evaluate(model, split, data, device)
 
 
+# ---------------------------------------------------------------- network protocols
+@runtime_checkable
+class ResidualBlockNetwork(Protocol):
+    """What the built-in ``resnet-block`` structure needs of a network: residual blocks whose
+    input and output shapes match can be removed (the shortcut remains). A network may offer
+    this protocol, :class:`ChannelWidthNetwork`, or both."""
+
+    arch: dict  # its JSON-able architecture spec
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """``[(site, block)]`` in forward order (site: the block's module path)."""
+
+    def removable_blocks(self) -> list[str]:
+        """Sites of the blocks with an identity shortcut: the ones that may go."""
+
+    def residual_bn(self, site: str) -> nn.Module:
+        """The last normalisation of a block's residual branch: zeroing it ablates the block."""
+
+    def arch_without_blocks(self, sites) -> tuple[dict, dict]:
+        """The spec without those blocks and the ``rename`` map of :func:`harness.surgery.rebuild`."""
+
+
+@runtime_checkable
+class ChannelWidthNetwork(Protocol):
+    """What the built-in ``resnet-filter`` structure needs of a network: convolutions whose
+    output channels can be removed together with their batch-norm channels and the matching
+    input channels of the next layer."""
+
+    arch: dict
+
+    def width_sites(self) -> list[tuple[str, nn.Module, nn.Module, nn.Module]]:
+        """``[(site, conv, bn, next_layer)]`` for every convolution whose width may change."""
+
+    def arch_with_widths(self, widths: dict[str, int]) -> dict:
+        """The spec with those convolutions narrowed to the given output channels."""
+
+
 # ---------------------------------------------------------------- structures
 @dataclass(frozen=True)
 class Unit:
@@ -211,6 +248,12 @@ class Structure:
         """The weight tensors (or slices) that belong to the unit, for weight-based criteria."""
         raise NotImplementedError
 
+    def normalization(self, model: nn.Module, unit: Unit) -> list[torch.Tensor]:
+        """The normalisation parameters (or slices) that belong to the unit: a filter's
+        batch-norm scale and shift, for criteria such as BN-gamma; ``[]`` when none belongs
+        to the unit alone (an attention head)."""
+        return []
+
 
 # ---------------------------------------------------------------- criteria
 @dataclass
@@ -226,6 +269,11 @@ class Criterion:
 
     name: str
     description: str = ""
+
+    def supports(self, model: nn.Module, structure: "Structure") -> bool:
+        """Whether it can score this structure's units on this model; checked before anything
+        is trained, so a mismatch is a one-line error, not a failure after the baseline step."""
+        return True
 
     def scores(self, model: nn.Module, structure: Structure, units: Sequence[Unit],
                ctx: CriterionContext) -> list[float]:

@@ -549,6 +549,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
         offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
+    check_criterion_supports(s, model)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
     recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
@@ -581,6 +582,20 @@ def training_options(s: Session) -> list:
     key a cached baseline (an evaluator's option never retrains one)."""
     declared = plugins.options_of(s.plugins.all())
     return sorted((k, v) for k, v in s.cfg.options.items() if k in declared and declared[k].affects_training)
+
+
+def check_criterion_supports(s: Session, model: nn.Module) -> None:
+    """Before anything is trained: the criterion must be able to score every structure the
+    run prunes on this model (a criterion may declare ``supports(model, structure)``)."""
+    criterion = s.plugins.criterion
+    if not hasattr(plugins.unwrap(criterion), "supports"):
+        return
+    for t, structure in s.structures(model).items():
+        if not criterion.supports(model, structure):
+            able = [name for name, c in sorted(plugins.registry("criterion").items())
+                    if not hasattr(c, "supports") or c.supports(model, structure)]
+            raise HarnessError(f"criterion {s.cfg.criterion} cannot score the {t} units ({structure.name}) of "
+                               f"{s.cfg.model}; valid choices: {', '.join(able) or '(none)'}")
 
 
 def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:

@@ -13,7 +13,7 @@ from harness import api, hookspecs
 DOCS = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
 INTERFACES = [api.ModelFamily, api.Dataset, api.Structure, api.Criterion, api.Similarity, api.Method,
               api.Evaluator, api.Step, api.Candidate, api.EvalContext, api.CriterionContext, api.DataSplits,
-              api.Option, api.Unit]
+              api.Option, api.Unit, api.ResidualBlockNetwork, api.ChannelWidthNetwork]
 
 
 def hooks():

@@ -156,3 +156,16 @@ def test_a_structure_that_claims_every_model_never_displaces_a_familys_own(fault
     assert result.returncode == 0, result.stderr
     assert records.read_result(tmp_path / "l")["decision_path"] == "LL"
     assert "claim type" not in result.stderr
+
+
+def test_a_criterion_that_cannot_score_a_structure_is_refused_before_training(faulty_env, tmp_path):
+    cache = tmp_path / "cache"
+    result = run_cli("bench", "--budget", "smoke", "--criterion", "picky", "--runs-dir", str(tmp_path / "runs"),
+                     env=faulty_env | {"HARNESS_CACHE": str(cache)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "harness: error: criterion picky cannot score the layer units (resnet-block) of tiny-resnet; valid choices: ")
+    assert not (tmp_path / "runs").exists() and not (cache / "baselines").exists()
+    result = run_cli("bench", "--budget", "smoke", "--criterion", "picky", "--structures", "filter", "--iterations", "1",
+                     "--runs-dir", str(tmp_path / "runs"), env=faulty_env | {"HARNESS_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr
