@@ -124,7 +124,7 @@ def test_the_conformance_kit_passes_the_example_package_in_its_own_tests(example
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join([example_env["PYTHONPATH"], str(ROOT)])),
                             cwd=EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "5 passed" in result.stdout
     checked = run_cli("check-plugin", "similarity", "rsa", env=example_env)
     assert checked.returncode == 0 and checked.stdout.strip() == \
         "ok similarity rsa (harness-example-plugins 0.1.0): conforms"
@@ -169,3 +169,23 @@ def test_a_criterion_that_cannot_score_a_structure_is_refused_before_training(fa
     result = run_cli("bench", "--budget", "smoke", "--criterion", "picky", "--structures", "filter", "--iterations", "1",
                      "--runs-dir", str(tmp_path / "runs"), env=faulty_env | {"HARNESS_CACHE": str(cache)})
     assert result.returncode == 0, result.stderr
+
+
+def test_the_example_vgg_is_pruned_by_its_own_layer_structure_whatever_the_discovery_order(
+        example_env, faulty_env, tmp_path):
+    """harness-faulty's greedy-block claims every model as a layer structure; example-vgg names
+    vgg-layer. Both orders of the two packages on the path give the same run."""
+    paths = {"example first": [example_env, faulty_env], "faulty first": [faulty_env, example_env]}
+    found = {}
+    for label, envs in paths.items():
+        env = {"PYTHONPATH": os.pathsep.join(e["PYTHONPATH"] for e in envs)}
+        name = label.replace(" ", "-")
+        result = run_cli("bench", "--model", "example-vgg", "--dataset", "digits", "--budget", "smoke",
+                         "--scratch-epochs", "5", "--method", "layer-only", "--iterations", "2",
+                         "--runs-dir", str(tmp_path), "--name", name, env=env)
+        assert result.returncode == 0, result.stderr
+        rows = records.read_iterations(tmp_path / name)
+        found[label] = [r["removed"] for r in rows[1:]]
+        assert records.read_result(tmp_path / name)["decision_path"] == "LL"
+    assert found["example first"] == found["faulty first"]
+    assert all(site.startswith("s") and "_" in site for removed in found["example first"] for site in removed)

@@ -8,7 +8,9 @@
   2017), with its number of bins as a plugin option (``--ece-bins``);
 - method ``val-agreement``: keep the candidate whose validation predictions agree most with
   its parent's (fidelity rather than accuracy), reading the validation split through ``Step``
-  and recording its numbers in ``Candidate.info``.
+  and recording its numbers in ``Candidate.info``;
+- model ``example-vgg`` and structure ``vgg-layer`` (in ``vgg.py``): a plain CNN that offers
+  the width protocol only, with its own layer structure.
 
 Only the public API is used (``harness.api``, ``harness.hookimpl``); ``tests/`` runs the
 conformance kit (``harness.testing``) on each plugin.
@@ -99,6 +101,20 @@ class ValidationAgreement(Method):
 @harness.hookimpl
 def register_methods():
     return [ValidationAgreement()]
+
+
+@harness.hookimpl
+def register_models():
+    from harness_example_plugins.vgg import VGGFamily
+
+    return [VGGFamily()]
+
+
+@harness.hookimpl
+def register_structures():
+    from harness_example_plugins.vgg import VGGLayers
+
+    return [VGGLayers()]
 
 
 @harness.hookimpl
