@@ -76,3 +76,19 @@ def test_builtin_families_name_their_structures():
         family = plugins.get("model", name)
         assert set(family.default_structures) <= set(family.structure_names), name
         assert all(plugins.get("structure", s).type == t for t, s in family.structure_names.items())
+
+
+def test_a_resumed_co2_run_keeps_its_country(tmp_path):
+    """The case that lost --country: a sweep resolves its runs first (the last one with the
+    default), then resumes an interrupted one, which must measure under its own country."""
+    from harness import records
+    from harness.bench import session_for
+
+    fra = resolve(BenchConfig(budget="smoke", evaluators=["co2"], options={"country": "FRA"},
+                              runs_dir=str(tmp_path)))
+    resolve(BenchConfig(budget="smoke", evaluators=["co2"]))  # another run of the sweep, default country
+    stored = BenchConfig.from_dict(fra.to_dict())  # what --resume reads back from config.json
+    session = session_for(stored, tmp_path / "run", progress=False)
+    assert plugins.unwrap(session.plugins.evaluators["co2"])._country == "FRA"
+    assert plugins.unwrap(session.evaluators[0])._country == "FRA"
+    assert not records.read_iterations(tmp_path / "run")
