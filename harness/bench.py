@@ -66,7 +66,8 @@ class Session:
     device: torch.device
     run_dir: Path
     progress: bool
-    plugins: plugins.RunPlugins  # this run's own configured plugin objects: the loop reads no others
+    # this run's own configured plugin objects (session_for sets them): the loop reads no others
+    plugins: plugins.RunPlugins | None = None
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
