@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -27,7 +27,11 @@ class Option:
 
     ``parse`` turns a command-line string into the value (config files may give the
     value already typed, which ``parse`` must accept too); ``check`` returns an error
-    message for an impossible value, or None.
+    message for an impossible value, or None. ``affects_training`` says that the option
+    changes the network or its training (a model family's sizes), so cached baselines are
+    kept apart by it; other options (an evaluator's, a metric's) never retrain a baseline.
+
+    A run stores only the options of the plugins it uses.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Option:
     help: str
     parse: Callable[[Any], Any] = str
     check: Callable[[Any], str | None] | None = None
+    affects_training: bool = False
 
     @property
     def flag(self) -> str:
@@ -56,6 +61,9 @@ class ModelFamily:
     default_dataset: str = "digits"
     # structure types the pruning methods use by default, in tie-break order
     default_structures: tuple[str, ...] = ("layer", "filter")
+    # which structure plugin prunes each type on this family's networks (type -> structure
+    # name); a type left out goes to the highest-priority structure that supports the model
+    structure_names: dict[str, str] = {}
     # training defaults of this family; the command line overrides them
     optimizer: str = "sgd"
     finetune_lr: float = 0.01
@@ -137,6 +145,58 @@ class Dataset:
         raise NotImplementedError
 
 
+def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> torch.Tensor:
+    """Logits of ``model`` on ``split`` (normalised with ``data``'s mean and std), in fp32 and
+    eval mode, returned on the host: the evaluation helper plugins share with the core."""
+    from harness.training import predict as core_predict
+
+    return core_predict(model, split, data, device)
+
+
+def evaluate(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> dict[str, float]:
+    """``{"accuracy": percent, "loss": mean cross-entropy}`` of ``model`` on ``split``."""
+    from harness.training import evaluate as core_evaluate
+
+    return core_evaluate(model, split, data, device)
+
+
+# ---------------------------------------------------------------- network protocols
+@runtime_checkable
+class ResidualBlockNetwork(Protocol):
+    """What the built-in ``resnet-block`` structure needs of a network: residual blocks whose
+    input and output shapes match can be removed (the shortcut remains). A network may offer
+    this protocol, :class:`ChannelWidthNetwork`, or both."""
+
+    arch: dict  # its JSON-able architecture spec
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """``[(site, block)]`` in forward order (site: the block's module path)."""
+
+    def removable_blocks(self) -> list[str]:
+        """Sites of the blocks with an identity shortcut: the ones that may go."""
+
+    def residual_bn(self, site: str) -> nn.Module:
+        """The last normalisation of a block's residual branch: zeroing it ablates the block."""
+
+    def arch_without_blocks(self, sites) -> tuple[dict, dict]:
+        """The spec without those blocks and the ``rename`` map of :func:`harness.surgery.rebuild`."""
+
+
+@runtime_checkable
+class ChannelWidthNetwork(Protocol):
+    """What the built-in ``resnet-filter`` structure needs of a network: convolutions whose
+    output channels can be removed together with their batch-norm channels and the matching
+    input channels of the next layer."""
+
+    arch: dict
+
+    def width_sites(self) -> list[tuple[str, nn.Module, nn.Module, nn.Module]]:
+        """``[(site, conv, bn, next_layer)]`` for every convolution whose width may change."""
+
+    def arch_with_widths(self, widths: dict[str, int]) -> dict:
+        """The spec with those convolutions narrowed to the given output channels."""
+
+
 # ---------------------------------------------------------------- structures
 @dataclass(frozen=True)
 class Unit:
@@ -164,6 +224,9 @@ class Structure:
 
     name: str
     type: str = ""
+    # when several structures of one type support a model and its family names none of them,
+    # the highest priority wins (equal priorities: a warning naming both, then the first by name)
+    priority: int = 0
 
     def supports(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -185,6 +248,12 @@ class Structure:
         """The weight tensors (or slices) that belong to the unit, for weight-based criteria."""
         raise NotImplementedError
 
+    def normalization(self, model: nn.Module, unit: Unit) -> list[torch.Tensor]:
+        """The normalisation parameters (or slices) that belong to the unit: a filter's
+        batch-norm scale and shift, for criteria such as BN-gamma; ``[]`` when none belongs
+        to the unit alone (an attention head)."""
+        return []
+
 
 # ---------------------------------------------------------------- criteria
 @dataclass
@@ -200,6 +269,11 @@ class Criterion:
 
     name: str
     description: str = ""
+
+    def supports(self, model: nn.Module, structure: "Structure") -> bool:
+        """Whether it can score this structure's units on this model; checked before anything
+        is trained, so a mismatch is a one-line error, not a failure after the baseline step."""
+        return True
 
     def scores(self, model: nn.Module, structure: Structure, units: Sequence[Unit],
                ctx: CriterionContext) -> list[float]:
@@ -263,6 +337,11 @@ class Step:
     data: DataSplits | None = None  # the run's data (train, calib, val; test is for reporting)
     # the representation of a model on the calibration split that the similarity metrics compare
     features: Callable[[nn.Module], torch.Tensor] | None = None
+    device: torch.device | None = None  # where the run's models live
+
+    def predict(self, model: nn.Module, split: TensorSplit) -> torch.Tensor:
+        """Logits of ``model`` on one of the run's splits (``step.data.val``, ``step.data.calib``)."""
+        return predict(model, split, self.data, self.device)
 
     def finetune_candidates(self, candidates: list[Candidate], epochs: float) -> None:
         """Fine-tunes every candidate's model (in place on each candidate), concurrently

@@ -25,7 +25,7 @@ import harness
 from harness import plugins, records
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, RunStopped, first_line
 from harness.models import count_flops, count_parameters, create_model, load_model, save_model
 from harness.decisions import oracle_verdict
 from harness.training import (Recipe, accuracy, default_batch_size, evaluate, normalize, predict, resolve_precision,
@@ -66,6 +66,8 @@ class Session:
     device: torch.device
     run_dir: Path
     progress: bool
+    # this run's own configured plugin objects (session_for sets them): the loop reads no others
+    plugins: plugins.RunPlugins | None = None
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
@@ -118,13 +120,8 @@ class Session:
 
     def structures(self, model) -> dict[str, Structure]:
         """The structure plugin of each asked-for type that supports this model."""
-        found = {}
-        for t in self.cfg.structures:
-            for structure in plugins.registry("structure").values():
-                if getattr(structure, "type", structure.name) == t and structure.supports(model):
-                    found[t] = structure
-                    break
-        return found
+        return choose_structures(self.plugins.structures, self.cfg.structures, model,
+                                 getattr(self.plugins.model, "structure_names", None) or {})
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -140,13 +137,40 @@ class Session:
                            iteration, baseline, self.progress)
 
 
+_WARNED: set = set()
+
+
+def choose_structures(structures, types, model, named: dict[str, str]) -> dict[str, Structure]:
+    """For each type, the structure that prunes it on this model, whatever order the plugins
+    were discovered in: the one the model family names, else the highest ``priority`` among
+    those that support the model; equal priorities are a warning naming both, and the first
+    by name wins."""
+    found = {}
+    for t in types:
+        offered = [st for st in structures if getattr(st, "type", st.name) == t]
+        if t in named:
+            chosen = [st for st in offered if st.name == named[t] and st.supports(model)]
+        else:
+            chosen = sorted((st for st in offered if st.supports(model)),
+                            key=lambda st: (-getattr(st, "priority", 0), st.name))
+            tied = [st.name for st in chosen if getattr(st, "priority", 0) == getattr(chosen[0], "priority", 0)]
+            if len(tied) > 1 and (t, *tied) not in _WARNED:
+                _WARNED.add((t, *tied))
+                print(f"harness: warning: structures {', '.join(tied)} all claim type {t!r} on this model with the "
+                      f"same priority; using {tied[0]} (a model family can name its own in structure_names, "
+                      "a structure can declare a priority)", file=sys.stderr, flush=True)
+        if chosen:
+            found[t] = chosen[0]
+    return found
+
+
 # ---------------------------------------------------------------- candidates
 def build_candidates(s: Session, model: nn.Module, iteration: int, method) -> list[Candidate]:
     """A layer candidate (the ``p_layer`` lowest-scoring blocks) and, for each other
     structure type, a candidate of the lowest-scoring units until its reduction matches
     the layer candidate's (``--match``). Returned in tie-break order."""
     cfg = s.cfg
-    criterion = plugins.get("criterion", cfg.criterion)
+    criterion = s.plugins.criterion
     cctx = CriterionContext(normalize(s.data.calib.images.to(s.device), s.data.mean, s.data.std),
                             s.data.calib.labels.to(s.device), derive_seed(cfg.seed, iteration, "criterion"),
                             progress=s.progress)
@@ -241,7 +265,7 @@ def final_iteration(cfg: BenchConfig, rows: list[dict]) -> int:
 def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
     """Iterate until a stopping rule fires; returns the stop reason."""
     cfg = s.cfg
-    method = plugins.get("method", cfg.method)
+    method = s.plugins.method
     for it in itertools.count(rows[-1]["iteration"] + 1):
         reason = stop_reason(cfg, rows)
         if reason:
@@ -291,7 +315,7 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
     """The services a method gets in iteration ``it``. Representations are computed once
     per model and forgotten when the model trains again."""
     cfg = s.cfg
-    similarity = plugins.get("similarity", cfg.similarity)
+    similarity = s.plugins.similarity
     features: dict[int, torch.Tensor] = {}
     counter = itertools.count()
     teacher = parent if cfg.distill > 0 else None
@@ -314,7 +338,7 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
     step = Step(iteration=it, parent=parent, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
                 finetune=finetune, similarity=lambda p, c: similarity(feats(p), feats(c)),
                 finetune_all=finetune_all, validation=s.validation if s.data.val is not None else None,
-                data=s.data, features=feats)
+                data=s.data, features=feats, device=s.device)
     return step
 
 
@@ -327,7 +351,7 @@ def describe_candidates(s: Session, step: Step, candidates: list[Candidate]) -> 
     for cand in candidates:
         child = step.features(cand.model)
         sims = {}
-        for name, metric in sorted(plugins.registry("similarity").items()):
+        for name, metric in s.plugins.similarities.items():
             try:
                 sims[name] = round(float(metric(parent, child)), 6)
             except Exception as exc:  # one broken metric must not take the run down
@@ -369,8 +393,8 @@ def candidate_record(s: Session, c: Candidate) -> dict:
 def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> dict:
     """The measurements every iteration records, from the accuracy and flops evaluators."""
     ctx = s.eval_context(-1, None)
-    out = plugins.get("evaluator", "flops").evaluate(model, ctx)
-    out |= {"accuracy": round(plugins.get("evaluator", "accuracy").evaluate(model, ctx)["accuracy"], 4)}
+    out = s.plugins.evaluators["flops"].evaluate(model, ctx)
+    out |= {"accuracy": round(s.plugins.evaluators["accuracy"].evaluate(model, ctx)["accuracy"], 4)}
     if s.data.val is not None:
         val = s.validation(model)
         out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
@@ -444,18 +468,15 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     for key in cfg.options:
         if key not in declared:
             raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
+    # only the options of the plugins this run uses are its settings (and its record's)
+    used = plugins.options_of(plugins.run_plugin_objects(cfg))
     given, cfg.options = cfg.options, {}
-    for name, opt in declared.items():
-        value = given.get(name, opt.default)
-        try:
-            value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
-        except (ValueError, TypeError, ZeroDivisionError) as exc:
-            raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
-        problem = opt.check(value) if opt.check else None
-        if problem:
-            raise HarnessError(f"{opt.flag} {value!r}: {problem}")
-        cfg.options[name] = value
-    configure_plugins(cfg)
+    for name in sorted(set(given) - set(used)):  # still checked: an impossible value is a mistake either way
+        parse_option(declared[name], given[name])
+        print(f"harness: warning: {declared[name].flag} is ignored: no plugin of this run declares it",
+              file=sys.stderr, flush=True)
+    for name, opt in sorted(used.items()):
+        cfg.options[name] = parse_option(opt, given.get(name, opt.default))
     cfg.optimizer = cfg.optimizer or family.optimizer
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
@@ -466,16 +487,16 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     return cfg
 
 
-def configure_plugins(cfg: BenchConfig) -> None:
-    """Hands the resolved plugin options to every plugin of the run that defines
-    ``configure(options)`` (a model family's default sizes, a metric's bandwidth)."""
-    used = [plugins.get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
-    used += [plugins.get("evaluator", name) for name in (*CORE_EVALUATORS, *cfg.evaluators)]
-    used += list(plugins.registry("structure").values())
-    used += [m for m in plugins.registry("similarity").values() if m not in used]  # decision records use all
-    for obj in used:
-        if hasattr(obj, "configure"):
-            obj.configure(cfg.options)
+def parse_option(opt, value):
+    """A plugin option's value parsed and checked (a one-line error when impossible)."""
+    try:
+        value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
+    problem = opt.check(value) if opt.check else None
+    if problem:
+        raise HarnessError(f"{opt.flag} {value!r}: {problem}")
+    return value
 
 
 def git_revision() -> str | None:
@@ -522,19 +543,20 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     test accuracy of the weights before that step (None when trained from scratch)."""
     cfg, data, device = s.cfg, s.data, s.device
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
-    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset,
-                         checkpoint=cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset, checkpoint=cfg.checkpoint,
+                         pretrained=cfg.pretrained, family=s.plugins.model).to(device)
     missing = [t for t in cfg.structures if t not in s.structures(model)]
     if missing:
-        offered = [getattr(st, "type", st.name) for st in plugins.registry("structure").values() if st.supports(model)]
+        offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
+    check_criterion_supports(s, model)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
     recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
     source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
     key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
-                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, sorted(cfg.options.items()))
+                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, training_options(s))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
@@ -556,11 +578,33 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
 VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
 
 
-def load_data(cfg: BenchConfig) -> DataSplits:
+def training_options(s: Session) -> list:
+    """The run's plugin options that change the network or its training: the only ones that
+    key a cached baseline (an evaluator's option never retrains one)."""
+    declared = plugins.options_of(s.plugins.all())
+    return sorted((k, v) for k, v in s.cfg.options.items() if k in declared and declared[k].affects_training)
+
+
+def check_criterion_supports(s: Session, model: nn.Module) -> None:
+    """Before anything is trained: the criterion must be able to score every structure the
+    run prunes on this model (a criterion may declare ``supports(model, structure)``)."""
+    criterion = s.plugins.criterion
+    if not hasattr(plugins.unwrap(criterion), "supports"):
+        return
+    for t, structure in s.structures(model).items():
+        if not criterion.supports(model, structure):
+            able = [name for name, c in sorted(plugins.registry("criterion").items())
+                    if not hasattr(c, "supports") or c.supports(model, structure)]
+            raise HarnessError(f"criterion {s.cfg.criterion} cannot score the {t} units ({structure.name}) of "
+                               f"{s.cfg.model}; valid choices: {', '.join(able) or '(none)'}")
+
+
+def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     """The data set's splits, with the validation split held out of its training split
     (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
     number held out: the budget's by default, at most a fifth of the training split."""
-    data = plugins.get("dataset", cfg.dataset).load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
+    dataset = dataset or plugins.get("dataset", cfg.dataset)
+    data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
     if cfg.val_size is None:
         cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
@@ -573,12 +617,15 @@ def load_data(cfg: BenchConfig) -> DataSplits:
 
 
 def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
-    data = load_data(cfg)
-    evaluators = [plugins.get("evaluator", name) for name in cfg.evaluators]
+    """The run's session: its own configured plugins (from its own resolved options, for a new
+    run and a resumed one alike), its data and its devices."""
+    own = plugins.for_run(cfg, [*CORE_EVALUATORS, *cfg.evaluators])
+    data = load_data(cfg, own.dataset)
+    evaluators = [own.evaluators[name] for name in cfg.evaluators]
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
-    return Session(cfg, data, device, run_dir, progress, evaluators, devices)
+    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices)
 
 
 def run_name(cfg: BenchConfig) -> str:
@@ -597,6 +644,9 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     data = s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, {
         "config": cfg.to_dict(), "versions": versions(), "hardware": hardware(s.device), "command": sys.argv,
+        # the defaults of the run's plugin options: tables show the options a run changed
+        "option_defaults": {k: o.default for k, o in sorted(plugins.options_of(s.plugins.all()).items())
+                            if k in cfg.options},
         "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
                  "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
@@ -610,7 +660,7 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "
           f"{cfg.criterion}, similarity {cfg.similarity}, structures {','.join(cfg.structures)}; unpruned: "
           f"{base['flops'] / 1e6:.2f} MFLOPs, {base['params']} params, accuracy {base['accuracy']:.2f}", flush=True)
-    return finish(s, model)
+    return finish_or_keep(s, model)
 
 
 def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
@@ -624,12 +674,22 @@ def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    configure_plugins(cfg)  # the run's own plugin options (a metric's bandwidth), not the defaults
-    s = session_for(cfg, run_dir, progress)
+    s = session_for(cfg, run_dir, progress)  # its plugins configured from its own record
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
-    return finish(s, model)
+    return finish_or_keep(s, model)
+
+
+def finish_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
+    """The rest of the run; an error partway keeps every record written so far and says how to
+    continue (a plugin's failure names the plugin)."""
+    try:
+        return finish(s, model)
+    except RunStopped:
+        raise
+    except HarnessError as exc:
+        raise RunStopped(str(exc), s.run_dir) from exc
 
 
 def evaluation_due(cfg: BenchConfig, iteration: int, final: int | None) -> bool:

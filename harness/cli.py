@@ -13,14 +13,21 @@ from harness.errors import HarnessError
 
 EXIT_BAD_INPUT = 2
 EXIT_EVALUATOR_FAILED = 3
+EXIT_RUN_STOPPED = 4
 
 
 class HarnessGroup(click.Group):
-    """Turns HarnessError into one line on stderr and exit status 2, without a traceback."""
+    """Turns HarnessError into one line on stderr without a traceback: exit status 2 when
+    nothing was written, 4 when a run stopped partway (its records are kept)."""
 
     def invoke(self, ctx):
+        from harness.errors import RunStopped
+
         try:
             return super().invoke(ctx)
+        except RunStopped as exc:
+            click.echo(f"harness: error: {exc}", err=True)
+            sys.exit(EXIT_RUN_STOPPED)
         except HarnessError as exc:
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
@@ -50,8 +57,25 @@ def _show(value) -> str:
 
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
-def main():
+@click.option("--block", "blocked", multiple=True, metavar="NAME",
+              help="Do not load this plugin entry point or package (repeatable; also $HARNESS_BLOCK_PLUGINS, "
+                   "comma-separated).")
+@click.option("--builtin-only", is_flag=True, default=False,
+              help="Load the built-in plugins only (also $HARNESS_BUILTIN_PLUGINS_ONLY=1).")
+def main(blocked, builtin_only):
     """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
+    import os
+
+    from harness import plugins
+
+    if blocked or builtin_only:
+        # through the environment, so that subprocesses (sweep shards) load the same plugins
+        if blocked:
+            names = set(filter(None, os.environ.get(plugins.BLOCK_ENV, "").split(","))) | set(blocked)
+            os.environ[plugins.BLOCK_ENV] = ",".join(sorted(names))
+        if builtin_only:
+            os.environ[plugins.BUILTIN_ONLY_ENV] = "1"
+        plugins.reload()
 
 
 def _progress() -> bool:
@@ -258,6 +282,26 @@ def decisions(runs, out):
                            "record some with harness bench --oracle-epochs E")
     for path in written:
         click.echo(f"wrote {path}")
+
+
+@main.command("check-plugin")
+@click.argument("kind", type=click.Choice(["similarity", "criterion", "structure", "evaluator"]))
+@click.argument("name")
+def check_plugin(kind, name):
+    """Run the conformance kit (harness.testing) on an installed plugin: the invariants every
+    plugin of its kind must keep. Exit status 0 when it conforms, 1 when it does not."""
+    from harness import plugins
+    from harness.testing import CHECKS
+
+    obj = plugins.get(kind, name)
+    problems = CHECKS[kind](obj)
+    info = plugins.info(kind, name)
+    where = f" ({info.package} {info.version})" if info else ""
+    for problem in problems:
+        click.echo(f"FAIL {kind} {name}{where}: {problem}")
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok {kind} {name}{where}: conforms")
 
 
 @main.command("plugins")

@@ -1,8 +1,22 @@
-"""The one error type the CLI turns into a one-line message and exit status 2."""
+"""The errors the CLI turns into one line on stderr, without a traceback."""
 
 
 class HarnessError(Exception):
-    """Bad input or an unusable resource: the message is shown to the user as is."""
+    """Bad input or an unusable resource: the message is shown to the user as is (exit 2)."""
+
+
+class PluginError(HarnessError):
+    """A plugin raised: the message names its kind, its name and the package it came from."""
+
+
+class RunStopped(HarnessError):
+    """A run stopped partway by an error after it had written records (exit 4): the records
+    are kept, and ``--resume`` continues the run once the cause is fixed."""
+
+    def __init__(self, message: str, run_dir):
+        super().__init__(f"{message}; the run so far is kept: fix the cause and continue it with "
+                         f"harness bench --resume {run_dir}")
+        self.run_dir = run_dir
 
 
 def unknown_name(kind: str, name: str, valid) -> HarnessError:

@@ -37,7 +37,8 @@ DEFAULT_SORT = "-flops_reduction_pct"
 # (the oracle and the decision records add measurements without changing what the run keeps)
 NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir", "oracle_epochs",
                      "record_decisions"}
-TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "structures", "budget", "stop", "hardware"]
+TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "options", "structures", "budget", "stop",
+                "hardware"]
 METRICS = ["iterations", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy", "accuracy",
            "accuracy_delta", "wall_time_s"]
 SOURCE_COLUMNS = ["source", "citation", "note"]
@@ -59,7 +60,9 @@ EXPLANATION = (
     "tolerance) against its own unpruned model (iteration 0): FLOPs and parameter reductions in %, test "
     "accuracy before (baseline) and after, their difference in points (accuracy Δ), the wall time of all "
     "its iterations, and `<evaluator>.<key>` columns for the numbers its extra evaluators reported on the "
-    "kept model. Runs that differ only in seed are merged: numbers are mean ± sample standard deviation, "
+    "kept model. `options` lists the plugin options a run changed from their defaults (shown when any "
+    "row of a table has one); runs that differ in an option are separate rows. Runs that differ only in "
+    "seed are merged: numbers are mean ± sample standard deviation, "
     "`seeds` counts the runs, and their decision paths are listed (L a layer candidate was kept, F a "
     "filter one, H heads, N neurons). Only complete runs count. A **reported** row is a published figure "
     "(`reported.csv`, with its citation and a note on what the source gives): it was not measured here, "
@@ -159,6 +162,24 @@ def evaluator_columns(evaluation: dict | None) -> dict[str, float]:
     return columns
 
 
+def options_text(record: dict) -> str:
+    """The plugin options a run changed from their defaults, as ``name=value`` (the defaults
+    come from the record, or for older records from the installed plugins)."""
+    options = record["config"].get("options") or {}
+    defaults = record.get("option_defaults")
+    if defaults is None:
+        from harness import plugins
+
+        try:
+            defaults = {k: o.default for k, o in plugins.all_options().items()}
+        except HarnessError:
+            defaults = {}
+    changed = {k: v for k, v in options.items() if k in defaults and v != defaults[k]}
+    changed |= {k: v for k, v in options.items() if k not in defaults and record.get("option_defaults") is not None}
+    return " ".join(f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v}"
+                    for k, v in sorted(changed.items()))
+
+
 def stop_text(cfg: dict) -> str:
     """The run's stopping rules, briefly: at most K iterations, a FLOPs target, an accuracy tolerance."""
     rules = [f"K={cfg['iterations']}"] if cfg.get("iterations") is not None else []
@@ -195,7 +216,7 @@ def read_run(run_dir: Path) -> Run | None:
     row = {
         "model": cfg["model"], "data": (record.get("data") or {}).get("label") or cfg["dataset"],
         "method": cfg["method"], "criterion": cfg["criterion"], "similarity": cfg["similarity"],
-        "structures": ",".join(cfg.get("structures") or []), "budget": cfg.get("budget") or "",
+        "options": options_text(record), "structures": ",".join(cfg.get("structures") or []), "budget": cfg.get("budget") or "",
         "stop": stop_text(cfg), "hardware": hardware_text(record.get("hardware")),
         "seed": cfg["seed"], "iterations": final,
         "decision_path": "".join(r["decision"] or "" for r in kept[1:]),
@@ -223,7 +244,7 @@ def load_table(roots: list[Path]) -> pd.DataFrame:
     rows = [run.row for run in read_runs(roots)]
     # the first eight columns keep the order of earlier versions, which scripts may index into
     fixed = ["data", "model", "method", "criterion", "similarity", "seed", "iterations", "decision_path",
-             *METRICS[1:], "structures", "budget", "stop", "hardware"]
+             *METRICS[1:], "structures", "budget", "stop", "hardware", "options"]
     evaluators = sorted({k for r in rows for k in r} - set(fixed) - {"complete", "run"})
     df = pd.DataFrame(rows, columns=fixed + evaluators + ["complete", "run"])
     return df.sort_values(["data", "model", "flops_reduction_pct", "run"], ascending=[True, True, False, True],
@@ -612,7 +633,8 @@ def write_leaderboards(roots: list[Path], out: Path, sort: str | None = None, wh
             slug += "-2"
         taken.add(slug)
         evaluators = set(numeric_columns(board)) - set(METRICS) - {"seeds"}
-        columns = [c for c in display_columns(board) if c not in evaluators or group[c].notna().any()]
+        columns = [c for c in display_columns(board)
+                   if (c not in evaluators or group[c].notna().any()) and (c != "options" or group[c].astype(bool).any())]
         numeric = set(numeric_columns(board))
         title = f"{model} on {data}"
         base = out / TABLES_DIR / slug

@@ -65,8 +65,10 @@ def load_url_state_dict(url: str) -> dict:
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], dataset: str,
-                 checkpoint: str | None = None, pretrained: bool = False) -> nn.Module:
-    family = plugins.get("model", name)
+                 checkpoint: str | None = None, pretrained: bool = False, family=None) -> nn.Module:
+    """A new network by name; ``family`` is a run's own configured model family (default: the
+    registered one)."""
+    family = family or plugins.get("model", name)
     if checkpoint and pretrained:
         raise HarnessError("give either --checkpoint or --pretrained, not both")
     model = family.build(family.default_arch(name, num_classes, tuple(input_shape)))

@@ -1,11 +1,11 @@
 """Structures: what can be listed, ablated and physically removed. How important a unit
 is belongs to the criteria, not here.
 
-Residual networks (types ``layer`` and ``filter``): whole residual blocks and the output
-channels of inner convolutions, on any network that follows the residual-network protocol
-(CIFAR ResNets, torchvision ResNets): ``arch``, ``blocks()``, ``removable_blocks()``,
-``residual_bn(site)``, ``width_sites()``, ``arch_without_blocks(sites)`` and
-``arch_with_widths({site: width})``; see ``CifarResNet`` in plugins/models/cifar_resnet.py.
+Residual networks (types ``layer`` and ``filter``): whole residual blocks, on any network
+that follows :class:`harness.api.ResidualBlockNetwork`, and the output channels of
+convolutions, on any network that follows :class:`harness.api.ChannelWidthNetwork` (CIFAR
+and torchvision ResNets follow both; a plain CNN may follow the second alone); see
+``CifarResNet`` in plugins/models/cifar_resnet.py.
 
 Transformers (types ``layer``, ``head`` and ``neuron``): whole encoder blocks, attention
 heads and the hidden units of the MLPs, on any network that follows the transformer
@@ -40,15 +40,10 @@ import torch
 from torch import nn
 
 from harness import hookimpl
-from harness.api import Structure, Unit
+from harness.api import ChannelWidthNetwork, ResidualBlockNetwork, Structure, Unit
 from harness.surgery import keep_indices, rebuild, zero_
 
-PROTOCOL = ("removable_blocks", "residual_bn", "width_sites", "arch_without_blocks", "arch_with_widths")
 TRANSFORMER_PROTOCOL = ("blocks", "arch_without_blocks", "arch_with_heads", "arch_with_mlp", "forward_features")
-
-
-def _is_residual_network(model) -> bool:
-    return hasattr(model, "arch") and all(hasattr(model, name) for name in PROTOCOL)
 
 
 @contextlib.contextmanager
@@ -69,7 +64,7 @@ class ResidualBlocks(Structure):
     type = "layer"
 
     def supports(self, model):
-        return _is_residual_network(model)
+        return isinstance(model, ResidualBlockNetwork)
 
     def units(self, model):
         return [Unit(self.name, site) for site in model.removable_blocks()]
@@ -93,6 +88,10 @@ class ResidualBlocks(Structure):
         block = dict(model.blocks())[unit.site]
         return [m.weight for m in block.modules() if hasattr(m, "kernel_size")]
 
+    def normalization(self, model, unit):
+        bn = model.residual_bn(unit.site)
+        return [bn.weight, bn.bias]
+
 
 class ConvFilters(Structure):
     """Output channels of a block's inner convolutions, with their batch-norm channels and
@@ -102,7 +101,7 @@ class ConvFilters(Structure):
     type = "filter"
 
     def supports(self, model):
-        return _is_residual_network(model)
+        return isinstance(model, ChannelWidthNetwork)
 
     def units(self, model):
         return [Unit(self.name, site, c) for site, conv, _, _ in model.width_sites()
@@ -135,6 +134,10 @@ class ConvFilters(Structure):
     def weights(self, model, unit):
         conv = {site: conv for site, conv, _, _ in model.width_sites()}[unit.site]
         return [conv.weight[unit.index]]
+
+    def normalization(self, model, unit):
+        bn = {site: bn for site, _, bn, _ in model.width_sites()}[unit.site]
+        return [bn.weight[unit.index], bn.bias[unit.index]]
 
 
 def _by_site(units: Sequence[Unit]) -> dict[str, set[int]]:

@@ -144,6 +144,8 @@ def cifar_resnet_arch(name: str, depth: int, width: int, num_classes: int, in_ch
 
 
 class CifarResNetFamily(ModelFamily):
+    structure_names = {"layer": "resnet-block", "filter": "resnet-filter"}
+
     def __init__(self, name: str, depth: int, width: int = 16, default_dataset: str = "cifar10",
                  pretrained_file: str | None = None, description: str = ""):
         self.name, self.depth, self.width = name, depth, width

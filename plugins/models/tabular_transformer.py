@@ -93,16 +93,19 @@ class TabularTransformerFamily(ModelFamily):
                    "pre-norm timm blocks (--tt-depth, --tt-heads, --tt-head-dim, --tt-mlp-ratio)")
     default_dataset = "shuttle"
     default_structures = ("layer", "head", "neuron")
+    structure_names = {"layer": "transformer-block", "head": "attention-head", "neuron": "mlp-neuron"}
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3
     options = (
-        Option("tt_depth", 4, "tabular-transformer: encoder blocks", parse=int, check=_positive(int)),
-        Option("tt_heads", 8, "tabular-transformer: attention heads per block", parse=int, check=_positive(int)),
+        Option("tt_depth", 4, "tabular-transformer: encoder blocks", parse=int, check=_positive(int),
+               affects_training=True),
+        Option("tt_heads", 8, "tabular-transformer: attention heads per block", parse=int, check=_positive(int),
+               affects_training=True),
         Option("tt_head_dim", 16, "tabular-transformer: dimension of each head (token width = heads x head dim)",
-               parse=int, check=_positive(int)),
+               parse=int, check=_positive(int), affects_training=True),
         Option("tt_mlp_ratio", 2.0, "tabular-transformer: MLP hidden units per token dimension",
-               parse=float, check=_positive(float)),
+               parse=float, check=_positive(float), affects_training=True),
     )
 
     def __init__(self):

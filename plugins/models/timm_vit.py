@@ -157,11 +157,12 @@ class TimmFamily(ModelFamily):
     default_dataset = "cifar10"
     # neurons on request: KL scoring of thousands of MLP units is slow on a CPU
     default_structures = ("layer", "head")
+    structure_names = {"layer": "transformer-block", "head": "attention-head", "neuron": "mlp-neuron"}
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3
     options = (Option("timm_kwargs", {}, "keyword arguments of timm.create_model for timm:<model>, "
-                      "e.g. patch_size=4,depth=6,embed_dim=192", parse=parse_kwargs),)
+                      "e.g. patch_size=4,depth=6,embed_dim=192", parse=parse_kwargs, affects_training=True),)
 
     def __init__(self):
         self.user_kwargs: dict = {}

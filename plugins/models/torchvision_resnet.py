@@ -169,9 +169,11 @@ class TorchvisionResNetFamily(ModelFamily):
     description = "torchvision's ResNets (resnet18/34/50/101/152, wide_resnet50_2/101_2), ImageNet weights with --pretrained"
     default_dataset = "cifar10"
     default_structures = ("layer", "filter")
+    structure_names = {"layer": "resnet-block", "filter": "resnet-filter"}
     optimizer = "sgd"
     options = (Option("torchvision_stem", "auto", stem_help(),
-                      check=lambda v: None if v in STEMS else f"valid choices: {', '.join(STEMS)}"),)
+                      check=lambda v: None if v in STEMS else f"valid choices: {', '.join(STEMS)}",
+                      affects_training=True),)
 
     def __init__(self):
         self.stem = "auto"

@@ -5,7 +5,15 @@
 - similarity ``rsa``: representational similarity analysis, the Pearson correlation of
   the two representations' (cosine) dissimilarity matrices (Kriegeskorte et al., 2008);
 - evaluator ``ece``: expected calibration error of the test predictions (Guo et al.,
-  2017), with its number of bins as a plugin option (``--ece-bins``).
+  2017), with its number of bins as a plugin option (``--ece-bins``);
+- method ``val-agreement``: keep the candidate whose validation predictions agree most with
+  its parent's (fidelity rather than accuracy), reading the validation split through ``Step``
+  and recording its numbers in ``Candidate.info``;
+- model ``example-vgg`` and structure ``vgg-layer`` (in ``vgg.py``): a plain CNN that offers
+  the width protocol only, with its own layer structure.
+
+Only the public API is used (``harness.api``, ``harness.hookimpl``); ``tests/`` runs the
+conformance kit (``harness.testing``) on each plugin.
 """
 
 from __future__ import annotations
@@ -13,8 +21,7 @@ from __future__ import annotations
 import torch
 
 import harness
-from harness.api import Criterion, Evaluator, Option, Similarity
-from harness.training import predict
+from harness.api import Criterion, Evaluator, Method, Option, Similarity, predict
 
 
 class L2Norm(Criterion):
@@ -75,6 +82,39 @@ class ExpectedCalibrationError(Evaluator):
         if ctx.baseline:
             out["ece_delta"] = round(out["ece"] - ctx.baseline["ece"], 4)
         return out
+
+
+class ValidationAgreement(Method):
+    name = "val-agreement"
+    description = "keep the candidate whose validation predictions agree most with its parent's"
+
+    def select(self, step, candidates):
+        step.finetune_candidates(candidates, step.config.candidate_epochs)
+        parent = step.predict(step.parent, step.data.val).argmax(1)
+        for cand in candidates:
+            agree = (step.predict(cand.model, step.data.val).argmax(1) == parent).double().mean()
+            cand.info["val_agreement"] = round(100 * float(agree), 4)  # written to the decision record
+        # max() keeps the first of equal scores: candidates come in tie-break order (layer first)
+        return max(candidates, key=lambda c: c.info["val_agreement"])
+
+
+@harness.hookimpl
+def register_methods():
+    return [ValidationAgreement()]
+
+
+@harness.hookimpl
+def register_models():
+    from harness_example_plugins.vgg import VGGFamily
+
+    return [VGGFamily()]
+
+
+@harness.hookimpl
+def register_structures():
+    from harness_example_plugins.vgg import VGGLayers
+
+    return [VGGLayers()]
 
 
 @harness.hookimpl

@@ -1,0 +1,263 @@
+"""The conformance kit for plugin authors: the invariants every similarity metric, criterion,
+structure and evaluator must keep, checked on small seeded inputs. The harness's own suite
+runs them on every registered plugin; a plugin package runs them in its own tests::
+
+    from harness.testing import check_similarity
+    def test_my_metric_conforms():
+        assert check_similarity(MyMetric()) == []
+
+or from the command line, on an installed plugin: ``harness check-plugin similarity my-metric``.
+
+Each ``check_*`` returns a list of problems, one line each (empty: the plugin conforms); a
+check that raises is reported as a problem, not as a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+
+Problems = list[str]
+
+
+def _randn(g: torch.Generator, *shape) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def _orthogonal(g: torch.Generator, size: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(_randn(g, size, size))
+    return q
+
+
+def _checks(checks: list[tuple[str, Callable[[], str | None]]]) -> Problems:
+    """Runs each (what, check): a check returns None when it holds or a reason."""
+    problems = []
+    for what, check in checks:
+        try:
+            reason = check()
+        except Exception as exc:  # a plugin that crashes a check fails it
+            reason = f"raised {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if reason:
+            problems.append(f"{what}: {reason}")
+    return problems
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+# ---------------------------------------------------------------- similarity metrics
+def check_similarity(metric) -> Problems:
+    """A similarity of two representations (n x p and n x q) of the same inputs: ``maximum``
+    on identical inputs, invariant to orthogonal transforms and isotropic scaling of either
+    input (what every metric in the paper's family keeps), a finite float for different
+    widths, related representations clearly above unrelated ones, float32 as float64, and a
+    one-line HarnessError for representations of different inputs."""
+    g = torch.Generator().manual_seed(0)
+    spectrum = torch.logspace(0, -1.5, 20, dtype=torch.float64)
+    x = _randn(g, 96, 20) * spectrum
+    y = x @ _randn(g, 20, 35) + 0.3 * _randn(g, 96, 35)
+    maximum = getattr(metric, "maximum", 1.0)
+
+    def identical():
+        for rep in (x, y):
+            value = metric(rep, rep)
+            if not _close(value, maximum, 1e-6):
+                return f"identical inputs give {value:.6g}, not its maximum {maximum:g}"
+
+    def orthogonal():
+        ref = metric(x, y)
+        moved = (metric(x @ _orthogonal(g, 20), y), metric(x, y @ _orthogonal(g, 35)))
+        if not all(_close(v, ref, 1e-6) for v in moved):
+            return f"{ref:.6g} becomes {moved[0]:.6g} / {moved[1]:.6g} under a rotation of one input"
+
+    def scaling():
+        ref, scaled = metric(x, y), metric(3.7 * x, 0.01 * y)
+        if not _close(scaled, ref, 1e-6):
+            return f"{ref:.6g} becomes {scaled:.6g} when the inputs are scaled"
+
+    def finite():
+        value = metric(x, y)
+        if not isinstance(value, float) or not math.isfinite(value):
+            return f"gives {value!r}, not a finite float"
+        if value >= maximum - 1e-3:
+            return f"a noisy map of the input scores {value:.6g}, its maximum"
+
+    def related():
+        mixing = _randn(g, 20, 35)
+        base = _randn(g, 256, 20) * spectrum
+        near = base @ mixing + 0.2 * _randn(g, 256, 35)
+        far = (_randn(g, 256, 20) * spectrum) @ mixing + 0.2 * _randn(g, 256, 35)
+        a, b = metric(base, near), metric(base, far)
+        if not a > b + 0.2:
+            return f"related inputs score {a:.4g}, unrelated ones {b:.4g}: not clearly lower"
+
+    def precision():
+        a, b = metric(x.float(), y.float()), metric(x, y)
+        if not isinstance(a, float) or not _close(a, b, 1e-4):
+            return f"float32 inputs give {a!r}, float64 {b:.6g}"
+
+    def refuses():
+        try:
+            metric(x, y[:-1])
+        except HarnessError as exc:
+            return None if "\n" not in str(exc) else "its error is more than one line"
+        return "accepts representations with different numbers of rows (use Similarity.matrices)"
+
+    return _checks([("maximum", identical), ("orthogonal invariance", orthogonal), ("scale invariance", scaling),
+                    ("finite", finite), ("related above unrelated", related), ("float32", precision),
+                    ("different inputs", refuses)])
+
+
+# ---------------------------------------------------------------- structures and criteria
+def _default_model() -> nn.Module:
+    from harness.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, (3, 32, 32), "cifar10")
+    for m in model.modules():  # random statistics: no unit is trivially dead
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _inputs(model: nn.Module, shape: tuple[int, ...], n: int = 8) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(1))
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    now = model.state_dict()
+    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
+
+
+def check_structure(structure, model: nn.Module | None = None, input_shape: tuple[int, ...] = (3, 32, 32)) -> Problems:
+    """A structure on a model it supports (default: a seeded CIFAR ResNet-20): units to remove;
+    ``ablate`` changes the output and restores every parameter exactly on exit; ``remove``
+    returns a smaller network that runs, with the same output shape, leaving the parent
+    untouched; ``weights`` gives tensors for every unit."""
+    from harness.models import count_parameters
+
+    model = model if model is not None else _default_model()
+    x = _inputs(model, input_shape)
+    found: dict[str, list] = {}
+
+    def supports():
+        if not structure.supports(model):
+            return "does not support the model it is checked on"
+        found["units"] = structure.units(model)
+        if not found["units"]:
+            return "lists no units on it"
+
+    def ablation():
+        units = found["units"][:1]
+        before, state = model(x), _state(model)
+        with structure.ablate(model, units):
+            ablated = model(x)
+            changed = not _same_state(model, state)
+        if not changed:
+            return "ablation did not change any parameter in place (gradient criteria read that change)"
+        if not _same_state(model, state):
+            return "ablation did not restore the parameters exactly"
+        if torch.allclose(ablated, before):
+            return "ablating a unit leaves the output unchanged"
+
+    def removal():
+        units = found["units"][:1]
+        state = _state(model)
+        pruned = structure.remove(model, units)
+        if pruned is model:
+            return "remove() must return a new network"
+        if not _same_state(model, state):
+            return "remove() changed the parent"
+        if count_parameters(pruned) >= count_parameters(model):
+            return "the network is not smaller after remove()"
+        out = pruned.eval()(x)
+        if out.shape != model(x).shape:
+            return f"the output shape changed from {tuple(model(x).shape)} to {tuple(out.shape)}"
+
+    def weights():
+        empty = [u.key for u in found["units"] if not structure.weights(model, u)]
+        if empty:
+            return f"no weight tensors for {', '.join(empty[:3])}"
+
+    return _checks([("supports", supports)]) or _checks(
+        [("ablate", ablation), ("remove", removal), ("weights", weights)])
+
+
+def check_criterion(criterion, structures=None, model: nn.Module | None = None,
+                    input_shape: tuple[int, ...] = (3, 32, 32)) -> Problems:
+    """A criterion on every structure given (default: the built-in block and filter structures
+    on a seeded ResNet-20): one finite float per unit, the same scores for the same seed, and
+    the model's parameters unchanged afterwards."""
+    from harness import plugins
+    from harness.api import CriterionContext
+
+    model = model if model is not None else _default_model()
+    if structures is None:
+        structures = [plugins.get("structure", "resnet-block"), plugins.get("structure", "resnet-filter")]
+    x = _inputs(model, input_shape, 16)
+    labels = torch.arange(16) % 10
+    checks = []
+    for structure in structures:
+        units = structure.units(model)
+
+        def one(structure=structure, units=units):
+            state = _state(model)
+            scores = criterion.scores(model, structure, units, CriterionContext(x, labels, seed=0))
+            if not _same_state(model, state):
+                return "the model's parameters changed"
+            if len(scores) != len(units):
+                return f"{len(scores)} scores for {len(units)} units"
+            bad = [s for s in scores if not isinstance(s, (int, float)) or not math.isfinite(s)]
+            if bad:
+                return f"scores must be finite numbers; got {bad[0]!r}"
+            again = criterion.scores(model, structure, units, CriterionContext(x, labels, seed=0))
+            if list(again) != list(scores):
+                return "the same seed gave different scores"
+
+        checks.append((f"scores on {structure.name}", one))
+    return _checks(checks)
+
+
+# ---------------------------------------------------------------- evaluators
+def check_evaluator(evaluator, model: nn.Module | None = None, ctx=None) -> Problems:
+    """An evaluator on a model (default: a seeded ResNet-20 on 64 random CIFAR-shaped images):
+    a JSON-able dict whose top-level numbers are finite."""
+    from harness.api import DataSplits, EvalContext, TensorSplit
+
+    model = model if model is not None else _default_model()
+    if ctx is None:
+        g = torch.Generator().manual_seed(2)
+        split = TensorSplit(torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
+        data = DataSplits(split, split, split, (0.5,) * 3, (0.25,) * 3, 10, val=split)
+        options = {o.name: o.default for o in getattr(evaluator, "options", ()) or ()}
+        ctx = EvalContext(data, torch.device("cpu"), options, 0, tempfile.gettempdir(), 0)
+
+    def runs():
+        result = evaluator.evaluate(model, ctx)
+        if not isinstance(result, dict):
+            return f"returned {type(result).__name__}, not a dict"
+        json.dumps(result, allow_nan=False)
+        bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            return f"non-finite numbers for {', '.join(bad)}"
+
+    return _checks([("evaluate", runs)])
+
+
+CHECKS = {"similarity": check_similarity, "structure": check_structure, "criterion": check_criterion,
+          "evaluator": check_evaluator}
