@@ -637,6 +637,11 @@ def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
     """Runs a new benchmark; returns its directory and whether every evaluator succeeded."""
     cfg = resolve(cfg)
     run_dir = Path(cfg.runs_dir) / run_name(cfg)
+    with records.run_lock(run_dir):
+        return start_run(cfg, run_dir, progress)
+
+
+def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bool]:
     if records.read_iterations(run_dir):  # a run killed before its first record is simply started again
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
     s = session_for(cfg, run_dir, progress)
@@ -667,6 +672,11 @@ def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
+    with records.run_lock(run_dir):
+        return continue_run(run_dir, progress)
+
+
+def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no finished iteration to resume from; start it again")

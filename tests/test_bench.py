@@ -164,3 +164,24 @@ def test_resumed_run_keeps_its_plugin_options(tmp_path):
     assert result.returncode == 0, result.stderr
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
     assert strip(records.read_iterations(partial)) == strip(records.read_iterations(straight))
+
+
+def test_one_process_at_a_time_writes_a_run(tmp_path):
+    """Two --resume of one run at once interleaved their iterations; the second now stops at
+    once, in one line, and the records are untouched."""
+    from harness import records as rec
+
+    first = run_cli("bench", "--budget", "smoke", "--iterations", "1", "--runs-dir", str(tmp_path), "--name", "r")
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "r" / "result.json").unlink()  # as if killed after iteration 1
+    before = (tmp_path / "r" / "iterations.jsonl").read_text()
+    with rec.run_lock(tmp_path / "r"):  # another process is writing it
+        second = run_cli("bench", "--resume", str(tmp_path / "r"))
+        fresh = run_cli("bench", "--budget", "smoke", "--runs-dir", str(tmp_path), "--name", "r")
+    for result in (second, fresh):
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert f"run {tmp_path / 'r'} is being written by another process (pid " in result.stderr
+    assert (tmp_path / "r" / "iterations.jsonl").read_text() == before
+    assert not (tmp_path / "r" / ".lock").exists()
+    again = run_cli("bench", "--resume", str(tmp_path / "r"))  # the lock is gone with its holder
+    assert again.returncode == 0, again.stderr
