@@ -184,6 +184,11 @@ def _convert(param: click.Parameter, value, source: str, ctx: click.Context):
     """A config file's value checked and converted like the same option on the command line."""
     if isinstance(value, list) and param.type is click.STRING:
         value = ",".join(str(v) for v in value)
+    # click would turn 2.5 into 2 and true into 1: a config file's number must be what it says
+    if param.type is click.INT and (isinstance(value, bool) or not isinstance(value, int)):
+        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: must be a whole number")
+    if param.type is click.FLOAT and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: must be a number")
     try:
         return param.type.convert(value, param, ctx)
     except click.BadParameter as exc:

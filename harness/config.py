@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
@@ -123,9 +124,17 @@ class BenchConfig:
         for key in ("train_subset", "test_subset"):
             value = getattr(cfg, key)
             checks.append((f"--{key.replace('_', '-')}", value, value is None or value >= 1, "must be at least 1"))
+        for f in dataclasses.fields(cfg):  # NaN and infinity are no settings (and no valid JSON)
+            value = getattr(cfg, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise HarnessError(f"--{f.name.replace('_', '-')} {value} must be a finite number")
         for flag, value, ok, why in checks:
             if not ok:
                 raise HarnessError(f"{flag} {value} {why}")
+        if cfg.name is not None and (not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name
+                                     or cfg.name.startswith(".")):
+            raise HarnessError(f"--name {cfg.name!r} must be a plain folder name (no '/', no leading '.'): "
+                               "runs are written under --runs-dir")
         if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
             raise HarnessError(f"unknown --device {cfg.device!r}; valid choices: {DEVICE_HELP}")
         return cfg

@@ -69,3 +69,28 @@ def test_plugins_lists_every_kind_with_its_package():
 def test_leaderboard_without_records_is_an_error(tmp_path):
     result = run_cli("leaderboard", "--runs", str(tmp_path), "--out", str(tmp_path / "lb"))
     assert result.returncode == 2 and "no run records" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "inf"], "--lr inf must be a finite number"),
+    (["--epsilon", "nan"], "--epsilon nan must be a finite number"),
+    (["--scratch-epochs", "inf"], "--scratch-epochs inf must be a finite number"),
+    (["--name", "../x"], "--name '../x' must be a plain folder name"),
+    (["--name", "/tmp/elsewhere"], "--name '/tmp/elsewhere' must be a plain folder name"),
+])
+def test_numbers_are_finite_and_names_stay_in_the_runs_folder(tmp_path, args, message):
+    result = run_cli("bench", "--budget", "smoke", *args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("iterations = 2.5", "--iterations 2.5 in"), ("iterations = true", "--iterations True in"),
+    ("lr = inf", "--lr inf must be a finite number"), ("name = '../x'", "must be a plain folder name"),
+])
+def test_config_file_numbers_mean_what_they_say(tmp_path, line, message):
+    config = tmp_path / "c.toml"
+    config.write_text(line + "\n")
+    result = run_cli("bench", "--config", str(config), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "runs").exists()
