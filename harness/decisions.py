@@ -28,6 +28,7 @@ import html
 import io
 import math
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -69,10 +70,15 @@ def read_decisions(roots: list[Path]) -> list[Decision]:
 
     found = []
     for run_dir in sorted(find_runs(roots), key=lambda p: str(p)):
-        record = records.read_config(run_dir)
-        cfg = record["config"]
-        group = f"{cfg['model']} on {(record.get('data') or {}).get('label') or cfg['dataset']}"
-        for row in records.read_iterations(run_dir):
+        try:
+            record = records.read_config(run_dir)
+            cfg = record["config"]
+            group = f"{cfg['model']} on {(record.get('data') or {}).get('label') or cfg['dataset']}"
+            rows = records.read_iterations(run_dir)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            print(f"harness: warning: skipping the corrupt run record {run_dir} ({type(exc).__name__})", file=sys.stderr)
+            continue
+        for row in rows:
             cands = row.get("candidates") or []
             if not row.get("oracle") or len(cands) < 2 or not all("oracle" in c for c in cands):
                 continue

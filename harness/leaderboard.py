@@ -20,6 +20,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,7 +237,19 @@ def read_run(run_dir: Path) -> Run | None:
 
 
 def read_runs(roots: list[Path]) -> list[Run]:
-    return [run for run in (read_run(p) for p in find_runs(roots)) if run]
+    """Every readable run under ``roots``; a corrupt record is skipped with a one-line warning
+    naming it, so that one broken run never takes a whole board (or a sweep's rebuild) down."""
+    runs = []
+    for path in find_runs(roots):
+        try:
+            run = read_run(path)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+            print(f"harness: warning: skipping the corrupt run record {path} ({type(exc).__name__}: "
+                  f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})", file=sys.stderr)
+            continue
+        if run:
+            runs.append(run)
+    return runs
 
 
 def load_table(roots: list[Path]) -> pd.DataFrame:

@@ -353,3 +353,20 @@ def test_plot_series_tell_apart_what_varies_within_a_method(tmp_path):
     board = build_board(read_runs([root]), [])
     measured = board[board["source"] == "measured"]
     assert sorted(series_labels(measured)) == ["cka · kl", "cka · l1", "layer-only"]
+
+
+def test_a_corrupt_record_is_skipped_with_a_warning_naming_it(tmp_path):
+    from conftest import run_cli
+
+    runs = tmp_path / "runs"
+    good = run_cli("bench", "--budget", "smoke", "--iterations", "1", "--runs-dir", str(runs), "--name", "good")
+    assert good.returncode == 0, good.stderr
+    bad = runs / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"config": {"model": "tiny-resnet"')  # cut short by a crash
+    (bad / "iterations.jsonl").write_text('{"iteration": 0}\n')
+    result = run_cli("leaderboard", "--runs", str(runs), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"harness: warning: skipping the corrupt run record {bad} (")
+    assert result.stderr.count("\n") == 1
+    assert "| tiny-resnet |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
