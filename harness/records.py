@@ -71,7 +71,11 @@ def run_lock(run_dir: Path):
         yield
         return
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = []  # the folders this call makes (the run's, and a runs folder that did not exist)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created.append(folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     f = open(path, "a+")
@@ -95,8 +99,10 @@ def run_lock(run_dir: Path):
         path.unlink(missing_ok=True)
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        for folder in created:  # innermost first; a folder something was written into stays
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def atomic_write_json(path: Path, obj) -> None:
