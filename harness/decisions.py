@@ -31,6 +31,8 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.errors import HarnessError
 from typing import Callable
 
 #: the run's own similarity metric of the paper, against which the others are compared
@@ -75,7 +77,7 @@ def read_decisions(roots: list[Path]) -> list[Decision]:
             cfg = record["config"]
             group = f"{cfg['model']} on {(record.get('data') or {}).get('label') or cfg['dataset']}"
             rows = records.read_iterations(run_dir)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (HarnessError, ValueError, KeyError, TypeError, OSError) as exc:
             print(f"harness: warning: skipping the corrupt run record {run_dir} ({type(exc).__name__})", file=sys.stderr)
             continue
         for row in rows:

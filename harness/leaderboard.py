@@ -243,7 +243,7 @@ def read_runs(roots: list[Path]) -> list[Run]:
     for path in find_runs(roots):
         try:
             run = read_run(path)
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+        except (HarnessError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
             print(f"harness: warning: skipping the corrupt run record {path} ({type(exc).__name__}: "
                   f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})", file=sys.stderr)
             continue

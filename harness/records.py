@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -110,9 +111,28 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def _read_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines file. A last line cut short (a copy interrupted, a disk
+    full) is left out with a warning, and the next append rewrites the file without it; any
+    other line that is not a record makes the file untrustworthy: a one-line error."""
+    from harness.errors import HarnessError
+
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                print(f"harness: warning: the last line of {path} is cut short; it is left out", file=sys.stderr)
+                break
+            raise HarnessError(f"{path} line {number} is not valid JSON: the record cannot be trusted") from None
+        if not isinstance(row, dict) or "iteration" not in row:
+            raise HarnessError(f"{path} line {number} is not a record (a JSON object with an iteration): "
+                               "the record cannot be trusted")
+        rows.append(row)
+    return rows
 
 
 def _append_line(path: Path, record: dict) -> None:
@@ -140,7 +160,17 @@ def append_evaluation(run_dir: Path, record: dict) -> None:
 
 
 def read_config(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    """A run's config.json; one line naming the file when it is not a run's configuration."""
+    from harness.errors import HarnessError
+
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}): the run cannot be read or resumed") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise HarnessError(f"{path} holds no run configuration (a JSON object with a \"config\" object)")
+    return record
 
 
 def read_result(run_dir: Path) -> dict | None:

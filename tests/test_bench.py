@@ -185,3 +185,30 @@ def test_one_process_at_a_time_writes_a_run(tmp_path):
     assert not (tmp_path / "r" / ".lock").exists()
     again = run_cli("bench", "--resume", str(tmp_path / "r"))  # the lock is gone with its holder
     assert again.returncode == 0, again.stderr
+
+
+def test_resume_drops_a_last_line_cut_short_and_refuses_what_it_cannot_trust(tmp_path):
+    made = run_cli("bench", "--budget", "smoke", "--iterations", "2", "--runs-dir", str(tmp_path), "--name", "r")
+    assert made.returncode == 0, made.stderr
+    run = tmp_path / "r"
+    (run / "result.json").unlink()
+    lines = (run / "iterations.jsonl").read_text().splitlines()
+    # iteration 2's line cut short, as a copy interrupted midway would leave it
+    (run / "iterations.jsonl").write_text("\n".join(lines[:2] + [lines[2][:40]]) + "\n")
+    resumed = run_cli("bench", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"harness: warning: the last line of {run / 'iterations.jsonl'} is cut short; it is left out" in resumed.stderr
+    rows = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]  # iteration 2 done again
+
+    config = (run / "config.json").read_text()
+    for broken, message in (('{"config": {"model"', "is not valid JSON"), ("[1, 2]", "holds no run configuration")):
+        (run / "result.json").unlink(missing_ok=True)
+        (run / "config.json").write_text(broken)
+        result = run_cli("bench", "--resume", str(run))
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    (run / "config.json").write_text(config)
+    good = (run / "iterations.jsonl").read_text().splitlines()
+    (run / "iterations.jsonl").write_text("\n".join([good[0], "{}", *good[1:]]) + "\n")
+    result = run_cli("bench", "--resume", str(run))
+    assert result.returncode == 2 and "line 2 is not a record" in result.stderr and result.stderr.count("\n") == 1
