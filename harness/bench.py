@@ -287,7 +287,7 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
             with s.phase("oracle"):
                 oracle = check_decision(s, step, candidates)
         with s.phase("finetune"):
-            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), step_teacher(s, step))
+            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(s, step.parent))
         record = measure_core(s, model, rows[0]) | {
             "iteration": it,
             "decision": winner.structure[0].upper(),
@@ -307,8 +307,9 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
     raise AssertionError("unreachable")
 
 
-def step_teacher(s: Session, step: Step):
-    return step.parent if s.cfg.distill > 0 else None
+def teacher_for(s: Session, parent: nn.Module):
+    """What fine-tuning distils from: the parent, when the run has --distill."""
+    return parent if s.cfg.distill > 0 else None
 
 
 def make_step(s: Session, parent: nn.Module, it: int) -> Step:
@@ -318,7 +319,7 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
     similarity = s.plugins.similarity
     features: dict[int, torch.Tensor] = {}
     counter = itertools.count()
-    teacher = parent if cfg.distill > 0 else None
+    teacher = teacher_for(s, parent)
 
     def feats(m):
         if id(m) not in features:
@@ -371,7 +372,7 @@ def check_decision(s: Session, step: Step, candidates: list[Candidate]) -> dict:
     copies = [copy.deepcopy(c.model) for c in candidates for _ in range(2)]
     tags = [(step.iteration, "oracle", c.structure, k) for c in candidates for k in range(2)]
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if s.device.type == "cuda" else []):
-        trained = s.finetune_all(copies, cfg.oracle_epochs, tags, step_teacher(s, step))
+        trained = s.finetune_all(copies, cfg.oracle_epochs, tags, teacher_for(s, step.parent))
     for i, cand in enumerate(candidates):
         pair = trained[2 * i: 2 * i + 2]
         cand.info["oracle"] = {

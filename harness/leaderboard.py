@@ -176,7 +176,6 @@ def options_text(record: dict) -> str:
         except HarnessError:
             defaults = {}
     changed = {k: v for k, v in options.items() if k in defaults and v != defaults[k]}
-    changed |= {k: v for k, v in options.items() if k not in defaults and record.get("option_defaults") is not None}
     return " ".join(f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v}"
                     for k, v in sorted(changed.items()))
 

@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 # 1: config, iterations, models, result. 2: adds evaluations.jsonl, the data set's label and
 # shape in config.json, and final_iteration (the model kept) in result.json.
 SCHEMA_VERSION = 2
@@ -86,8 +88,6 @@ def run_lock(run_dir: Path):
         f.seek(0)
         holder = f.read().strip()
         f.close()
-        from harness.errors import HarnessError
-
         raise HarnessError(f"run {run_dir} is being written by another process"
                            f"{f' (pid {holder})' if holder else ''}; one process at a time may write a run") from None
     f.seek(0)
@@ -114,8 +114,6 @@ def _read_lines(path: Path) -> list[dict]:
     """The records of a JSON-lines file. A last line cut short (a copy interrupted, a disk
     full) is left out with a warning, and the next append rewrites the file without it; any
     other line that is not a record makes the file untrustworthy: a one-line error."""
-    from harness.errors import HarnessError
-
     if not path.exists():
         return []
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -161,8 +159,6 @@ def append_evaluation(run_dir: Path, record: dict) -> None:
 
 def read_config(run_dir: Path) -> dict:
     """A run's config.json; one line naming the file when it is not a run's configuration."""
-    from harness.errors import HarnessError
-
     path = Path(run_dir) / CONFIG_FILE
     try:
         record = json.loads(path.read_text())

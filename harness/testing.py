@@ -131,7 +131,7 @@ def _default_model() -> nn.Module:
     return model.eval()
 
 
-def _inputs(model: nn.Module, shape: tuple[int, ...], n: int = 8) -> torch.Tensor:
+def _inputs(shape: tuple[int, ...], n: int = 8) -> torch.Tensor:
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(1))
 
 
@@ -152,7 +152,7 @@ def check_structure(structure, model: nn.Module | None = None, input_shape: tupl
     from harness.models import count_parameters
 
     model = model if model is not None else _default_model()
-    x = _inputs(model, input_shape)
+    x = _inputs(input_shape)
     found: dict[str, list] = {}
 
     def supports():
@@ -209,7 +209,7 @@ def check_criterion(criterion, structures=None, model: nn.Module | None = None,
     model = model if model is not None else _default_model()
     if structures is None:
         structures = [plugins.get("structure", "resnet-block"), plugins.get("structure", "resnet-filter")]
-    x = _inputs(model, input_shape, 16)
+    x = _inputs(input_shape, 16)
     labels = torch.arange(16) % 10
     checks = []
     for structure in structures:
