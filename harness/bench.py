@@ -26,7 +26,7 @@ from harness import plugins, records
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
 from harness.errors import HarnessError, RunStopped, first_line
-from harness.models import count_flops, count_parameters, create_model, load_model, save_model
+from harness.models import count_flops, count_parameters, create_model, load_model, read_checkpoint, save_model
 from harness.decisions import oracle_verdict
 from harness.training import (Recipe, accuracy, default_batch_size, evaluate, normalize, predict, resolve_precision,
                               scaled_lr, train)
@@ -484,7 +484,13 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     cfg.batch_size = cfg.batch_size or default_batch_size(device)
     cfg.lr = cfg.lr or family.finetune_lr
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
+    from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
+    # before any data loads or anything is written: the folders can take files, the weights load
+    records.check_folder("--runs-dir", cfg.runs_dir)
+    records.check_folder("$HARNESS_CACHE" if from_env else "--cache-dir", cfg.cache_dir)
+    if cfg.checkpoint:
+        read_checkpoint(cfg.checkpoint)
     return cfg
 
 
@@ -546,6 +552,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
     model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset, checkpoint=cfg.checkpoint,
                          pretrained=cfg.pretrained, family=s.plugins.model).to(device)
+    check_model_takes_data(s, model)
     missing = [t for t in cfg.structures if t not in s.structures(model)]
     if missing:
         offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
@@ -574,6 +581,23 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
                   desc="baseline", progress=s.progress)
         save_model(model, cache)
     return model, before
+
+
+def check_model_takes_data(s: Session, model: nn.Module) -> None:
+    """Before anything is trained or written: two training samples go through the model and
+    give one score per class, or one line names the mismatch."""
+    data = s.data
+    shape = tuple(data.input_shape)
+    try:
+        with torch.no_grad():
+            model.eval()
+            out = model(normalize(data.train.images[:2].to(s.device), data.mean, data.std))
+    except Exception as exc:
+        raise HarnessError(f"model {s.cfg.model} cannot take data set {s.cfg.dataset} (inputs of shape {shape}): "
+                           f"{first_line(exc, 160)}; pick a model made for such inputs (see harness plugins)") from None
+    if tuple(out.shape) != (min(2, len(data.train)), data.num_classes):
+        raise HarnessError(f"model {s.cfg.model} gives outputs of shape {tuple(out.shape[1:])} on data set "
+                           f"{s.cfg.dataset}, which has {data.num_classes} classes")
 
 
 VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples

@@ -18,7 +18,25 @@ EXIT_RUN_STOPPED = 4
 
 class HarnessGroup(click.Group):
     """Turns HarnessError into one line on stderr without a traceback: exit status 2 when
-    nothing was written, 4 when a run stopped partway (its records are kept)."""
+    nothing was written, 4 when a run stopped partway (its records are kept). Click's own
+    usage errors are one line too (click prints three: usage, hint, error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"harness: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"harness: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("harness: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
         from harness.errors import RunStopped
@@ -276,7 +294,9 @@ def decisions(runs, out):
     RUNS are run directories or folders of them [default: runs leaderboards/records].
     """
     from harness.decisions import write_decisions
+    from harness.records import check_folder
 
+    check_folder("--out", out)
     roots = [Path(r) for r in (runs or ("runs", "leaderboards/records"))]
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
@@ -336,7 +356,9 @@ def leaderboard(roots, out, sort, where):
     """Rebuild the leaderboards from run records: per data set and model a Markdown table,
     a CSV, a sortable HTML page and an accuracy-versus-FLOPs plot, and an index."""
     from harness.leaderboard import write_leaderboards
+    from harness.records import check_folder
 
+    check_folder("--out", out)
     written = write_leaderboards([Path(r) for r in roots], Path(out), sort=sort, where=list(where) or None)
     if not written:
         raise HarnessError(f"no run records found under {', '.join(roots)}")

@@ -4,6 +4,7 @@ architecture spec plus a weights-only state dict (no pickled code)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,14 +37,22 @@ def load_error(exc: Exception) -> str:
         detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
                        if line.strip()), "")
         return f"the weights-only unpickler refused it: {detail}"
+    if text.startswith("Weights only load failed"):  # the reason is the paragraph after torch's advice
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        reason = next((p for p in paragraphs[1:] if not p.startswith("Check the documentation")), "")
+        return f"the weights-only unpickler refused it: {' '.join(reason.split())[:300]}"
     return first_line(exc)
 
 
 def read_checkpoint(path: str) -> dict:
+    if os.path.isdir(path):
+        raise HarnessError(f"checkpoint {path} is a directory; give the weights file inside it")
     if not os.path.isfile(path):
         raise HarnessError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notice would be a second line
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict "
                            f"({load_error(exc)})") from None

@@ -59,6 +59,18 @@ def file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def check_folder(flag: str, folder) -> None:
+    """One line when ``folder`` cannot hold files: a file stands where it or a folder above it
+    would be, or the nearest existing folder cannot be written."""
+    path = Path(folder)
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p) or p == p.parent)
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise HarnessError(f"{flag} {folder} is not a folder{where}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(f"{flag} {folder} cannot be written (no permission to write in {existing})")
+
+
 LOCK_FILE = ".lock"
 
 

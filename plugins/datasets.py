@@ -4,6 +4,7 @@ reporting only."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -31,25 +32,53 @@ def hold_out(images: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[Tensor
     return TensorSplit(images[train], labels[train]), TensorSplit(images[calib], labels[calib])
 
 
-def _decode(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def read_image_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``root/<class>/*.jpg|png`` -> uint8 (N, 3, H, W), labels by sorted class name."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+def _decode(path: Path, shown: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise HarnessError(f"corrupt image {shown} ({first_line(exc, 120)}); remove or replace it") from None
+
+
+def image_files(root: Path) -> dict[str, list[str]]:
+    """``{class: sorted image file names}`` of an image folder; one line when it has no class
+    folders or a class folder has no images."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise HarnessError(f"{root} has no class folders")
+        raise HarnessError(f"{root} has no class folders (it needs {root}/<class>/*.jpg)")
+    files = {cls: sorted(f for f in os.listdir(root / cls) if f.lower().endswith(IMAGE_SUFFIXES)) for cls in classes}
+    empty = [cls for cls, names in files.items() if not names]
+    if empty:
+        raise HarnessError(f"{root} has no images (.jpg, .jpeg, .png) in class folder{'s' * (len(empty) > 1)} "
+                           f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+    return files
+
+
+def read_image_folder(root: Path, shown_from: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``root/<class>/*.jpg|png`` -> uint8 (N, 3, H, W), labels by sorted class name. A file
+    that does not decode, or whose size differs from the others, is named relative to
+    ``shown_from`` (the data folder) in a one-line error."""
+    base = shown_from or root.parent
     files, labels = [], []
-    for label, cls in enumerate(classes):
-        names = sorted(f for f in os.listdir(root / cls) if f.lower().endswith((".jpg", ".jpeg", ".png")))
-        files += [str(root / cls / f) for f in names]
+    for label, (cls, names) in enumerate(image_files(root).items()):
+        files += [root / cls / f for f in names]
         labels += [label] * len(names)
+    shown = [os.path.relpath(f, base) for f in files]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arrays = list(pool.map(_decode, files, chunksize=256))
+        arrays = list(pool.map(_decode, files, shown, chunksize=256))
+    sizes = {}
+    for a in arrays:
+        sizes[a.shape] = sizes.get(a.shape, 0) + 1
+    usual = max(sizes, key=sizes.get)
+    for name, a in zip(shown, arrays):
+        if a.shape != usual:
+            raise HarnessError(f"image {name} is {a.shape[1]}x{a.shape[0]} pixels; the others are "
+                               f"{usual[1]}x{usual[0]}: every image of a data set must have one size")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(labels, dtype=torch.int64)
 
@@ -57,6 +86,48 @@ def read_image_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def _path_key(root: Path) -> str:
     """A short cache key for a data folder, so that two folders never share a cache entry."""
     return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+
+
+def _content_key(paths) -> str:
+    """A fingerprint of files' names, sizes and modification times: a changed source (an image
+    added, removed, replaced or edited) gives another key, so a cache is never reused stale."""
+    digest = hashlib.sha256()
+    for path in paths:
+        st = os.stat(path)
+        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def _folder_files(root: Path):
+    for split in ("train", "test"):
+        for class_dir in sorted((root / split).iterdir()):
+            if class_dir.is_dir():
+                yield from sorted(class_dir.iterdir())
+
+
+def _replace_stale(cache: Path, pattern: str) -> None:
+    """Removes the entries of an earlier version of the same source (another content key)."""
+    for old in cache.parent.glob(pattern):
+        if old != cache:
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+
+
+def _remove_dead_temporaries(folder: Path) -> None:
+    """``.<split>-<pid>`` folders of unpacking processes that died (killed mid-unpack)."""
+    for tmp in folder.glob(".*-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _has_jpeg(root: Path) -> bool:
@@ -74,7 +145,7 @@ class Cifar10(Dataset):
 
     def _image_folder(self, root: Path, cache_dir: str):
         key = _path_key(root)
-        cache = Path(cache_dir) / "datasets" / f"cifar10-folder-{key}.pt"
+        cache = Path(cache_dir) / "datasets" / f"cifar10-folder-{key}-{_content_key(_folder_files(root))}.pt"
         if cache.exists():
             try:
                 return torch.load(cache, weights_only=True)
@@ -84,12 +155,16 @@ class Cifar10(Dataset):
         import io
 
         data = {}
+        classes = {split: list(image_files(root / split)) for split in ("train", "test")}
+        if classes["train"] != classes["test"]:
+            raise HarnessError(f"{root}/train and {root}/test have different class folders "
+                               f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})")
         for split in ("train", "test"):
-            images, labels = read_image_folder(root / split)
-            data[split] = (images, labels)
+            data[split] = read_image_folder(root / split, shown_from=root)
         buf = io.BytesIO()
         torch.save(data, buf)
         atomic_write_bytes(cache, buf.getvalue())
+        _replace_stale(cache, f"cifar10-folder-{key}-*.pt")
         return data
 
     def _torchvision(self, root: Path):
@@ -114,28 +189,41 @@ class Cifar10(Dataset):
         import tarfile
 
         key = _path_key(root)
-        out = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}"
+        archives = [root / f"{split}.tar.gz" for split in ("train", "test")]
+        out = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}-{_content_key(archives)}"
+        if out.is_dir():
+            _remove_dead_temporaries(out)
         for split in ("train", "test"):
             if not (out / split / ".complete").exists():
                 tmp = out / f".{split}-{os.getpid()}"
                 try:
-                    with tarfile.open(root / f"{split}.tar.gz") as tar:
-                        tar.extractall(tmp, filter="data")
-                except (OSError, tarfile.TarError) as exc:
-                    raise HarnessError(f"cannot unpack {root / f'{split}.tar.gz'}: {first_line(exc)}") from None
-                if not (tmp / split).is_dir():
-                    raise HarnessError(f"{root / f'{split}.tar.gz'} holds no {split}/ folder")
-                (tmp / split / ".complete").touch()
-                if not (out / split / ".complete").exists():  # another process may have won the race
-                    shutil.rmtree(out / split, ignore_errors=True)
-                    os.replace(tmp / split, out / split)
-                shutil.rmtree(tmp, ignore_errors=True)
+                    try:
+                        with tarfile.open(root / f"{split}.tar.gz") as tar:
+                            tar.extractall(tmp, filter="data")
+                    except (OSError, tarfile.TarError) as exc:
+                        raise HarnessError(f"cannot unpack {root / f'{split}.tar.gz'}: {first_line(exc)}") from None
+                    if not (tmp / split).is_dir():
+                        raise HarnessError(f"{root / f'{split}.tar.gz'} holds no {split}/ folder")
+                    (tmp / split / ".complete").touch()
+                    if not (out / split / ".complete").exists():  # another process may have won the race
+                        shutil.rmtree(out / split, ignore_errors=True)
+                        os.replace(tmp / split, out / split)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        out.rmdir()  # only when empty: a refused archive leaves nothing behind
+        _replace_stale(out, f"cifar10-archives-{key}-*")
         return out
 
     def load(self, data_dir, cache_dir, calib_size):
         root = Path(data_dir) if data_dir else Path(cache_dir) / "data"
         if data_dir and not root.is_dir():
             raise HarnessError(f"data directory {root} does not exist")
+        halves = [split for split in ("train", "test") if (root / split).is_dir()]
+        if len(halves) == 1:  # an image-folder tree with one split only: say so, never blame the network
+            missing = "test" if halves == ["train"] else "train"
+            raise HarnessError(f"data directory {root} has {halves[0]}/ but no {missing}/ folder; an image-folder "
+                               f"tree needs both train/<class>/*.jpg and test/<class>/*.jpg")
         if not (root / "train").is_dir() and (root / "train.tar.gz").is_file() and (root / "test.tar.gz").is_file():
             root = self._unpack(root, cache_dir)
         if (root / "train").is_dir() and (root / "test").is_dir():

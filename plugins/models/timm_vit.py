@@ -171,23 +171,30 @@ class TimmFamily(ModelFamily):
     def configure(self, options: dict) -> None:
         self.user_kwargs = dict(options.get("timm_kwargs") or {})
 
-    def default_arch(self, name, num_classes, input_shape):
+    def check_name(self, name):
         import timm
         from timm.models.vision_transformer import VisionTransformer
 
         timm_name = name.removeprefix(PREFIX)
         if not timm.is_model(timm_name):
             raise HarnessError(f"unknown timm model {timm_name!r}; valid choices: {EXAMPLES}")
+        with torch.device("meta"):  # only the class is needed here
+            kind = type(timm.create_model(timm_name, pretrained=False))
+        if kind is not VisionTransformer:
+            raise HarnessError(f"timm model {timm_name} is a {kind.__name__}, not a VisionTransformer; "
+                               f"valid choices: {EXAMPLES}")
+
+    def default_arch(self, name, num_classes, input_shape):
+        import timm
+
+        timm_name = name.removeprefix(PREFIX)
+        self.check_name(name)
         if len(input_shape) != 3:
             raise HarnessError(f"{name} takes images (C, H, W); this data set gives inputs of shape {tuple(input_shape)}")
         channels, height, width = input_shape
         kwargs = {**self.user_kwargs, "img_size": height if height == width else [height, width],
                   "in_chans": channels, "num_classes": num_classes}
-        with torch.device("meta"):  # only the class and the shapes are needed here
-            kind = type(timm.create_model(timm_name, pretrained=False))
-            if kind is not VisionTransformer:
-                raise HarnessError(f"timm model {timm_name} is a {kind.__name__}, not a VisionTransformer; "
-                                   f"valid choices: {EXAMPLES}")
+        with torch.device("meta"):  # only the shapes are needed here
             try:
                 net = timm.create_model(timm_name, pretrained=False, **kwargs)
             except Exception as exc:

@@ -184,6 +184,9 @@ class TorchvisionResNetFamily(ModelFamily):
     def configure(self, options: dict) -> None:
         self.stem = options["torchvision_stem"]
 
+    def check_name(self, name):
+        self.variant(name)
+
     @staticmethod
     def variant(name: str) -> str:
         variant = name.removeprefix(PREFIX)
