@@ -49,6 +49,27 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
+def content_key(*parts) -> str:
+    """A cache key: 16 hex digits of the SHA-256 of the parts' repr."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def file_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def split_digest(split) -> str:
+    """SHA-256 of a split's inputs and labels (about 0.3 s for CIFAR-10's training split here)."""
+    digest = hashlib.sha256()
+    for t in (split.images, split.labels):
+        digest.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))
+    return digest.hexdigest()
+
+
 def count_filters(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
 
@@ -562,14 +583,16 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
     recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
-    source = cfg.checkpoint and (os.path.abspath(cfg.checkpoint), os.path.getsize(cfg.checkpoint))
-    key = derive_seed(cfg.model, cfg.dataset, cfg.data_dir and os.path.abspath(cfg.data_dir), source,
-                      cfg.pretrained, epochs, recipe, cfg.calib_size, cfg.seed, training_options(s))
-    cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key:08x}.pt"
+    # keyed by content, never by where things are: other weights at the same path, or a data
+    # folder whose images changed, train a baseline of their own
+    key = content_key(cfg.model, cfg.dataset, split_digest(data.train), cfg.checkpoint and file_digest(cfg.checkpoint),
+                      cfg.pretrained, epochs, recipe, cfg.seed, training_options(s))
+    cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
     # baseline rather than each training its own, which on a GPU would differ
     with records.file_lock(cache.with_name(cache.name + ".lock")):
+        records.remove_temporaries(cache.parent, cache.name)  # a killed writer's half-written copy
         if cache.exists():
             try:
                 print(f"baseline: reusing {cache}")

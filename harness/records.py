@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -23,11 +24,34 @@ RESULT_FILE = "result.json"
 MODELS_DIR = "models"
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    try:  # Linux says it without changing it (os.umask can only set it, for every thread)
+        with open("/proc/self/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def remove_temporaries(folder: Path, name: str = "*") -> list[Path]:
+    """The temporary files (``.<name>.*.tmp``) a killed writer left in ``folder`` and its
+    subfolders. The caller holds the lock of what it removes, so no live writer owns one."""
+    leftovers = [p for p in Path(folder).rglob(f".{name}.*{TMP_SUFFIX}") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a record is a file like any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -106,6 +130,7 @@ def run_lock(run_dir: Path):
     f.truncate()
     f.write(str(os.getpid()))
     f.flush()
+    remove_temporaries(run_dir)  # what a killed writer of this run left half-written
     try:
         yield
     finally:
@@ -118,8 +143,32 @@ def run_lock(run_dir: Path):
             folder.rmdir()
 
 
+NON_FINITE = "non_finite"  # the key that says which numbers were NaN or infinite (written as null)
+
+
+def strict_json(obj, indent=None) -> str:
+    """JSON that strict readers accept: a NaN or infinite number is written as null, and a
+    record (a dict) says which under ``non_finite`` (``{"similarities.cka": "nan"}``)."""
+    found = {}
+
+    def clean(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            found[where] = str(value)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(obj, "")
+    if found and isinstance(cleaned, dict):
+        cleaned[NON_FINITE] = {**(cleaned.get(NON_FINITE) or {}), **found}
+    return json.dumps(cleaned, indent=indent, sort_keys=True, allow_nan=False)
+
+
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -148,7 +197,7 @@ def _read_lines(path: Path) -> list[dict]:
 def _append_line(path: Path, record: dict) -> None:
     """Rewrites the whole file atomically: records are small and this never tears a line."""
     rows = _read_lines(path) + [record]
-    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+    atomic_write_bytes(path, "".join(strict_json(r) + "\n" for r in rows).encode())
 
 
 def read_iterations(run_dir: Path) -> list[dict]:

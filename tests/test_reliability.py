@@ -4,6 +4,7 @@ through click's CliRunner (no subprocess per case)."""
 
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -171,3 +172,115 @@ def test_an_unknown_country_is_refused_with_valid_codes(in_tmp):
 def test_usage_errors_are_one_line_with_where_to_look(in_tmp, args, needle):
     line = one_line(harness(*args), needle)
     assert line.endswith("--help)")
+
+
+# ---------------------------------------------------------------- caches keyed by content
+def test_other_weights_at_the_same_path_train_their_own_baseline(in_tmp):
+    """The baseline cache was keyed by the checkpoint's path and size: other weights of the same
+    size at the same path reused the old baseline (accuracy 8.61 before the baseline step and
+    96.67 after it, with 0 baseline epochs)."""
+    import json
+
+    from harness.models import create_model
+
+    def iteration_0(name):
+        row = json.loads((in_tmp / "runs" / name / "iterations.jsonl").read_text().splitlines()[0])
+        return row["accuracy_before_baseline"], row["accuracy"]
+
+    trained = harness("bench", "--budget", "smoke", "--iterations", "0", "--name", "trained")
+    assert trained.exit_code == 0, trained.output
+    torch.manual_seed(0)
+    weights = {"a": create_model("tiny-resnet", 10, (1, 8, 8), "digits").state_dict(),
+               "b": torch.load(in_tmp / "runs" / "trained" / "models" / "iter_000.pt")["state_dict"]}
+    for name in ("a", "b"):
+        torch.save(weights[name], in_tmp / "ck.pt")  # the same path, the same size, other weights
+        result = harness("bench", "--checkpoint", "ck.pt", "--budget", "smoke", "--iterations", "0",
+                         "--baseline-epochs", "0", "--name", name)
+        assert result.exit_code == 0, result.output
+        assert "baseline: reusing" not in result.output
+        before, after = iteration_0(name)
+        assert before == after  # 0 baseline epochs: the weights given are the weights measured
+    assert iteration_0("a") != iteration_0("b")
+    again = harness("bench", "--checkpoint", "ck.pt", "--budget", "smoke", "--iterations", "0",
+                    "--baseline-epochs", "0", "--name", "c")
+    assert "baseline: reusing" in again.output  # the same content is still reused
+
+
+def test_a_changed_image_folder_is_read_again(in_tmp, image_tree):
+    """The data cache was keyed by the folder's path: after 36 of 40 test images were deleted,
+    the run still used 40."""
+    import json
+
+    def test_size(name):
+        result = bench_on("cifar", "--iterations", "0", "--name", name, "--scratch-epochs", "0")
+        assert result.exit_code == 0, result.output
+        return json.loads((in_tmp / "runs" / name / "config.json").read_text())["data"]["test"]
+
+    assert test_size("a") == 20
+    for f in sorted(image_tree.glob("test/*/0001.jpg")):
+        f.unlink()
+    assert test_size("b") == 10
+    assert len(list((in_tmp / "cache" / "datasets").glob("cifar10-folder-*.pt"))) == 1  # the stale entry is gone
+
+
+# ---------------------------------------------------------------- records: strict JSON, the umask, no leftovers
+def test_records_are_strict_json_and_say_which_numbers_were_not_finite(tmp_path):
+    import json
+
+    from harness import records
+
+    records.append_iteration(tmp_path, {"iteration": 1, "similarities": {"cka": float("nan")}, "loss": float("inf")})
+    text = (tmp_path / "iterations.jsonl").read_text()
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    row = json.loads(text, parse_constant=refuse)  # a strict reader
+    assert row["similarities"]["cka"] is None and row["loss"] is None
+    assert row["non_finite"] == {"similarities.cka": "nan", "loss": "inf"}
+    assert records.read_iterations(tmp_path) == [row]
+
+
+def test_record_files_follow_the_umask(tmp_path):
+    from harness import records
+
+    old = os.umask(0o027)
+    try:
+        records.atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_killed_writers_temporary_files_are_removed_on_the_next_start(in_tmp):
+    made = harness("bench", "--budget", "smoke", "--iterations", "1", "--name", "r")
+    assert made.exit_code == 0, made.output
+    run = in_tmp / "runs" / "r"
+    (run / "result.json").unlink()
+    leftovers = [run / ".iterations.jsonl.x1y2.tmp", run / "models" / ".iter_002.pt.a7b8.tmp"]
+    for p in leftovers:
+        p.write_bytes(b"half")
+    assert harness("bench", "--resume", run).exit_code == 0
+    assert not any(p.exists() for p in leftovers)
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_an_unpacking_folder_of_a_dead_process_is_removed(in_tmp, image_tree):
+    import subprocess
+    import tarfile
+
+    for split in ("train", "test"):
+        with tarfile.open(in_tmp / f"{split}.tar.gz", "w:gz") as tar:
+            tar.add(image_tree / split, arcname=split)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    result = harness("bench", "--model", "resnet20", "--data-dir", ".", "--budget", "smoke", "--calib-size", "4",
+                     "--val-size", "4", "--iterations", "0", "--scratch-epochs", "0", "--name", "a")
+    assert result.exit_code == 0, result.output
+    unpacked = next((in_tmp / "cache" / "datasets").glob("cifar10-archives-*"))
+    (unpacked / f".train-{dead.pid}" / "train").mkdir(parents=True)  # as a killed unpacker leaves it
+    shutil.rmtree(unpacked / "test")  # so that the next run unpacks again
+    result = harness("bench", "--model", "resnet20", "--data-dir", ".", "--budget", "smoke", "--calib-size", "4",
+                     "--val-size", "4", "--iterations", "0", "--scratch-epochs", "0", "--name", "b")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in unpacked.iterdir()) == ["test", "train"]
