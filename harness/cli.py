@@ -256,8 +256,8 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
 
 @main.command()
 @click.argument("config_file", type=click.Path())
-@click.option("--out", type=click.Path(), default="leaderboards", show_default=True,
-              help="Where the leaderboards rebuilt at the end go.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Where the leaderboard of the sweep's own runs goes [default: RUNS_DIR/<file name>-leaderboard].")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state without running anything.")
 @click.option("--shard", default="1/1", show_default=True,
               help="Run only share K of N (runs K, K+N, ...): N processes, one per shard, run a sweep in parallel.")
@@ -267,17 +267,23 @@ def sweep(config_file, out, dry_run, shard):
     Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
     expanded, every other key is a `harness bench` option shared by all runs (plus
     `prefix` for the run names). Complete runs are skipped and an interrupted one is
-    resumed, so a killed sweep continues where it stopped. Ends by rebuilding the
-    leaderboards. Exit status: 0 done, 2 bad input, 3 an evaluator failed.
+    resumed, so a killed sweep continues where it stopped; one process at a time runs a
+    shard. Ends by building the leaderboard of the sweep's own runs (no other record is read
+    and no other board touched; `harness leaderboard` merges boards). Exit status: 0 done,
+    2 bad input, 3 an evaluator failed, 4 a run stopped partway.
     """
     from harness.leaderboard import write_leaderboards
-    from harness.sweep import parse_shard, run_sweep
+    from harness.records import check_folder
+    from harness.sweep import default_board, parse_shard, run_dirs, run_sweep
 
-    run_dirs, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=parse_shard(shard))
+    shard = parse_shard(shard)
+    out = Path(out) if out else default_board(config_file)
+    check_folder("--out", out)
+    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard)
     if dry_run:
         return
-    roots = sorted({d.parent for d in run_dirs} | {Path("runs"), Path("leaderboards/records")})
-    for path in write_leaderboards(roots, Path(out)):
+    own = [d for d in run_dirs(config_file) if d.is_dir()]
+    for path in write_leaderboards(own, out):
         click.echo(f"wrote {path}")
     if not ok:
         sys.exit(EXIT_EVALUATOR_FAILED)

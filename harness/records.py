@@ -91,32 +91,27 @@ def check_folder(flag: str, folder) -> None:
     if not existing.is_dir():
         where = "" if existing == path else f" ({existing} is a file)"
         raise HarnessError(f"{flag} {folder} is not a folder{where}; give a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise HarnessError(f"{flag} {folder} cannot be written (no permission to write in {existing})")
+    try:  # a real file, removed at once: permissions, a read-only or special file system all show
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".harness-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HarnessError(f"{flag} {folder} cannot be written ({existing}: {exc.strerror or exc})") from None
 
 
 LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """One writer per run: an exclusive, non-blocking lock on ``run_dir/.lock`` while the run is
-    written (two ``--resume`` of one run would interleave their iterations). The kernel drops
-    it when the holder dies, so a killed run never stays locked. A run folder this call created
-    is removed again when nothing but the lock was written into it."""
+def exclusive_lock(path: Path, what: str):
+    """An exclusive, non-blocking lock on the file ``path`` holding the holder's pid, for the
+    life of the block; a second process gets one line naming ``what`` and the holder. The
+    kernel drops it when the holder dies, so a killed process's lock is simply taken over."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock
         yield
         return
-    run_dir = Path(run_dir)
-    created = []  # the folders this call makes (the run's, and a runs folder that did not exist)
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists():
-            break
-        created.append(folder)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,19 +119,37 @@ def run_lock(run_dir: Path):
         f.seek(0)
         holder = f.read().strip()
         f.close()
-        raise HarnessError(f"run {run_dir} is being written by another process"
-                           f"{f' (pid {holder})' if holder else ''}; one process at a time may write a run") from None
+        raise HarnessError(f"{what} is being written by another process{f' (pid {holder})' if holder else ''}; "
+                           "one process at a time may write it") from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))
     f.flush()
-    remove_temporaries(run_dir)  # what a killed writer of this run left half-written
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        Path(path).unlink(missing_ok=True)
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """One writer per run: ``run_dir/.lock`` while the run is written (two ``--resume`` of one
+    run would interleave their iterations). A run folder this call created is removed again
+    when nothing but the lock was written into it."""
+    run_dir = Path(run_dir)
+    created = []  # the folders this call makes (the run's, and a runs folder that did not exist)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(run_dir / LOCK_FILE, f"run {run_dir}"):
+            remove_temporaries(run_dir)  # what a killed writer of this run left half-written
+            yield
+    finally:
         for folder in created:  # innermost first; a folder something was written into stays
             if not folder.is_dir() or any(folder.iterdir()):
                 break

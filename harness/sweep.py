@@ -64,11 +64,44 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
     """Runs every run of the sweep that is not complete; returns the run directories and
     whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
     (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel."""
-    from harness.bench import resolve, resume_bench, run_bench
+    from harness.bench import resolve
 
     configs = [config_from_options(run) for run in expand(path)]
     for cfg in configs:  # every name and number is checked before the first run starts
         resolve(cfg)
+    if dry_run:
+        return _run_shard(configs, progress, True, shard)
+    with sweep_lock(path, configs, shard):
+        return _run_shard(configs, progress, False, shard)
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """Every run directory of the sweep (all shards)."""
+    return [Path(cfg.runs_dir) / cfg.name for cfg in (config_from_options(run) for run in expand(path))]
+
+
+def default_board(path: str | Path) -> Path:
+    """Where a sweep's leaderboard goes by default: beside its runs, named after the file."""
+    first = config_from_options(expand(path)[0])
+    return Path(first.runs_dir) / f"{Path(path).stem}-leaderboard"
+
+
+def sweep_lock(path, configs, shard: tuple[int, int]):
+    """One process per shard of a sweep file: a second gets one line naming the first's pid
+    (its runs would otherwise be written twice; each run's own lock also holds)."""
+    import hashlib
+
+    k, n = shard
+    where = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    runs = Path(configs[0].runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    return records.exclusive_lock(runs / f".sweep-{Path(path).stem}-{where}-{k}of{n}.lock",
+                                  f"sweep {path} (shard {k}/{n})")
+
+
+def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -> tuple[list[Path], bool]:
+    from harness.bench import resume_bench, run_bench
+
     k, n = shard
     dirs, ok = [], True
     for i, cfg in enumerate(configs, start=1):

@@ -44,10 +44,18 @@ def test_packed_image_folders_are_unpacked_once(tmp_path):
     assert abs(float(data.test.images[3].mean()) * 255 - 40) < 3
     unpacked = list((cache / "datasets").glob("cifar10-archives-*/train/cat/*.jpg"))
     assert len(unpacked) == 6
-    (data_dir / "train.tar.gz").unlink()  # the second load needs neither the archive nor a new unpack
-    (data_dir / "train.tar.gz").write_bytes(b"")
-    again = cifar.load(str(data_dir), str(cache), 4)
+    import tarfile
+
+    real_open = tarfile.open
+    tarfile.open = None  # the second load of the same archives unpacks nothing
+    try:
+        again = cifar.load(str(data_dir), str(cache), 4)
+    finally:
+        tarfile.open = real_open
     assert again.train.images.equal(data.train.images)
+    pack(data_dir, "test", 2)  # a changed archive is unpacked again, never reused stale
+    assert len(cifar.load(str(data_dir), str(cache), 4).test) == 4
+    assert len(list((cache / "datasets").glob("cifar10-archives-*"))) == 1
 
 
 def test_a_corrupt_archive_is_a_one_line_error(tmp_path):

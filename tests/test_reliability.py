@@ -108,10 +108,11 @@ def test_runs_and_cache_folders_must_be_folders(in_tmp, args, env, needles):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_an_unwritable_runs_folder_is_refused_before_the_baseline(in_tmp):
-    (in_tmp / "ro").mkdir(mode=0o555)
-    one_line(harness("bench", "--budget", "smoke", "--runs-dir", "ro/runs"), "cannot be written")
+    """It was reported only after the baseline step had trained. /proc takes no file, even
+    from root (a folder with mode 0555 would, so it cannot stand in for one here)."""
+    one_line(harness("bench", "--budget", "smoke", "--runs-dir", "/proc/prunebench-runs"),
+             "--runs-dir /proc/prunebench-runs cannot be written (/proc: ")
     assert files_under(in_tmp / "cache") == []
 
 
@@ -284,3 +285,98 @@ def test_an_unpacking_folder_of_a_dead_process_is_removed(in_tmp, image_tree):
                      "--val-size", "4", "--iterations", "0", "--scratch-epochs", "0", "--name", "b")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in unpacked.iterdir()) == ["test", "train"]
+
+
+# ---------------------------------------------------------------- one writer per run and per sweep
+def test_two_resumes_started_together_one_refused_records_as_uninterrupted(tmp_path):
+    """Two --resume of one run at once wrote iterations 0,1,2,2,3,3,4,4,5,5 and a decision path
+    FFFFFFFFF. Now both start together: one writes, the other is refused in one line naming
+    the writer's pid, and the records equal those of an uninterrupted run."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import run_cli
+    from harness import records
+
+    args = ["--budget", "smoke", "--iterations", "3", "--candidate-epochs", "0.2", "--runs-dir", str(tmp_path)]
+    assert run_cli("bench", *args, "--name", "straight").returncode == 0
+    straight, partial = tmp_path / "straight", tmp_path / "partial"
+    shutil.copytree(straight, partial)
+    (partial / "result.json").unlink()
+    lines = (partial / "iterations.jsonl").read_text().splitlines(keepends=True)
+    (partial / "iterations.jsonl").write_text("".join(lines[:2]))  # as if killed after iteration 1
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "bench", "--resume", str(partial)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=600), p.stderr.read(), p.pid) for p in procs)
+    (ok, _, winner), (refused, message, _) = outcomes
+    assert (ok, refused) == (0, 2), outcomes
+    assert message.count("\n") == 1
+    assert f"run {partial} is being written by another process (pid {winner})" in message
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
+    assert [r["iteration"] for r in records.read_iterations(partial)] == [0, 1, 2, 3]
+    assert strip(records.read_iterations(partial)) == strip(records.read_iterations(straight))
+    assert records.read_result(partial) == records.read_result(straight)
+    assert json.loads((partial / "config.json").read_text()) == json.loads((straight / "config.json").read_text())
+
+
+SWEEP = """
+method = ["layer-only"]
+budget = "smoke"
+iterations = 1
+runs_dir = "runs"
+"""
+
+
+def test_one_process_per_shard_of_a_sweep(in_tmp):
+    from harness import sweep
+
+    (in_tmp / "s.toml").write_text(SWEEP)
+    configs = [sweep.config_from_options(r) for r in sweep.expand("s.toml")]
+    with sweep.sweep_lock("s.toml", configs, (1, 1)):
+        line = one_line(harness("sweep", "s.toml"), f"sweep s.toml (shard 1/1) is being written by another process "
+                                                    f"(pid {os.getpid()})")
+        assert not (in_tmp / "runs" / "layer-only-s0").exists()
+        other = harness("sweep", "s.toml", "--dry-run")  # looking is not writing
+        assert other.exit_code == 0, line
+    assert harness("sweep", "s.toml").exit_code == 0  # the lock went with its holder
+
+
+def test_a_sweep_builds_the_board_of_its_own_runs_only(in_tmp):
+    """A sweep rebuilt every board from everything under its runs folder, so one corrupt record
+    anywhere failed every sweep afterwards; now it reads its own runs only."""
+    (in_tmp / "s.toml").write_text(SWEEP)
+    other = harness("bench", "--budget", "smoke", "--iterations", "1", "--method", "filter-only", "--name", "other")
+    assert other.exit_code == 0, other.output
+    (in_tmp / "runs" / "broken").mkdir()
+    (in_tmp / "runs" / "broken" / "config.json").write_text("{cut short")
+    result = harness("sweep", "s.toml")
+    assert result.exit_code == 0, result.output
+    assert "broken" not in result.stderr
+    board = (in_tmp / "runs" / "s-leaderboard" / "tables" / "digits-scikit-learn_tiny-resnet.csv").read_text()
+    assert "layer-only" in board and "filter-only" not in board
+
+
+def test_a_data_dir_the_data_set_ignores_does_not_change_the_baseline(in_tmp):
+    """digits ignores --data-dir, which still changed the baseline cache key: the key is now
+    the content of the training split itself."""
+    (in_tmp / "somewhere").mkdir()
+    first = harness("bench", "--budget", "smoke", "--iterations", "0", "--name", "a")
+    second = harness("bench", "--budget", "smoke", "--iterations", "0", "--name", "b", "--data-dir", "somewhere")
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert "baseline: reusing" not in first.output and "baseline: reusing" in second.output
+
+
+def test_a_refused_archive_leaves_nothing_in_the_cache(in_tmp):
+    import io
+    import tarfile
+
+    (in_tmp / "arch").mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(in_tmp / "arch" / f"{split}.tar.gz", "w:gz") as tar:
+            info = tarfile.TarInfo("../escape.txt")
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"x\n"))
+    one_line(bench_on("arch"), "cannot unpack arch/train.tar.gz", "would be extracted to")
+    assert not (in_tmp / "escape.txt").exists()
+    assert files_under(in_tmp / "cache") in ([], ["datasets"]) and files_under(in_tmp / "runs") == []
