@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import math
 import os
 import platform
 import random
@@ -521,6 +522,8 @@ def parse_option(opt, value):
         value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
     except (ValueError, TypeError, ZeroDivisionError) as exc:
         raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HarnessError(f"{opt.flag} {value!r} must be a finite number")
     problem = opt.check(value) if opt.check else None
     if problem:
         raise HarnessError(f"{opt.flag} {value!r}: {problem}")

@@ -380,3 +380,8 @@ def test_a_refused_archive_leaves_nothing_in_the_cache(in_tmp):
     one_line(bench_on("arch"), "cannot unpack arch/train.tar.gz", "would be extracted to")
     assert not (in_tmp / "escape.txt").exists()
     assert files_under(in_tmp / "cache") in ([], ["datasets"]) and files_under(in_tmp / "runs") == []
+
+
+def test_plugin_options_are_finite_too(in_tmp):
+    one_line(harness("bench", "--similarity", "rbf-cka", "--rbf-cka-sigma", "nan"), "--rbf-cka-sigma nan must be a finite number")
+    assert files_under(in_tmp / "runs") == []
