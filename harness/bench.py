@@ -93,6 +93,7 @@ class Session:
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
+    pool: object = None  # the Ray tasks of --parallel-candidates, started on first use
 
     def measure(self, model: nn.Module, what: str) -> float:
         if what == "flops":
@@ -113,10 +114,14 @@ class Session:
 
     def finetune(self, model, epochs, tag, teacher=None, device=None):
         """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
-        when ``--distill`` is on."""
-        return train(model, self.data, epochs, recipe=self.recipe(), seed=derive_seed(self.cfg.seed, tag),
-                     device=device or self.device, teacher=teacher, desc=f"fine-tune {tag}",
-                     progress=self.progress)
+        when ``--distill`` is on. Its own seeded random state (dropout included), so the result
+        does not depend on what ran before it, or where."""
+        seed = derive_seed(self.cfg.seed, tag)
+        device = device or self.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return train(model, self.data, epochs, recipe=self.recipe(), seed=seed, device=device, teacher=teacher,
+                         desc=f"fine-tune {tag}", progress=self.progress)
 
     def validation(self, model) -> dict[str, float]:
         """Accuracy and loss on the validation split: what decisions inside the run read."""
@@ -125,6 +130,14 @@ class Session:
     def finetune_all(self, models, epochs, tags, teacher=None):
         """Fine-tunes independent models, side by side on several GPUs when there are, else one
         after another; each keeps its own seed, so the result does not depend on which."""
+        if self.cfg.parallel_candidates and len(models) >= 2:  # Ray tasks, one CPU slot or GPU each
+            if self.pool is None:
+                from harness.distributed import CandidatePool
+
+                self.pool = CandidatePool(self.data, gpu=self.device.type == "cuda")
+            trained = self.pool.finetune_all(models, epochs, self.recipe(), [derive_seed(self.cfg.seed, t) for t in tags],
+                                             teacher)
+            return [m.to(self.device) for m in trained]
         if len(self.devices) < 2 or len(models) < 2:
             return [self.finetune(m, epochs, tag, teacher) for m, tag in zip(models, tags)]
 
@@ -513,6 +526,10 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     records.check_folder("$HARNESS_CACHE" if from_env else "--cache-dir", cfg.cache_dir)
     if cfg.checkpoint:
         read_checkpoint(cfg.checkpoint)
+    if cfg.parallel_candidates:
+        from harness.distributed import require_ray
+
+        require_ray()
     return cfg
 
 
@@ -565,7 +582,10 @@ def hardware(device: torch.device) -> dict:
                 name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
         except OSError:
             pass
-    return {"device": device.type, "name": name, "threads": torch.get_num_threads()}
+    out = {"device": device.type, "name": name, "threads": torch.get_num_threads()}
+    if os.environ.get("HARNESS_NODE"):  # a Ray task: the node that wrote the run
+        out["node"] = os.environ["HARNESS_NODE"]
+    return out
 
 
 def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
@@ -774,7 +794,7 @@ def finish(s: Session, model: nn.Module) -> tuple[Path, bool]:
         "stop_reason": reason, "decision_path": path, "final_iteration": final,
         "iterations": len(rows) - 1, "decision_path_all": "".join(r["decision"] for r in rows[1:]),
         "chosen_on": "val" if selection_key(rows) == "val_accuracy" else "test",  # the split that chose the kept model
-    })
+    } | ({"node": os.environ["HARNESS_NODE"]} if os.environ.get("HARNESS_NODE") else {}))
     kept = "" if final == rows[-1]["iteration"] else f"; kept iteration {final}, the last within tolerance"
     print(f"stopped: {reason}; decision path: {path or '(none)'}{kept}", flush=True)
     failed = any_failures(run_dir)

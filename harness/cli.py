@@ -39,11 +39,11 @@ class HarnessGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
-        from harness.errors import RunStopped
+        from harness.errors import RunsFailed, RunStopped
 
         try:
             return super().invoke(ctx)
-        except RunStopped as exc:
+        except (RunStopped, RunsFailed) as exc:
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_RUN_STOPPED)
         except HarnessError as exc:
@@ -149,6 +149,10 @@ def bench_options(f):
         click.option("--record-decisions/--no-record-decisions", default=True, show_default=True,
                      help="Fine-tune and describe every candidate of every iteration (every similarity metric, "
                           "validation accuracy and loss), also those a method would not look at."),
+        click.option("--parallel-candidates", is_flag=True, default=False,
+                     help="Fine-tune an iteration's candidates as concurrent Ray tasks (one CPU slot, or one GPU, "
+                          "each; RAY_ADDRESS or a local instance); the result is the sequential one. Needs "
+                          "pip install 'prunebench[ray]'."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_CHOICES), default=None,
                      help="Optimizer; default: the model family's (SGD for ResNets, AdamW for transformers)."),
         click.option("--lr", type=float, default=None, help="Fine-tuning learning rate; default: the model family's."),
@@ -260,8 +264,14 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
               help="Where the leaderboard of the sweep's own runs goes [default: RUNS_DIR/<file name>-leaderboard].")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state without running anything.")
 @click.option("--shard", default="1/1", show_default=True,
-              help="Run only share K of N (runs K, K+N, ...): N processes, one per shard, run a sweep in parallel.")
-def sweep(config_file, out, dry_run, shard):
+              help="Run only share K of N (runs K, K+N, ...): N processes, one per shard, run a sweep in parallel "
+                   "(for schedulers without Ray, e.g. a Slurm job array).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run every run as a Ray task (pip install 'prunebench[ray]'): on the cluster at ADDRESS or "
+                   "$RAY_ADDRESS, else on a local Ray instance. Each run asks for the sweep file's num_cpus "
+                   "(default 1) and num_gpus (default 0, fractions allowed); runs_dir must be a path every node "
+                   "shares. A failed run, or one whose node died, is retried from its last record.")
+def sweep(config_file, out, dry_run, shard, ray_address):
     """Run the product of the lists in a TOML config, one run after another.
 
     Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
@@ -279,7 +289,7 @@ def sweep(config_file, out, dry_run, shard):
     shard = parse_shard(shard)
     out = Path(out) if out else default_board(config_file)
     check_folder("--out", out)
-    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard)
+    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address)
     if dry_run:
         return
     own = [d for d in run_dirs(config_file) if d.is_dir()]

@@ -61,6 +61,7 @@ class BenchConfig:
     val_size: int | None = None
     oracle_epochs: float = 0.0  # > 0: every decision is checked by fine-tuning each candidate longer
     record_decisions: bool = True  # fine-tune and describe every candidate, not only the method's
+    parallel_candidates: bool = False  # candidates fine-tune as concurrent Ray tasks (same result)
     optimizer: str | None = None  # None: the model family's
     lr: float | None = None  # fine-tuning; None: the model family's
     scratch_lr: float | None = None  # training from random weights; None: the model family's

@@ -19,6 +19,11 @@ class RunStopped(HarnessError):
         self.run_dir = run_dir
 
 
+class RunsFailed(HarnessError):
+    """Some runs of a sweep failed after their retries (exit 4); the others' records are kept,
+    and starting the sweep again resumes the failed ones."""
+
+
 def unknown_name(kind: str, name: str, valid) -> HarnessError:
     choices = ", ".join(sorted(valid)) or "(none registered)"
     return HarnessError(f"unknown {kind} {name!r}; valid choices: {choices}")

@@ -37,7 +37,7 @@ DEFAULT_SORT = "-flops_reduction_pct"
 # config fields that do not make a configuration different: runs differing only in these merge
 # (the oracle and the decision records add measurements without changing what the run keeps)
 NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir", "oracle_epochs",
-                     "record_decisions"}
+                     "record_decisions", "parallel_candidates"}
 TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "options", "structures", "budget", "stop",
                 "hardware"]
 METRICS = ["iterations", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy", "accuracy",

@@ -12,13 +12,14 @@ from harness.configfile import config_from_options, read_toml
 from harness.errors import HarnessError
 
 AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
+RESOURCE_KEYS = ("num_cpus", "num_gpus")  # what each run asks of Ray (harness sweep --ray); not run options
 
 
 def expand(path: str | Path) -> list[dict]:
     """One option dict per run: every list under an axis key is expanded, the other keys
     are shared by all runs. ``[[grid]]`` tables, if any, are separate grids that each
     start from the top-level keys (three seeds for one method, one for the others)."""
-    options = read_toml(path)
+    options = {k: v for k, v in read_toml(path).items() if k not in RESOURCE_KEYS}
     grids = options.pop("grid", [{}])
     if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
         raise HarnessError(f"'grid' in {path} must be a list of tables ([[grid]])")
@@ -60,19 +61,62 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
-              shard: tuple[int, int] = (1, 1)) -> tuple[list[Path], bool]:
+              shard: tuple[int, int] = (1, 1), ray: str | None = None) -> tuple[list[Path], bool]:
     """Runs every run of the sweep that is not complete; returns the run directories and
     whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
-    (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel."""
+    (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel. With
+    ``ray`` (an address, or "local"), every run of the shard is a Ray task."""
     from harness.bench import resolve
 
     configs = [config_from_options(run) for run in expand(path)]
     for cfg in configs:  # every name and number is checked before the first run starts
         resolve(cfg)
+    if ray is not None:
+        from harness.distributed import require_ray
+
+        asks = resources(path)
+        require_ray()
     if dry_run:
         return _run_shard(configs, progress, True, shard)
     with sweep_lock(path, configs, shard):
-        return _run_shard(configs, progress, False, shard)
+        if ray is None:
+            return _run_shard(configs, progress, False, shard)
+        from harness.distributed import run_sweep_on_ray
+
+        mine = [cfg for i, cfg in enumerate(configs, start=1) if not (i - shard[0]) % shard[1]]
+        _, ok = run_sweep_on_ray(mine, asks, None if ray == "local" else ray)
+        return [Path(cfg.runs_dir) / cfg.name for cfg in mine], ok
+
+
+def resources(path: str | Path) -> dict:
+    """What each run of a sweep asks of Ray: ``num_cpus`` (default 1) and ``num_gpus``
+    (default 0; a fraction shares a GPU), top-level keys of the sweep file."""
+    options = read_toml(path)
+    out = {key: options[key] for key in RESOURCE_KEYS if key in options}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise HarnessError(f"{key} = {value!r} in {path} must be a number, 0 or more")
+    return out
+
+
+def run_state(cfg) -> str:
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    return ("complete" if records.read_result(run_dir) is not None else
+            "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
+
+
+def run_one(cfg, progress: bool) -> bool:
+    """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
+    started when new. Returns whether every evaluator succeeded."""
+    from harness.bench import any_failures, resume_bench, run_bench
+
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    state = run_state(cfg)
+    if state == "complete":
+        return not any_failures(run_dir)
+    if state == "interrupted" and records.read_iterations(run_dir):
+        return resume_bench(run_dir, progress)[1]
+    return run_bench(cfg, progress)[1]
 
 
 def run_dirs(path: str | Path) -> list[Path]:
@@ -100,23 +144,13 @@ def sweep_lock(path, configs, shard: tuple[int, int]):
 
 
 def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -> tuple[list[Path], bool]:
-    from harness.bench import resume_bench, run_bench
-
     k, n = shard
     dirs, ok = [], True
     for i, cfg in enumerate(configs, start=1):
         if (i - k) % n:
             continue
-        run_dir = Path(cfg.runs_dir) / cfg.name
-        dirs.append(run_dir)
-        state = ("complete" if records.read_result(run_dir) is not None else
-                 "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
-        print(f"sweep {i}/{len(configs)}: {cfg.name} ({state})", flush=True)
-        if dry_run or state == "complete":
-            continue
-        if state == "interrupted" and records.read_iterations(run_dir):
-            _, run_ok = resume_bench(run_dir, progress)
-        else:
-            _, run_ok = run_bench(cfg, progress)
-        ok = ok and run_ok
+        dirs.append(Path(cfg.runs_dir) / cfg.name)
+        print(f"sweep {i}/{len(configs)}: {cfg.name} ({run_state(cfg)})", flush=True)
+        if not dry_run:
+            ok = run_one(cfg, progress) and ok
     return dirs, ok

@@ -1,0 +1,189 @@
+"""Ray (an optional extra: ``pip install 'prunebench[ray]'``): a sweep's runs as Ray tasks on
+a local instance or a cluster, and a run's candidate fine-tunes as concurrent tasks.
+
+Every task is idempotent in the way ``harness sweep`` already is: a complete run is skipped,
+an interrupted one resumes from its last record, so Ray may retry a task whose worker or
+node died, or that failed, without repeating finished work. Records go to the sweep's
+``runs_dir``, which must be one path every node reads and writes (a shared file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import socket
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError, RunsFailed, RunStopped, first_line
+
+NODE_ENV = "HARNESS_NODE"  # set inside a Ray task: the records say where the run was written
+RETRIES = 2  # a failed task, or one whose worker or node died, runs again (and resumes)
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise HarnessError("--ray needs Ray: pip install 'prunebench[ray]' (or pip install ray)") from None
+    return ray
+
+
+def connect(address: str | None):
+    """Joins the cluster at ``address`` (``ray start --head`` prints it), else RAY_ADDRESS's,
+    else starts a local instance with this machine's CPUs and GPUs."""
+    ray = require_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # an empty RAY_ADDRESS is none
+    if not ray.is_initialized():
+        try:
+            # a run's output goes to its log file, not to the driver's terminal
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        except (ConnectionError, ValueError) as exc:
+            raise HarnessError(f"cannot reach the Ray cluster at {address} "
+                               f"({first_line(exc)}); start one with ray start --head") from None
+    return ray
+
+
+def node_name() -> str:
+    """This process's node: host name and the Ray node's short id (two nodes may share a host)."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()[:8] if ray.is_initialized() else None
+    except Exception:
+        node = None
+    return f"{socket.gethostname()}/{node}" if node else socket.gethostname()
+
+
+# ---------------------------------------------------------------- a sweep's runs as tasks
+def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
+    """One run of a sweep, inside a Ray worker: resumed or started with as many threads as
+    the CPUs it asked for, its output in a log file; its start goes to the driver through
+    ``events`` (a Ray queue)."""
+    import torch
+
+    from harness.sweep import run_state, run_one
+
+    torch.set_num_threads(threads)
+
+    os.environ[NODE_ENV] = node = node_name()
+    state = run_state(cfg)
+    events.put(f"start {cfg.name} on {node} ({state})")
+    t0 = time.perf_counter()
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(log_dir) / f"{cfg.name}.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            ok = run_one(cfg, progress=False)
+        except RunStopped:
+            raise  # retried by Ray: the run resumes from its last record
+        except HarnessError as exc:  # bad input: the same again would fail the same way
+            return {"name": cfg.name, "node": node, "status": "failed", "error": str(exc),
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    status = "skipped" if state == "complete" else "done" if ok else "evaluator failed"
+    return {"name": cfg.name, "node": node, "status": status, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tuple[list[dict], bool]:
+    """Every run as a Ray task with the sweep's resources; one line per finished run, then a
+    summary table. Returns the summaries and whether every run ended well."""
+    ray = connect(address)
+    configs = [copy.copy(cfg) for cfg in configs]
+    env = {}
+    for cfg in configs:  # every node writes the same folder: give it as one absolute path
+        cfg.runs_dir = os.path.abspath(cfg.runs_dir)
+        if cfg.cache_dir:
+            cfg.cache_dir = os.path.abspath(cfg.cache_dir)
+    if os.environ.get("HARNESS_CACHE"):
+        env["HARNESS_CACHE"] = os.path.abspath(os.environ["HARNESS_CACHE"])
+    log_dir = str(Path(configs[0].runs_dir) / ".logs")
+    task = ray.remote(_sweep_task).options(
+        num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0), max_retries=RETRIES,
+        retry_exceptions=True, runtime_env={"env_vars": env} if env else None)
+    from ray.util.queue import Queue
+
+    from harness.sweep import run_state
+
+    results = []
+    for cfg in configs:  # complete runs need no task
+        if run_state(cfg) == "complete":
+            results.append({"name": cfg.name, "node": "-", "status": "skipped", "seconds": None})
+            print(f"skipped {cfg.name} (complete)", flush=True)
+    events = Queue(actor_options={"num_cpus": 0})
+    threads = max(1, int(resources.get("num_cpus", 1)))
+    pending = {task.remote(cfg, log_dir, events, threads): cfg for cfg in configs if run_state(cfg) != "complete"}
+    print(f"ray: {len(pending)} runs on {len(ray.nodes())} node(s), {resources.get('num_cpus', 1)} CPU and "
+          f"{resources.get('num_gpus', 0)} GPU each; logs in {log_dir}", flush=True)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        for event in events.get_nowait_batch(events.qsize()):
+            print(event, flush=True)
+        if not done:
+            continue
+        cfg = pending.pop(done[0])
+        try:
+            summary = ray.get(done[0])
+        except Exception as exc:  # retries spent
+            summary = {"name": cfg.name, "node": "?", "status": "failed", "error": first_line(exc), "seconds": None}
+        results.append(summary)
+        extra = f": {summary['error']}" if summary.get("error") else ""
+        took = "" if summary["seconds"] is None else f" in {summary['seconds']} s"
+        print(f"{summary['status']} {summary['name']} on {summary['node']}{took}{extra}", flush=True)
+    order = {cfg.name: i for i, cfg in enumerate(configs)}
+    results.sort(key=lambda r: order[r["name"]])
+    print(summary_table(results), flush=True)
+    failed = [r["name"] for r in results if r["status"] == "failed"]
+    if failed:
+        raise RunsFailed(f"{len(failed)} of {len(results)} runs failed after {RETRIES} retries ({', '.join(failed)}; "
+                         "their errors are in the table above and their logs); the records so far are kept: start "
+                         "the sweep again to resume them")
+    return results, all(r["status"] in ("done", "skipped") for r in results)
+
+
+def summary_table(results: list[dict]) -> str:
+    lines = ["| run | status | node | seconds |", "|---|---|---|---:|"]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['status']} | {r['node']} | {'' if r['seconds'] is None else r['seconds']} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- a run's candidates as tasks
+def _finetune_task(model, data, epochs, recipe, seed, teacher, threads: int):
+    """One candidate's fine-tune in a Ray worker, with the threads of the run's own process so
+    that the arithmetic (and so the result) is the sequential one's."""
+    import torch
+
+    from harness.training import train
+
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trained = train(model.to(device), data, epochs, recipe=recipe, seed=seed, device=device,
+                        teacher=teacher.to(device) if teacher is not None else None, quiet=True)
+    return {k: v.cpu() for k, v in trained.state_dict().items()}
+
+
+class CandidatePool:
+    """Fine-tunes a run's candidates as concurrent Ray tasks (one CPU slot each, or one GPU
+    when the run uses CUDA); the data set goes into Ray's object store once."""
+
+    def __init__(self, data, gpu: bool):
+        self.ray = connect(None)
+        self.data = self.ray.put(data)
+        self.task = self.ray.remote(_finetune_task).options(num_cpus=1, num_gpus=1 if gpu else 0,
+                                                             max_retries=RETRIES)
+
+    def finetune_all(self, models, epochs, recipe, seeds, teacher):
+        """Fine-tunes copies of ``models`` side by side and loads the results into them."""
+        import torch
+
+        threads = torch.get_num_threads()
+        teacher_ref = self.ray.put(copy.deepcopy(teacher).cpu()) if teacher is not None else None
+        refs = [self.task.remote(copy.deepcopy(m).cpu(), self.data, epochs, recipe, seed, teacher_ref, threads)
+                for m, seed in zip(models, seeds)]
+        for model, state in zip(models, self.ray.get(refs)):
+            model.load_state_dict(state)
+            model.eval()
+        return models
