@@ -69,7 +69,8 @@ def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
 
     os.environ[NODE_ENV] = node = node_name()
     state = run_state(cfg)
-    events.put(f"start {cfg.name} on {node} ({state})")
+    # fire and forget: a task that waits (ray.get) lends its CPU out, and a second run would start beside it
+    events.post.remote(f"start {cfg.name} on {node} ({state})")
     t0 = time.perf_counter()
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(log_dir) / f"{cfg.name}.log", "a") as log, contextlib.redirect_stdout(log), \
@@ -83,6 +84,20 @@ def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
                     "seconds": round(time.perf_counter() - t0, 1)}
     status = "skipped" if state == "complete" else "done" if ok else "evaluator failed"
     return {"name": cfg.name, "node": node, "status": status, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+class Events:
+    """The runs' start lines, posted by the tasks and printed by the driver (a Ray actor)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def post(self, line: str) -> None:
+        self.lines.append(line)
+
+    def drain(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
 
 
 def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tuple[list[dict], bool]:
@@ -101,8 +116,6 @@ def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tup
     task = ray.remote(_sweep_task).options(
         num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0), max_retries=RETRIES,
         retry_exceptions=True, runtime_env={"env_vars": env} if env else None)
-    from ray.util.queue import Queue
-
     from harness.sweep import run_state
 
     results = []
@@ -110,14 +123,14 @@ def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tup
         if run_state(cfg) == "complete":
             results.append({"name": cfg.name, "node": "-", "status": "skipped", "seconds": None})
             print(f"skipped {cfg.name} (complete)", flush=True)
-    events = Queue(actor_options={"num_cpus": 0})
+    events = ray.remote(num_cpus=0)(Events).remote()
     threads = max(1, int(resources.get("num_cpus", 1)))
     pending = {task.remote(cfg, log_dir, events, threads): cfg for cfg in configs if run_state(cfg) != "complete"}
     print(f"ray: {len(pending)} runs on {len(ray.nodes())} node(s), {resources.get('num_cpus', 1)} CPU and "
           f"{resources.get('num_gpus', 0)} GPU each; logs in {log_dir}", flush=True)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        for event in events.get_nowait_batch(events.qsize()):
+        for event in ray.get(events.drain.remote()):
             print(event, flush=True)
         if not done:
             continue
