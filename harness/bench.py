@@ -583,8 +583,8 @@ def hardware(device: torch.device) -> dict:
         except OSError:
             pass
     out = {"device": device.type, "name": name, "threads": torch.get_num_threads()}
-    if os.environ.get("HARNESS_NODE"):  # a Ray task: the node that wrote the run
-        out["node"] = os.environ["HARNESS_NODE"]
+    if os.environ.get(records.NODE_ENV):  # a Ray task: the node that started the run
+        out["node"] = os.environ[records.NODE_ENV]
     return out
 
 
@@ -794,7 +794,7 @@ def finish(s: Session, model: nn.Module) -> tuple[Path, bool]:
         "stop_reason": reason, "decision_path": path, "final_iteration": final,
         "iterations": len(rows) - 1, "decision_path_all": "".join(r["decision"] for r in rows[1:]),
         "chosen_on": "val" if selection_key(rows) == "val_accuracy" else "test",  # the split that chose the kept model
-    } | ({"node": os.environ["HARNESS_NODE"]} if os.environ.get("HARNESS_NODE") else {}))
+    } | ({"node": os.environ[records.NODE_ENV]} if os.environ.get(records.NODE_ENV) else {}))
     kept = "" if final == rows[-1]["iteration"] else f"; kept iteration {final}, the last within tolerance"
     print(f"stopped: {reason}; decision path: {path or '(none)'}{kept}", flush=True)
     failed = any_failures(run_dir)

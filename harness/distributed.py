@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError, RunsFailed, RunStopped, first_line
+from harness.records import NODE_ENV
 
-NODE_ENV = "HARNESS_NODE"  # set inside a Ray task: the records say where the run was written
 RETRIES = 2  # a failed task, or one whose worker or node died, runs again (and resumes)
 
 
@@ -60,7 +60,7 @@ def node_name() -> str:
 def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
     """One run of a sweep, inside a Ray worker: resumed or started with as many threads as
     the CPUs it asked for, its output in a log file; its start goes to the driver through
-    ``events`` (a Ray queue)."""
+    ``events`` (an :class:`Events` actor)."""
     import torch
 
     from harness.sweep import run_state, run_one

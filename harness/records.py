@@ -22,6 +22,7 @@ ITERATIONS_FILE = "iterations.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
 RESULT_FILE = "result.json"
 MODELS_DIR = "models"
+NODE_ENV = "HARNESS_NODE"  # set inside a Ray task: config.json and result.json name the node that wrote them
 
 
 TMP_SUFFIX = ".tmp"
