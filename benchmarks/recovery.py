@@ -53,10 +53,10 @@ def main() -> None:
     train(parent, data, 2.0, recipe=s.recipe(), seed=0, device=device, quiet=True)  # the quick baseline step
     base = accuracy(parent, data.test, data, device)
     candidates = build_candidates(s, parent, 1, plugins.get("method", "cka"))
-    flops = {c.structure: s.measure(c.model, "flops") for c in candidates}
+    flops = {c.type: s.measure(c.model, "flops") for c in candidates}
     parent_flops = s.measure(parent, "flops")
     print(f"parent: test accuracy {base:.2f} ({time.perf_counter() - t0:.0f} s); candidates: " + ", ".join(
-        f"{c.structure} ({len(c.units)} units, FLOPs -{100 * (1 - flops[c.structure] / parent_flops):.2f}%)"
+        f"{c.type} ({len(c.units)} units, FLOPs -{100 * (1 - flops[c.type] / parent_flops):.2f}%)"
         for c in candidates), flush=True)
     epochs = [float(e) for e in args.epochs.split(",")]
     weights = [0.0] + [float(w) for w in args.distill_weights.split(",")]
@@ -74,9 +74,9 @@ def main() -> None:
                     train(m, data, e, recipe=recipe, seed=100 + seed, device=device, teacher=parent, quiet=True)
                     got.append(accuracy(m, data.test, data, device))
                 accs.append(sum(got) / len(got))
-                print(f"{cand.structure:6s} distill {w:<4g} {e:5g} epochs: {accs[-1]:.2f} "
+                print(f"{cand.type:6s} distill {w:<4g} {e:5g} epochs: {accs[-1]:.2f} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
-            rows.append((cand.structure, w, accs))
+            rows.append((cand.type, w, accs))
     print(f"\ntest accuracy (%) after fine-tuning; parent {base:.2f}; epochs of {args.train_subset} images; "
           f"{args.seeds} seed(s) each")
     print("| candidate | distill | 0 | " + " | ".join(f"{e:g}" for e in epochs) + " |")

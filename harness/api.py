@@ -7,6 +7,7 @@ The hooks that hand these objects to the harness are in :mod:`harness.hookspecs`
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -145,6 +146,70 @@ class Dataset:
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- helpers for plugins
+# Plugins import harness, harness.api, harness.errors, harness.surgery and harness.testing
+# only (tests/test_docs.py checks it); these are the core's helpers they may use.
+
+def derive_seed(*parts) -> int:
+    """A 32-bit seed from the parts' repr (the run's seed and the place it is used), so that
+    a resumed run, or another process, draws the same numbers."""
+    from harness.bench import derive_seed as core_derive_seed
+
+    return core_derive_seed(*parts)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """Inputs standardised with a data set's ``mean`` and ``std`` (per channel for images
+    (N, C, H, W), per feature for rows (N, F)): what models are fed."""
+    from harness.training import normalize as core_normalize
+
+    return core_normalize(x, mean, std)
+
+
+def accuracy(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> float:
+    """Top-1 accuracy (percent) of ``model`` on ``split``."""
+    from harness.training import accuracy as core_accuracy
+
+    return core_accuracy(model, split, data, device)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on one input (torch.utils.flop_counter; a multiply-add is 2)."""
+    from harness.models import count_flops as core_count_flops
+
+    return core_count_flops(model, input_shape)
+
+
+def count_parameters(model: nn.Module) -> int:
+    from harness.models import count_parameters as core_count_parameters
+
+    return core_count_parameters(model)
+
+
+def load_url_state_dict(url: str) -> dict:
+    """Published weights through torch.hub's cache (no network when the file is there); a
+    one-line error naming where to put the file when they cannot be had."""
+    from harness.models import load_url_state_dict as core_load
+
+    return core_load(url)
+
+
+def write_file_atomically(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file and a rename: a killed process
+    never leaves half a file (caches of data sets, for instance)."""
+    from harness.records import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+
+
+def progress(items, desc: str, *, bar: bool, total: int | None = None, quiet: bool = False):
+    """Iterates ``items`` reporting on long phases: a bar on a terminal (``bar=True``), else
+    a line on stderr once a phase has run a few seconds and at least one a minute."""
+    from harness.progress import progress as core_progress
+
+    return core_progress(items, desc, bar=bar, total=total, quiet=quiet)
+
+
 def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> torch.Tensor:
     """Logits of ``model`` on ``split`` (normalised with ``data``'s mean and std), in fp32 and
     eval mode, returned on the host: the evaluation helper plugins share with the core."""
@@ -218,7 +283,9 @@ class Structure:
 
     ``type`` is what kind of unit this is: ``layer``, ``filter``, ``head``, ``neuron`` or
     a new one. Several structures may share a type, each for the models it ``supports``;
-    decisions are recorded by type (its first letter, upper case). Units that carry an
+    decisions are recorded by type, as a letter: L, F, H, N for the built-in types, else
+    ``letter`` or the type's first letter, upper case (two types of one run may not share
+    one). Units that carry an
     ``index`` share their site with others: the loop always leaves one of them.
     """
 
@@ -227,6 +294,8 @@ class Structure:
     # when several structures of one type support a model and its family names none of them,
     # the highest priority wins (equal priorities: a warning naming both, then the first by name)
     priority: int = 0
+    # the letter a new type's decisions are recorded with (default: its first letter, upper case)
+    letter: str | None = None
 
     def supports(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -308,7 +377,7 @@ class Similarity:
 # ---------------------------------------------------------------- methods
 @dataclass
 class Candidate:
-    structure: str  # the structure's type: layer, filter, head, ...
+    type: str  # the type of the structure it removes: layer, filter, head, ... (Structure.type)
     units: list[Unit]
     model: nn.Module
     similarity: float | None = None  # the run's metric, when the method used it
@@ -316,6 +385,12 @@ class Candidate:
     # metric's similarity, validation accuracy and loss, and the oracle's verdict here
     info: dict[str, Any] = field(default_factory=dict)
     finetuned_epochs: float | None = None  # set once the step has fine-tuned it
+
+    @property
+    def structure(self) -> str:
+        """The old name of :attr:`type` (a structure's *name* is ``Unit.structure``)."""
+        warnings.warn("Candidate.structure is Candidate.type", DeprecationWarning, stacklevel=2)
+        return self.type
 
 
 @dataclass
@@ -353,7 +428,7 @@ class Step:
             return
         models = [c.model for c in todo]
         if self.finetune_all:
-            trained = self.finetune_all(models, epochs, tags=[("candidate", c.structure) for c in todo])
+            trained = self.finetune_all(models, epochs, tags=[("candidate", c.type) for c in todo])
         else:
             trained = [self.finetune(m, epochs) for m in models]
         for cand, model in zip(todo, trained):

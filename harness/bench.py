@@ -34,6 +34,29 @@ from harness.training import (Recipe, accuracy, default_batch_size, evaluate, no
 
 # tie-break order of structure types: the paper gives a tie to the layer candidate
 TYPE_ORDER = ("layer", "filter", "head", "neuron")
+# how decisions are recorded (iterations.jsonl "decision", decision paths like "LFF")
+DECISION_LETTERS = {"layer": "L", "filter": "F", "head": "H", "neuron": "N"}
+
+
+def decision_letter(structure_type: str) -> str:
+    """A built-in type's letter, else the one its structure declares (``letter``), else the
+    type's first letter, upper case."""
+    if structure_type in DECISION_LETTERS:
+        return DECISION_LETTERS[structure_type]
+    declared = [getattr(st, "letter", None) for st in plugins.registry("structure").values()
+                if getattr(st, "type", st.name) == structure_type]
+    return next((letter for letter in declared if letter), structure_type[0].upper())
+
+
+def check_decision_letters(types) -> None:
+    """Two structure types of one run must not share a letter: the decision path would lie."""
+    seen: dict[str, str] = {}
+    for t in types:
+        letter = decision_letter(t)
+        if letter in seen:
+            raise HarnessError(f"structure types {seen[letter]} and {t} would both be recorded as {letter!r}; "
+                               f"give the structure of type {t} a letter of its own (Structure.letter)")
+        seen[letter] = t
 CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
 # share of the steps that warm the learning rate up when SGD trains from random weights: deep
 # ResNets at lr 0.1 need it (He et al. 2016). Not for AdamW: a 48-step tabular transformer run
@@ -96,11 +119,14 @@ class Session:
     pool: object = None  # the Ray tasks of --parallel-candidates, started on first use
 
     def measure(self, model: nn.Module, what: str) -> float:
+        """The model's size in one of MATCH_CHOICES: FLOPs, parameters or filters."""
         if what == "flops":
             return count_flops(model, self.data.input_shape)
         if what == "params":
             return count_parameters(model)
-        return count_filters(model)
+        if what == "filters":
+            return count_filters(model)
+        raise ValueError(f"unknown measure {what!r}; valid choices: flops, params, filters")
 
     def recipe(self, scratch: bool = False) -> Recipe:
         """How this run trains: fine-tuning, or (``scratch``) training from random weights,
@@ -238,7 +264,7 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method) -> li
         if chosen:
             candidates.append(Candidate(t, chosen, structure.remove(model, chosen)))
     order = {t: i for i, t in enumerate(offered)}
-    return sorted(candidates, key=lambda c: order[c.structure])
+    return sorted(candidates, key=lambda c: order[c.type])
 
 
 def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], scores: list[float],
@@ -309,7 +335,7 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
         torch.manual_seed(derive_seed(cfg.seed, it))
         with s.phase("criterion"):
             candidates = build_candidates(s, model, it, method)
-        mine = [c for c in candidates if c.structure in method.structures([c.structure for c in candidates])]
+        mine = [c for c in candidates if c.type in method.structures([c.type for c in candidates])]
         if not mine:
             return "nothing left to remove"
         step = make_step(s, model, it)
@@ -325,7 +351,7 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
             model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(s, step.parent))
         record = measure_core(s, model, rows[0]) | {
             "iteration": it,
-            "decision": winner.structure[0].upper(),
+            "decision": decision_letter(winner.type),
             "removed": [u.key for u in winner.units],
             "candidates": [candidate_record(s, c) | {"method_saw": any(c is m for m in mine)}
                            for c in candidates],
@@ -405,7 +431,7 @@ def check_decision(s: Session, step: Step, candidates: list[Candidate]) -> dict:
     Copies only, under a forked random state: the run goes on exactly as without it."""
     cfg = s.cfg
     copies = [copy.deepcopy(c.model) for c in candidates for _ in range(2)]
-    tags = [(step.iteration, "oracle", c.structure, k) for c in candidates for k in range(2)]
+    tags = [(step.iteration, "oracle", c.type, k) for c in candidates for k in range(2)]
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if s.device.type == "cuda" else []):
         trained = s.finetune_all(copies, cfg.oracle_epochs, tags, teacher_for(s, step.parent))
     for i, cand in enumerate(candidates):
@@ -415,13 +441,13 @@ def check_decision(s: Session, step: Step, candidates: list[Candidate]) -> dict:
             "test_accuracy": [round(accuracy(m, s.data.test, s.data, s.device), 4) for m in pair],
         }
     verdict = oracle_verdict([c.info["oracle"]["val_accuracy"] for c in candidates])
-    answer = None if verdict["best"] is None else candidates[verdict["best"]].structure
+    answer = None if verdict["best"] is None else candidates[verdict["best"]].type
     return {"epochs": cfg.oracle_epochs, "seeds": 2, "split": "val", "answer": answer,
             "gap": verdict["gap"], "disagreement": verdict["disagreement"]}
 
 
 def candidate_record(s: Session, c: Candidate) -> dict:
-    return {"structure": c.structure, "similarity": c.similarity, "units": len(c.units),
+    return {"structure": c.type, "similarity": c.similarity, "units": len(c.units),
             "flops": s.measure(c.model, "flops"), "params": s.measure(c.model, "params"),
             "finetuned": c.finetuned_epochs is not None} | c.info
 
@@ -465,7 +491,7 @@ def run_evaluators(s: Session, model: nn.Module, iteration: int) -> dict:
 
 
 def report_iteration(r: dict) -> None:
-    sims = " ".join(f"{c['structure'][0].upper()}={c['similarity']:.4f}" for c in r["candidates"]
+    sims = " ".join(f"{decision_letter(c['structure'])}={c['similarity']:.4f}" for c in r["candidates"]
                     if c["similarity"] is not None)
     print(f"iteration {r['iteration']}: {r['decision']} {sims} removed {len(r['removed'])} unit(s); "
           f"FLOPs -{r['flops_reduction_pct']:.2f}% params -{r['params_reduction_pct']:.2f}% "
@@ -500,6 +526,7 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     for t in cfg.structures:
         if t not in known_types:
             raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
+    check_decision_letters(cfg.structures)
     declared = plugins.all_options()
     for key in cfg.options:
         if key not in declared:
@@ -736,7 +763,7 @@ def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bo
     print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "
           f"{cfg.criterion}, similarity {cfg.similarity}, structures {','.join(cfg.structures)}; unpruned: "
           f"{base['flops'] / 1e6:.2f} MFLOPs, {base['params']} params, accuracy {base['accuracy']:.2f}", flush=True)
-    return finish_or_keep(s, model)
+    return run_rest_or_keep(s, model)
 
 
 def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
@@ -759,14 +786,14 @@ def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
-    return finish_or_keep(s, model)
+    return run_rest_or_keep(s, model)
 
 
-def finish_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
+def run_rest_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
     """The rest of the run; an error partway keeps every record written so far and says how to
     continue (a plugin's failure names the plugin)."""
     try:
-        return finish(s, model)
+        return run_rest(s, model)
     except RunStopped:
         raise
     except HarnessError as exc:
@@ -777,7 +804,9 @@ def evaluation_due(cfg: BenchConfig, iteration: int, final: int | None) -> bool:
     return iteration == 0 or cfg.evaluate == "every" or iteration == final
 
 
-def finish(s: Session, model: nn.Module) -> tuple[Path, bool]:
+def run_rest(s: Session, model: nn.Module) -> tuple[Path, bool]:
+    """Everything after the unpruned model's record: the evaluations a kill interrupted, the
+    pruning loop until a stopping rule fires, the kept model's evaluation, and result.json."""
     cfg, run_dir = s.cfg, s.run_dir
     rows = records.read_iterations(run_dir)
     # evaluations a kill interrupted are done again before going on

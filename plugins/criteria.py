@@ -14,7 +14,7 @@ from torch import nn
 from harness import hookimpl
 from harness.api import Criterion
 from harness.errors import first_line
-from harness.progress import progress
+from harness.api import progress
 
 #: how many images (ablations x calibration inputs) one batched KL forward may hold, by
 #: device type; the number of ablations per forward is this divided by the calibration size.

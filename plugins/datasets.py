@@ -151,7 +151,7 @@ class Cifar10(Dataset):
                 return torch.load(cache, weights_only=True)
             except Exception:
                 pass  # a broken cache is rebuilt below
-        from harness.records import atomic_write_bytes
+        from harness.api import write_file_atomically
         import io
 
         data = {}
@@ -163,7 +163,7 @@ class Cifar10(Dataset):
             data[split] = read_image_folder(root / split, shown_from=root)
         buf = io.BytesIO()
         torch.save(data, buf)
-        atomic_write_bytes(cache, buf.getvalue())
+        write_file_atomically(cache, buf.getvalue())
         _replace_stale(cache, f"cifar10-folder-{key}-*.pt")
         return data
 

@@ -21,7 +21,7 @@ class CKAGuided(Method):
         step.finetune_candidates(candidates, step.config.candidate_epochs)
         for cand in candidates:
             cand.similarity = step.similarity(step.parent, cand.model)
-        bonus = lambda c: 0.0 if c.structure == "layer" else step.config.epsilon  # noqa: E731
+        bonus = lambda c: 0.0 if c.type == "layer" else step.config.epsilon  # noqa: E731
         # max() keeps the first of equal scores: candidates come in tie-break order
         return max(candidates, key=lambda c: c.similarity + bonus(c))
 
@@ -44,11 +44,11 @@ class SingleStructure(Method):
     """Prunes one structure type only, at the per-iteration reduction the layer candidate
     sets (so it matches the other methods step for step)."""
 
-    def __init__(self, name: str, structure: str, description: str):
-        self.name, self.structure, self.description = name, structure, description
+    def __init__(self, name: str, structure_type: str, description: str):
+        self.name, self.structure_type, self.description = name, structure_type, description
 
     def structures(self, offered):
-        return [self.structure] if self.structure in offered else []
+        return [self.structure_type] if self.structure_type in offered else []
 
     def select(self, step, candidates):
         (chosen,) = candidates

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.api import Evaluator
-from harness.models import count_flops, count_parameters
-from harness.training import accuracy
+from harness.api import count_flops, count_parameters
+from harness.api import accuracy
 
 
 class Accuracy(Evaluator):

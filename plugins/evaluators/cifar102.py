@@ -12,7 +12,7 @@ import numpy as np
 
 from harness.api import Evaluator, Option, TensorSplit
 from harness.errors import HarnessError
-from harness.training import accuracy
+from harness.api import accuracy
 from harness_plugins.evaluators.cifar10c import IMAGE_SHAPE, require_cifar10_labels, uint8_split
 
 GIVE_PATH = "give --cifar102-path with the release's cifar102_test.npz (arrays images and labels)"

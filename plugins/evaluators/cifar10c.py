@@ -24,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.api import Evaluator, Option, TensorSplit
-from harness.bench import derive_seed
+from harness.api import derive_seed
 from harness.errors import HarnessError
-from harness.records import atomic_write_bytes
-from harness.training import accuracy
+from harness.api import write_file_atomically
+from harness.api import accuracy
 from harness_plugins.datasets import CIFAR10_CLASSES
 from harness_plugins.evaluators import corruptions
 
@@ -162,7 +162,7 @@ class GeneratedCorruptions:
                                for s in corruptions.SEVERITY_LEVELS])
             buffer = io.BytesIO()
             np.savez(buffer, images=images)  # compressing saves ~10% of the space at 50x the time
-            atomic_write_bytes(path, buffer.getvalue())
+            write_file_atomically(path, buffer.getvalue())
         return images, np.broadcast_to(self.labels, expected[:2])
 
 

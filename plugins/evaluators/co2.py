@@ -11,7 +11,7 @@ import logging
 import torch
 
 from harness.api import Evaluator, Option
-from harness.training import normalize
+from harness.api import normalize
 
 PHASES = ("baseline", "criterion", "candidates", "finetune")
 

@@ -9,7 +9,7 @@ import time
 import torch
 
 from harness.api import Evaluator, Option
-from harness.training import normalize
+from harness.api import normalize
 
 
 def _sync(device: torch.device) -> None:

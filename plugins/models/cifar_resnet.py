@@ -16,7 +16,7 @@ from torch import nn
 
 from harness.api import ModelFamily
 from harness.errors import HarnessError
-from harness.models import load_url_state_dict
+from harness.api import load_url_state_dict
 from harness_plugins.models.blocks import block_index, staged_arch_without_blocks
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"

@@ -28,31 +28,6 @@ PREFIX = "timm:"
 EXAMPLES = "timm:vit_tiny_patch16_224, timm:deit_tiny_patch16_224 (the names of timm.list_models('vit_*'))"
 
 
-# ---------------------------------------------------------------- FLOPs of fused attention
-def count_fused_attention_flops() -> None:
-    """Make torch.utils.flop_counter count scaled_dot_product_attention on the CPU.
-
-    The counter knows the CUDA kernels of ``F.scaled_dot_product_attention`` but not the
-    CPU's fused kernel, so timm's attention (fused by default) would count no attention
-    matmuls at all. The formula is torch's own for the CUDA kernels: 2 FLOPs per
-    multiply-add of q @ k^T and of attn @ v."""
-    from torch.utils import flop_counter
-
-    aten = torch.ops.aten
-    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if forward is not None and forward not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(forward)
-        def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs):
-            return flop_counter.sdpa_flop_count(query, key, value)
-    if backward is not None and backward not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(backward)
-        def _sdpa_cpu_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-            return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-count_fused_attention_flops()
-
 
 # ---------------------------------------------------------------- blocks of any size
 def block_spec(block: nn.Module) -> dict:

@@ -36,7 +36,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError
-from harness.models import load_url_state_dict
+from harness.api import load_url_state_dict
 from harness_plugins.models.blocks import block_index, staged_arch_without_blocks
 
 PREFIX = "torchvision:"
