@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import records
+from harness import records, schema
 from harness.errors import HarnessError
 
 REPORTED_FILE = "reported.csv"
@@ -147,7 +147,7 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def evaluator_columns(evaluation: dict | None) -> dict[str, float]:
+def evaluator_columns(evaluation: schema.Evaluation | None) -> dict[str, float]:
     """``<evaluator>.<key>`` for each number at the top level of an evaluator's result, and
     ``<evaluator>.<key>_delta`` for each number in its ``delta`` dict, when it reports one."""
     columns = {}
@@ -163,7 +163,7 @@ def evaluator_columns(evaluation: dict | None) -> dict[str, float]:
     return columns
 
 
-def options_text(record: dict) -> str:
+def options_text(record: schema.RunConfig) -> str:
     """The plugin options a run changed from their defaults, as ``name=value`` (the defaults
     come from the record, or for older records from the installed plugins)."""
     options = record["config"].get("options") or {}
@@ -191,7 +191,7 @@ def stop_text(cfg: dict) -> str:
     return ", ".join(rules)
 
 
-def hardware_text(hardware: dict | None) -> str:
+def hardware_text(hardware: schema.Hardware | None) -> str:
     """Where the wall times were measured: the GPU's name, or the CPU's thread count."""
     if not hardware:
         return ""
@@ -204,17 +204,13 @@ def read_run(run_dir: Path) -> Run | None:
     """The model a run keeps (its final iteration) against its unpruned model; None before
     iteration 0 is recorded. Schema-1 records (no data label, no final_iteration) load too."""
     run_dir = Path(run_dir)
-    record = records.read_config(run_dir)
-    cfg = record["config"]
-    rows = records.read_iterations(run_dir)
-    if not rows:
+    run = schema.RunRecord.read(run_dir)
+    if run is None:
         return None
-    result = records.read_result(run_dir)
-    final = result["final_iteration"] if result else rows[-1]["iteration"]
-    kept = [r for r in rows if r["iteration"] <= final]
+    record, cfg, rows, final, kept = run.config, run.config["config"], run.iterations, run.final_iteration, run.kept
     base, last = rows[0], kept[-1]
     row = {
-        "model": cfg["model"], "data": (record.get("data") or {}).get("label") or cfg["dataset"],
+        "model": cfg["model"], "data": run.data_label,
         "method": cfg["method"], "criterion": cfg["criterion"], "similarity": cfg["similarity"],
         "options": options_text(record), "structures": ",".join(cfg.get("structures") or []), "budget": cfg.get("budget") or "",
         "stop": stop_text(cfg), "hardware": hardware_text(record.get("hardware")),
@@ -227,12 +223,12 @@ def read_run(run_dir: Path) -> Run | None:
         # every iteration's time, the ones past the kept model included: the run spent it
         "wall_time_s": round(sum(r.get("wall_time_s") or 0.0 for r in rows[1:]), 2),
     }
-    row |= evaluator_columns(records.read_evaluations(run_dir).get(final))
-    row |= {"complete": result is not None, "run": run_dir.name}
+    row |= evaluator_columns(run.evaluations.get(final))
+    row |= {"complete": run.complete, "run": run_dir.name}
     configuration = json.dumps({k: v for k, v in cfg.items() if k not in NOT_CONFIGURATION} | {"data": row["data"]},
                                sort_keys=True)
     trajectory = [(r.get("flops_reduction_pct", 0.0), r.get("accuracy_delta", 0.0)) for r in kept]
-    return Run(row, configuration, trajectory, result is not None)
+    return Run(row, configuration, trajectory, run.complete)
 
 
 def read_runs(roots: list[Path]) -> list[Run]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
+from harness import records, schema
 from harness.errors import HarnessError
 from harness.leaderboard import build_board, load_table, read_reported, read_runs, to_markdown, write_leaderboards
 
@@ -16,38 +16,46 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", label="CIFAR-10 (JPEG)", method="cka",
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
-             decisions=None, final=None, stop_on_drop=None, schema=2, evaluations=None, complete=True,
+             decisions=None, final=None, stop_on_drop=None, version=2, evaluations=None, complete=True,
              wall=10.0, hardware=None) -> Path:
-    """A run directory as harness/bench.py writes it: config.json, iterations.jsonl (0 is the
-    unpruned model), evaluations.jsonl when given, and result.json when complete."""
+    """A run directory as harness/bench.py writes it, built through harness.schema: config.json,
+    iterations.jsonl (0 is the unpruned model), evaluations.jsonl when given, and result.json
+    when complete. ``version=1`` leaves out what schema 1 lacked (data label, final_iteration,
+    and the keys added since: hardware, option defaults, val_accuracy, chosen_on)."""
     run_dir = root / name
     cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": "cka",
            "seed": seed, "budget": "quick", "structures": ["layer", "filter"], "stop_on_drop": stop_on_drop,
            "iterations": len(accuracies) - 1, "name": name, "runs_dir": str(root), "cache_dir": "/tmp/cache",
            "device": "cpu"}
-    config = {"config": cfg, "versions": {"schema_version": schema}, "command": ["harness", "bench"]}
-    if hardware:
-        config["hardware"] = hardware
-    if schema >= 2:
-        config["data"] = {"label": label}
+    config = schema.run_config(config=cfg, versions={"schema_version": version}, hardware=hardware or {},
+                               command=["harness", "bench"], option_defaults={}, data={"label": label})
+    if not hardware:  # records from before the hardware field
+        del config["hardware"]
+    if version < 2:
+        del config["data"], config["option_defaults"]
     records.atomic_write_json(run_dir / records.CONFIG_FILE, config)
     params = params or [f * 10 for f in flops]
     decisions = decisions or "LF" * len(accuracies)
     for i, (acc, fl, pa) in enumerate(zip(accuracies, flops, params)):
-        row = {"iteration": i, "decision": decisions[i - 1] if i else None, "accuracy": acc, "flops": fl,
-               "params": pa, "candidates": [], "removed": [], "wall_time_s": wall if i else 0.0}
-        if i:
-            row |= {"flops_reduction_pct": 100 * (1 - fl / flops[0]),
-                    "params_reduction_pct": 100 * (1 - pa / params[0]), "accuracy_delta": acc - accuracies[0]}
-        records.append_iteration(run_dir, row)
+        measured = schema.Measurements(accuracy=acc, flops=fl, params=pa)
+        if version >= 2:
+            measured["val_accuracy"] = acc
+        if i == 0:
+            records.append_iteration(run_dir, schema.baseline_iteration(measured, accuracy_before_baseline=None))
+            continue
+        measured |= {"flops_reduction_pct": 100 * (1 - fl / flops[0]),
+                     "params_reduction_pct": 100 * (1 - pa / params[0]), "accuracy_delta": acc - accuracies[0]}
+        records.append_iteration(run_dir, schema.pruned_iteration(
+            measured, iteration=i, decision=decisions[i - 1], removed=[], candidates=[], wall_time_s=wall))
     for iteration, results in (evaluations or {}).items():
-        records.append_evaluation(run_dir, {"iteration": iteration, "results": results, "errors": {}})
+        records.append_evaluation(run_dir, schema.evaluation(iteration, results, {}))
     if complete:
         last = len(accuracies) - 1
         kept = last if final is None else final
-        result = {"stop_reason": "done", "decision_path": decisions[:last], "iterations": kept}
-        if schema >= 2:
-            result |= {"final_iteration": kept, "iterations": last}
+        result = schema.result(stop_reason="done", decision_path=decisions[:kept], final_iteration=kept,
+                               iterations=last, decision_path_all=decisions[:last], chosen_on="val")
+        if version < 2:  # schema 1: iterations is the kept one, nothing else
+            result = {k: result[k] for k in ("stop_reason", "decision_path")} | {"iterations": kept}
         records.atomic_write_json(run_dir / records.RESULT_FILE, result)
     return run_dir
 
@@ -142,7 +150,7 @@ def test_evaluator_columns_come_from_the_kept_iteration(tmp_path):
 
 
 def test_schema_1_records_load(tmp_path):
-    make_run(tmp_path, "old", schema=1, accuracies=(91.0, 90.0, 89.0, 88.0), flops=(100.0, 90.0, 80.0, 70.0))
+    make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0, 88.0), flops=(100.0, 90.0, 80.0, 70.0))
     row = load_table([tmp_path]).iloc[0]
     assert row["data"] == "cifar10", "no data label: the data set's name"
     assert row["iterations"] == 3 and row["flops_reduction_pct"] == pytest.approx(30.0) and row["complete"]
@@ -370,3 +378,36 @@ def test_a_corrupt_record_is_skipped_with_a_warning_naming_it(tmp_path):
     assert result.stderr.startswith(f"harness: warning: skipping the corrupt run record {bad} (")
     assert result.stderr.count("\n") == 1
     assert "| tiny-resnet |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
+
+
+def test_schema_reads_an_old_record(tmp_path):
+    # schema 1: no data label, no final_iteration, no val_accuracy, no evaluations, no non_finite
+    run = schema.RunRecord.read(make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0), final=1))
+    assert run.complete and run.final_iteration == 1 and run.result["final_iteration"] == 1
+    assert [r["iteration"] for r in run.kept] == [0, 1]
+    assert run.data_label == "cifar10" and run.evaluations == {}
+    assert "val_accuracy" not in run.iterations[1] and "non_finite" not in run.iterations[1]
+    unfinished = schema.RunRecord.read(make_run(tmp_path, "running", complete=False))
+    assert not unfinished.complete and unfinished.final_iteration == 2, "the last recorded while it runs"
+    assert unfinished.data_label == "CIFAR-10 (JPEG)"
+    assert schema.RunRecord.read(tmp_path / "missing") is None, "no iteration 0 yet"
+
+
+def test_schema_constructors_rebuild_a_committed_record_exactly():
+    run_dir = ROOT / "leaderboards" / "records" / "decisions" / "decisions-resnet32-cifar10-cka-kl-cka-s4"
+    run = schema.RunRecord.read(run_dir)
+    measured = set(schema.Measurements.__annotations__)
+    base = run.iterations[0]
+    assert schema.baseline_iteration({k: v for k, v in base.items() if k in measured},
+                                     base["accuracy_before_baseline"]) == base
+    for row in run.iterations[1:]:
+        candidates = [schema.candidate(**{k: c[k] for k in ("structure", "similarity", "units", "flops", "params",
+                                                            "finetuned", "method_saw")},
+                                       info={k: c[k] for k in ("similarities", "val_accuracy", "val_loss", "oracle")})
+                      for c in row["candidates"]]
+        assert candidates == row["candidates"]
+        assert schema.pruned_iteration({k: v for k, v in row.items() if k in measured}, iteration=row["iteration"],
+                                       decision=row["decision"], removed=row["removed"], candidates=candidates,
+                                       wall_time_s=row["wall_time_s"], oracle=row["oracle"]) == row
+    assert schema.result(**run.result) == run.result
+    assert schema.run_config(**run.config) == run.config
