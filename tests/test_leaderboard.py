@@ -146,7 +146,7 @@ def test_evaluator_columns_come_from_the_kept_iteration(tmp_path):
     by_criterion = {r["criterion"]: r for r in rows}
     assert float(by_criterion["kl"]["robustness.accuracy_mean"]) == 41.5
     assert by_criterion["l1"]["robustness.accuracy_mean"] == ""
-    assert "robustness.accuracy" in (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.md").read_text()
+    assert "\n## Evaluator: robustness\n" in (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.md").read_text()
 
 
 def test_schema_1_records_load(tmp_path):
@@ -377,7 +377,7 @@ def test_a_corrupt_record_is_skipped_with_a_warning_naming_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(f"harness: warning: skipping the corrupt run record {bad} (")
     assert result.stderr.count("\n") == 1
-    assert "| tiny-resnet |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
+    assert "| cka | kl | cka | smoke |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
 
 
 def test_schema_reads_an_old_record(tmp_path):
@@ -411,3 +411,44 @@ def test_schema_constructors_rebuild_a_committed_record_exactly():
                                        wall_time_s=row["wall_time_s"], oracle=row["oracle"]) == row
     assert schema.result(**run.result) == run.result
     assert schema.run_config(**run.config) == run.config
+
+
+def test_evaluator_tables_sit_below_the_main_one(tmp_path):
+    runs = tmp_path / "runs"
+    fgsm = {2: {"fgsm": {"eps_1_255": 35.0, "delta": {"eps_1_255": -3.9}}}}
+    make_run(runs, "attacked", criterion="kl", evaluations=fgsm | {2: fgsm[2] | {"latency": {"latency_ms": 0.5}}})
+    make_run(runs, "timed", criterion="l1", evaluations={2: {"latency": {"latency_ms": 0.25}}})
+    make_run(runs, "plain", criterion="random")
+    make_run(runs, "other", model="resnet56")  # a page without evaluator numbers
+    write_leaderboards([runs], tmp_path / "lb")
+    tables = tmp_path / "lb" / "tables"
+    md = (tables / "cifar10-jpeg_resnet20.md").read_text()
+    main, fgsm_md, latency_md = md.split("\n## Evaluator: ")
+    assert fgsm_md.startswith("fgsm\n") and latency_md.startswith("latency\n"), "one per evaluator, in name order"
+    assert "fgsm" not in main.split("![")[1] and "latency" not in main.split("![")[1], "no evaluator column in the main one"
+    assert main.count("| measured |") == 3 and "| model |" not in main, "model and data are the page's title"
+    assert "| method | criterion | similarity | budget | stop | hardware | seeds | eps_1_255 | eps_1_255 Δ |" in fgsm_md
+    assert fgsm_md.count("\n| cka | ") == 1 and "| 35 | -3.9 |" in fgsm_md, "only the rows with the evaluator's numbers"
+    assert latency_md.count("\n| cka | ") == 2 and "| 0.25 |" in latency_md and "| 0.5 |" in latency_md
+    page = (tables / "cifar10-jpeg_resnet20.html").read_text()
+    assert page.count('<table class="board">') == 3 and page.index("<figure>") < page.index('id="evaluator-fgsm"')
+    assert page.index('id="evaluator-fgsm"') < page.index('id="evaluator-latency"') < page.index("<script>")
+    assert '<th data-type="num" title="fgsm.eps_1_255_delta">eps_1_255 Δ</th>' in page
+    header = list(read_csv(tables / "cifar10-jpeg_resnet20.csv")[0])
+    assert {"model", "fgsm.eps_1_255_mean", "latency.latency_ms_mean"} <= set(header), "the CSV keeps every column"
+    plain = (tables / "cifar10-jpeg_resnet56.md").read_text() + (tables / "cifar10-jpeg_resnet56.html").read_text()
+    assert "Evaluator:" not in plain and "latency" not in plain
+
+
+def test_style_sheet_and_sort_script_come_from_package_files(three_methods, tmp_path):
+    from importlib import resources
+
+    static = resources.files("harness.leaderboard").joinpath("static")
+    css, js = (static.joinpath(name).read_text(encoding="utf-8").strip() for name in ("board.css", "board.js"))
+    assert "table.board th" in css and 'addEventListener("click"' in js
+    write_leaderboards([three_methods], tmp_path / "lb")
+    page = (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.html").read_text()
+    assert f"<style>\n{css}\n</style>" in page and f"<script>\n{js}\n</script>" in page
+    assert f"<style>\n{css}\n</style>" in (tmp_path / "lb" / "index.html").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"harness.leaderboard" = ["static/board.css", "static/board.js"]' in pyproject, "shipped as package data"
