@@ -128,6 +128,7 @@ class Evaluation(TypedDict):
 
 
 def evaluation(iteration: int, results: dict[str, dict[str, Any]], errors: dict[str, str]) -> Evaluation:
+    """An evaluations.jsonl row."""
     return Evaluation(iteration=iteration, results=results, errors=errors)
 
 
@@ -146,6 +147,7 @@ class Result(TypedDict, total=False):
 
 def result(*, stop_reason: str, decision_path: str, final_iteration: int, iterations: int, decision_path_all: str,
            chosen_on: str, node: str | None = None) -> Result:
+    """result.json (``node`` only when the run ran on a Ray node)."""
     record = Result(stop_reason=stop_reason, decision_path=decision_path, final_iteration=final_iteration,
                     iterations=iterations, decision_path_all=decision_path_all, chosen_on=chosen_on)
     if node:
@@ -197,6 +199,7 @@ class RunConfig(TypedDict, total=False):
 
 def run_config(*, config: dict[str, Any], versions: Versions, hardware: Hardware, command: list[str],
                option_defaults: dict[str, Any], data: DataInfo) -> RunConfig:
+    """config.json, as a new run writes it."""
     return RunConfig(config=config, versions=versions, hardware=hardware, command=command,
                      option_defaults=option_defaults, data=data)
 

@@ -79,6 +79,7 @@ def read_reported(path: Path) -> list[dict]:
 
 
 def numeric_columns(board: pd.DataFrame) -> list[str]:
+    """The board's number columns (each with a ``_std`` twin), ``seeds`` first."""
     return ["seeds"] + [c for c in board.columns if f"{c}_std" in board.columns]
 
 
@@ -89,6 +90,7 @@ def display_columns(board: pd.DataFrame) -> list[str]:
 
 
 def build_board(runs: list[Run], reported: list[dict]) -> pd.DataFrame:
+    """Merged measured rows and reported rows in one frame; number columns are floats (NaN when empty)."""
     rows = merged_rows(runs) + reported
     numeric = sorted({k for r in rows for k in r if k.endswith("_std")})
     columns = TEXT_COLUMNS + ["seeds", "decision_path"] + [c.removesuffix("_std") for c in numeric] + numeric
