@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import harness
-from harness import plugins, records
+from harness import plugins, records, schema
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
 from harness.errors import HarnessError, RunStopped, first_line
@@ -349,16 +349,11 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
                 oracle = check_decision(s, step, candidates)
         with s.phase("finetune"):
             model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(s, step.parent))
-        record = measure_core(s, model, rows[0]) | {
-            "iteration": it,
-            "decision": decision_letter(winner.type),
-            "removed": [u.key for u in winner.units],
-            "candidates": [candidate_record(s, c) | {"method_saw": any(c is m for m in mine)}
-                           for c in candidates],
-            "wall_time_s": round(time.perf_counter() - t0, 2),
-        }
-        if oracle is not None:
-            record["oracle"] = oracle
+        record = schema.pruned_iteration(
+            measure_core(s, model, rows[0]), iteration=it, decision=decision_letter(winner.type),
+            removed=[u.key for u in winner.units],
+            candidates=[candidate_record(s, c, any(c is m for m in mine)) for c in candidates],
+            wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle)
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
         rows.append(record)
@@ -446,13 +441,13 @@ def check_decision(s: Session, step: Step, candidates: list[Candidate]) -> dict:
             "gap": verdict["gap"], "disagreement": verdict["disagreement"]}
 
 
-def candidate_record(s: Session, c: Candidate) -> dict:
-    return {"structure": c.type, "similarity": c.similarity, "units": len(c.units),
-            "flops": s.measure(c.model, "flops"), "params": s.measure(c.model, "params"),
-            "finetuned": c.finetuned_epochs is not None} | c.info
+def candidate_record(s: Session, c: Candidate, method_saw: bool) -> schema.Candidate:
+    return schema.candidate(structure=c.type, similarity=c.similarity, units=len(c.units),
+                            flops=s.measure(c.model, "flops"), params=s.measure(c.model, "params"),
+                            finetuned=c.finetuned_epochs is not None, method_saw=method_saw, info=c.info)
 
 
-def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> dict:
+def measure_core(s: Session, model: nn.Module, baseline: dict | None) -> schema.Measurements:
     """The measurements every iteration records, from the accuracy and flops evaluators."""
     ctx = s.eval_context(-1, None)
     out = s.plugins.evaluators["flops"].evaluate(model, ctx)
@@ -485,7 +480,7 @@ def run_evaluators(s: Session, model: nn.Module, iteration: int) -> dict:
         if ev.name in errors:
             print(f"harness: evaluator {ev.name} failed at iteration {iteration}: {errors[ev.name]}",
                   file=sys.stderr, flush=True)
-    row = {"iteration": iteration, "results": results, "errors": errors}
+    row = schema.evaluation(iteration, results, errors)
     records.append_evaluation(s.run_dir, row)
     return row
 
@@ -745,19 +740,19 @@ def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bo
     s = session_for(cfg, run_dir, progress)
     model, before = baseline_model(s)
     data = s.data
-    records.atomic_write_json(run_dir / records.CONFIG_FILE, {
-        "config": cfg.to_dict(), "versions": versions(), "hardware": hardware(s.device), "command": sys.argv,
+    records.atomic_write_json(run_dir / records.CONFIG_FILE, schema.run_config(
+        config=cfg.to_dict(), versions=versions(), hardware=hardware(s.device), command=sys.argv,
         # the defaults of the run's plugin options: tables show the options a run changed
-        "option_defaults": {k: o.default for k, o in sorted(plugins.options_of(s.plugins.all()).items())
-                            if k in cfg.options},
-        "data": {"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
+        option_defaults={k: o.default for k, o in sorted(plugins.options_of(s.plugins.all()).items())
+                         if k in cfg.options},
+        data={"label": data.label or cfg.dataset, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes, "train": len(data.train), "calib": len(data.calib),
                  "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                  # which split each recorded number comes from
                  "splits": {"accuracy": "test", "val_accuracy": "val", "val_loss": "val",
                             "similarities": "calib", "oracle": "val (and test, for reporting)"}},
-    })
-    base = measure_core(s, model, None) | {"iteration": 0, "decision": None, "accuracy_before_baseline": before}
+    ))
+    base = schema.baseline_iteration(measure_core(s, model, None), accuracy_before_baseline=before)
     save_model(model, records.model_path(run_dir, 0))
     records.append_iteration(run_dir, base)
     print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "
@@ -819,11 +814,11 @@ def run_rest(s: Session, model: nn.Module) -> tuple[Path, bool]:
     if s.evaluators and final not in records.read_evaluations(run_dir):
         run_evaluators(s, load_model(records.model_path(run_dir, final), s.device), final)
     path = "".join(r["decision"] for r in rows[1:final + 1])
-    records.atomic_write_json(run_dir / records.RESULT_FILE, {
-        "stop_reason": reason, "decision_path": path, "final_iteration": final,
-        "iterations": len(rows) - 1, "decision_path_all": "".join(r["decision"] for r in rows[1:]),
-        "chosen_on": "val" if selection_key(rows) == "val_accuracy" else "test",  # the split that chose the kept model
-    } | ({"node": os.environ[records.NODE_ENV]} if os.environ.get(records.NODE_ENV) else {}))
+    records.atomic_write_json(run_dir / records.RESULT_FILE, schema.result(
+        stop_reason=reason, decision_path=path, final_iteration=final,
+        iterations=len(rows) - 1, decision_path_all="".join(r["decision"] for r in rows[1:]),
+        chosen_on="val" if selection_key(rows) == "val_accuracy" else "test",  # the split that chose the kept model
+        node=os.environ.get(records.NODE_ENV)))
     kept = "" if final == rows[-1]["iteration"] else f"; kept iteration {final}, the last within tolerance"
     print(f"stopped: {reason}; decision path: {path or '(none)'}{kept}", flush=True)
     failed = any_failures(run_dir)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
+from harness import records, schema
 from harness.errors import HarnessError
 from harness.leaderboard import build_board, load_table, read_reported, read_runs, to_markdown, write_leaderboards
 
@@ -16,38 +16,46 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", label="CIFAR-10 (JPEG)", method="cka",
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
-             decisions=None, final=None, stop_on_drop=None, schema=2, evaluations=None, complete=True,
+             decisions=None, final=None, stop_on_drop=None, version=2, evaluations=None, complete=True,
              wall=10.0, hardware=None) -> Path:
-    """A run directory as harness/bench.py writes it: config.json, iterations.jsonl (0 is the
-    unpruned model), evaluations.jsonl when given, and result.json when complete."""
+    """A run directory as harness/bench.py writes it, built through harness.schema: config.json,
+    iterations.jsonl (0 is the unpruned model), evaluations.jsonl when given, and result.json
+    when complete. ``version=1`` leaves out what schema 1 lacked (data label, final_iteration,
+    and the keys added since: hardware, option defaults, val_accuracy, chosen_on)."""
     run_dir = root / name
     cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": "cka",
            "seed": seed, "budget": "quick", "structures": ["layer", "filter"], "stop_on_drop": stop_on_drop,
            "iterations": len(accuracies) - 1, "name": name, "runs_dir": str(root), "cache_dir": "/tmp/cache",
            "device": "cpu"}
-    config = {"config": cfg, "versions": {"schema_version": schema}, "command": ["harness", "bench"]}
-    if hardware:
-        config["hardware"] = hardware
-    if schema >= 2:
-        config["data"] = {"label": label}
+    config = schema.run_config(config=cfg, versions={"schema_version": version}, hardware=hardware or {},
+                               command=["harness", "bench"], option_defaults={}, data={"label": label})
+    if not hardware:  # records from before the hardware field
+        del config["hardware"]
+    if version < 2:
+        del config["data"], config["option_defaults"]
     records.atomic_write_json(run_dir / records.CONFIG_FILE, config)
     params = params or [f * 10 for f in flops]
     decisions = decisions or "LF" * len(accuracies)
     for i, (acc, fl, pa) in enumerate(zip(accuracies, flops, params)):
-        row = {"iteration": i, "decision": decisions[i - 1] if i else None, "accuracy": acc, "flops": fl,
-               "params": pa, "candidates": [], "removed": [], "wall_time_s": wall if i else 0.0}
-        if i:
-            row |= {"flops_reduction_pct": 100 * (1 - fl / flops[0]),
-                    "params_reduction_pct": 100 * (1 - pa / params[0]), "accuracy_delta": acc - accuracies[0]}
-        records.append_iteration(run_dir, row)
+        measured = schema.Measurements(accuracy=acc, flops=fl, params=pa)
+        if version >= 2:
+            measured["val_accuracy"] = acc
+        if i == 0:
+            records.append_iteration(run_dir, schema.baseline_iteration(measured, accuracy_before_baseline=None))
+            continue
+        measured |= {"flops_reduction_pct": 100 * (1 - fl / flops[0]),
+                     "params_reduction_pct": 100 * (1 - pa / params[0]), "accuracy_delta": acc - accuracies[0]}
+        records.append_iteration(run_dir, schema.pruned_iteration(
+            measured, iteration=i, decision=decisions[i - 1], removed=[], candidates=[], wall_time_s=wall))
     for iteration, results in (evaluations or {}).items():
-        records.append_evaluation(run_dir, {"iteration": iteration, "results": results, "errors": {}})
+        records.append_evaluation(run_dir, schema.evaluation(iteration, results, {}))
     if complete:
         last = len(accuracies) - 1
         kept = last if final is None else final
-        result = {"stop_reason": "done", "decision_path": decisions[:last], "iterations": kept}
-        if schema >= 2:
-            result |= {"final_iteration": kept, "iterations": last}
+        result = schema.result(stop_reason="done", decision_path=decisions[:kept], final_iteration=kept,
+                               iterations=last, decision_path_all=decisions[:last], chosen_on="val")
+        if version < 2:  # schema 1: iterations is the kept one, nothing else
+            result = {k: result[k] for k in ("stop_reason", "decision_path")} | {"iterations": kept}
         records.atomic_write_json(run_dir / records.RESULT_FILE, result)
     return run_dir
 
@@ -138,11 +146,11 @@ def test_evaluator_columns_come_from_the_kept_iteration(tmp_path):
     by_criterion = {r["criterion"]: r for r in rows}
     assert float(by_criterion["kl"]["robustness.accuracy_mean"]) == 41.5
     assert by_criterion["l1"]["robustness.accuracy_mean"] == ""
-    assert "robustness.accuracy" in (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.md").read_text()
+    assert "\n## Evaluator: robustness\n" in (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.md").read_text()
 
 
 def test_schema_1_records_load(tmp_path):
-    make_run(tmp_path, "old", schema=1, accuracies=(91.0, 90.0, 89.0, 88.0), flops=(100.0, 90.0, 80.0, 70.0))
+    make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0, 88.0), flops=(100.0, 90.0, 80.0, 70.0))
     row = load_table([tmp_path]).iloc[0]
     assert row["data"] == "cifar10", "no data label: the data set's name"
     assert row["iterations"] == 3 and row["flops_reduction_pct"] == pytest.approx(30.0) and row["complete"]
@@ -369,4 +377,78 @@ def test_a_corrupt_record_is_skipped_with_a_warning_naming_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(f"harness: warning: skipping the corrupt run record {bad} (")
     assert result.stderr.count("\n") == 1
-    assert "| tiny-resnet |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
+    assert "| cka | kl | cka | smoke |" in (tmp_path / "out" / "tables" / "digits-scikit-learn_tiny-resnet.md").read_text()
+
+
+def test_schema_reads_an_old_record(tmp_path):
+    # schema 1: no data label, no final_iteration, no val_accuracy, no evaluations, no non_finite
+    run = schema.RunRecord.read(make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0), final=1))
+    assert run.complete and run.final_iteration == 1 and run.result["final_iteration"] == 1
+    assert [r["iteration"] for r in run.kept] == [0, 1]
+    assert run.data_label == "cifar10" and run.evaluations == {}
+    assert "val_accuracy" not in run.iterations[1] and "non_finite" not in run.iterations[1]
+    unfinished = schema.RunRecord.read(make_run(tmp_path, "running", complete=False))
+    assert not unfinished.complete and unfinished.final_iteration == 2, "the last recorded while it runs"
+    assert unfinished.data_label == "CIFAR-10 (JPEG)"
+    assert schema.RunRecord.read(tmp_path / "missing") is None, "no iteration 0 yet"
+
+
+def test_schema_constructors_rebuild_a_committed_record_exactly():
+    run_dir = ROOT / "leaderboards" / "records" / "decisions" / "decisions-resnet32-cifar10-cka-kl-cka-s4"
+    run = schema.RunRecord.read(run_dir)
+    measured = set(schema.Measurements.__annotations__)
+    base = run.iterations[0]
+    assert schema.baseline_iteration({k: v for k, v in base.items() if k in measured},
+                                     base["accuracy_before_baseline"]) == base
+    for row in run.iterations[1:]:
+        candidates = [schema.candidate(**{k: c[k] for k in ("structure", "similarity", "units", "flops", "params",
+                                                            "finetuned", "method_saw")},
+                                       info={k: c[k] for k in ("similarities", "val_accuracy", "val_loss", "oracle")})
+                      for c in row["candidates"]]
+        assert candidates == row["candidates"]
+        assert schema.pruned_iteration({k: v for k, v in row.items() if k in measured}, iteration=row["iteration"],
+                                       decision=row["decision"], removed=row["removed"], candidates=candidates,
+                                       wall_time_s=row["wall_time_s"], oracle=row["oracle"]) == row
+    assert schema.result(**run.result) == run.result
+    assert schema.run_config(**run.config) == run.config
+
+
+def test_evaluator_tables_sit_below_the_main_one(tmp_path):
+    runs = tmp_path / "runs"
+    fgsm = {2: {"fgsm": {"eps_1_255": 35.0, "delta": {"eps_1_255": -3.9}}}}
+    make_run(runs, "attacked", criterion="kl", evaluations=fgsm | {2: fgsm[2] | {"latency": {"latency_ms": 0.5}}})
+    make_run(runs, "timed", criterion="l1", evaluations={2: {"latency": {"latency_ms": 0.25}}})
+    make_run(runs, "plain", criterion="random")
+    make_run(runs, "other", model="resnet56")  # a page without evaluator numbers
+    write_leaderboards([runs], tmp_path / "lb")
+    tables = tmp_path / "lb" / "tables"
+    md = (tables / "cifar10-jpeg_resnet20.md").read_text()
+    main, fgsm_md, latency_md = md.split("\n## Evaluator: ")
+    assert fgsm_md.startswith("fgsm\n") and latency_md.startswith("latency\n"), "one per evaluator, in name order"
+    assert "fgsm" not in main.split("![")[1] and "latency" not in main.split("![")[1], "no evaluator column in the main one"
+    assert main.count("| measured |") == 3 and "| model |" not in main, "model and data are the page's title"
+    assert "| method | criterion | similarity | budget | stop | hardware | seeds | eps_1_255 | eps_1_255 Δ |" in fgsm_md
+    assert fgsm_md.count("\n| cka | ") == 1 and "| 35 | -3.9 |" in fgsm_md, "only the rows with the evaluator's numbers"
+    assert latency_md.count("\n| cka | ") == 2 and "| 0.25 |" in latency_md and "| 0.5 |" in latency_md
+    page = (tables / "cifar10-jpeg_resnet20.html").read_text()
+    assert page.count('<table class="board">') == 3 and page.index("<figure>") < page.index('id="evaluator-fgsm"')
+    assert page.index('id="evaluator-fgsm"') < page.index('id="evaluator-latency"') < page.index("<script>")
+    assert '<th data-type="num" title="fgsm.eps_1_255_delta">eps_1_255 Δ</th>' in page
+    header = list(read_csv(tables / "cifar10-jpeg_resnet20.csv")[0])
+    assert {"model", "fgsm.eps_1_255_mean", "latency.latency_ms_mean"} <= set(header), "the CSV keeps every column"
+    plain = (tables / "cifar10-jpeg_resnet56.md").read_text() + (tables / "cifar10-jpeg_resnet56.html").read_text()
+    assert "Evaluator:" not in plain and "latency" not in plain
+
+
+def test_style_sheet_and_sort_script_come_from_package_files(three_methods, tmp_path):
+    from importlib import resources
+
+    static = resources.files("harness.leaderboard").joinpath("static")
+    css, js = (static.joinpath(name).read_text(encoding="utf-8").strip() for name in ("board.css", "board.js"))
+    assert "table.board th" in css and 'addEventListener("click"' in js
+    write_leaderboards([three_methods], tmp_path / "lb")
+    page = (tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.html").read_text()
+    assert f"<style>\n{css}\n</style>" in page and f"<script>\n{js}\n</script>" in page
+    assert f"<style>\n{css}\n</style>" in (tmp_path / "lb" / "index.html").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"harness.leaderboard" = ["static/board.css", "static/board.js"]' in pyproject, "shipped as package data"

@@ -1,0 +1,162 @@
+"""Run records as leaderboard rows: one row per run, the model it keeps against its unpruned model."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness import records, schema
+from harness.errors import HarnessError
+
+# config fields that do not make a configuration different: runs differing only in these merge
+# (the oracle and the decision records add measurements without changing what the run keeps)
+NOT_CONFIGURATION = {"seed", "name", "runs_dir", "cache_dir", "device", "data_dir", "oracle_epochs",
+                     "record_decisions", "parallel_candidates"}
+TEXT_COLUMNS = ["model", "data", "method", "criterion", "similarity", "options", "structures", "budget", "stop",
+                "hardware"]
+METRICS = ["iterations", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy", "accuracy",
+           "accuracy_delta", "wall_time_s"]
+
+
+@dataclass
+class Run:
+    """One run record: its row, the key of its configuration and its trajectory."""
+
+    row: dict
+    configuration: str  # every config field but NOT_CONFIGURATION, as sorted JSON
+    trajectory: list[tuple[float, float]]  # (FLOPs reduction %, accuracy delta), iterations 0..final
+    complete: bool
+
+
+def find_runs(roots: list[Path]) -> list[Path]:
+    """Run directories given directly or anywhere below a folder (records grouped by
+    benchmark: ``records/table3/<run>``), each once."""
+    found: dict[Path, Path] = {}
+    for root in roots:
+        root = Path(root)
+        candidates = [root] if (root / records.CONFIG_FILE).exists() else (
+            sorted(p.parent for p in root.rglob(records.CONFIG_FILE)) if root.is_dir() else [])
+        for run_dir in candidates:
+            found.setdefault(run_dir.resolve(), run_dir)
+    return list(found.values())
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def evaluator_columns(evaluation: schema.Evaluation | None) -> dict[str, float]:
+    """``<evaluator>.<key>`` for each number at the top level of an evaluator's result, and
+    ``<evaluator>.<key>_delta`` for each number in its ``delta`` dict, when it reports one."""
+    columns = {}
+    for name, result in sorted(((evaluation or {}).get("results") or {}).items()):
+        for key, value in result.items():
+            if is_number(value):
+                columns[f"{name}.{key}"] = float(value)
+        deltas = result.get("delta")
+        if isinstance(deltas, dict):
+            for key, value in deltas.items():
+                if is_number(value):
+                    columns[f"{name}.{key}_delta"] = float(value)
+    return columns
+
+
+def options_text(record: schema.RunConfig) -> str:
+    """The plugin options a run changed from their defaults, as ``name=value`` (the defaults
+    come from the record, or for older records from the installed plugins)."""
+    options = record["config"].get("options") or {}
+    defaults = record.get("option_defaults")
+    if defaults is None:
+        from harness import plugins
+
+        try:
+            defaults = {k: o.default for k, o in plugins.all_options().items()}
+        except HarnessError:
+            defaults = {}
+    changed = {k: v for k, v in options.items() if k in defaults and v != defaults[k]}
+    return " ".join(f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v}"
+                    for k, v in sorted(changed.items()))
+
+
+def stop_text(cfg: dict) -> str:
+    """The run's stopping rules, briefly: at most K iterations, a FLOPs target, an accuracy tolerance."""
+    rules = [f"K={cfg['iterations']}"] if cfg.get("iterations") is not None else []
+    if cfg.get("target_flops") is not None:
+        rules.append(f"FLOPs -{cfg['target_flops']:g}%")
+    if cfg.get("stop_on_drop") is not None:
+        # on the validation split, or on the test split in records from before it existed
+        rules.append(f"{'val ' if cfg.get('val_size') else ''}drop > {cfg['stop_on_drop']:g}")
+    return ", ".join(rules)
+
+
+def hardware_text(hardware: schema.Hardware | None) -> str:
+    """Where the wall times were measured: the GPU's name, or the CPU's thread count."""
+    if not hardware:
+        return ""
+    if hardware.get("device") == "cuda":
+        return hardware.get("name") or "GPU"
+    return f"CPU, {hardware.get('threads')} threads"
+
+
+def read_run(run_dir: Path) -> Run | None:
+    """The model a run keeps (its final iteration) against its unpruned model; None before
+    iteration 0 is recorded. Schema-1 records (no data label, no final_iteration) load too."""
+    run_dir = Path(run_dir)
+    run = schema.RunRecord.read(run_dir)
+    if run is None:
+        return None
+    record, cfg, rows, final, kept = run.config, run.config["config"], run.iterations, run.final_iteration, run.kept
+    base, last = rows[0], kept[-1]
+    row = {
+        "model": cfg["model"], "data": run.data_label,
+        "method": cfg["method"], "criterion": cfg["criterion"], "similarity": cfg["similarity"],
+        "options": options_text(record), "structures": ",".join(cfg.get("structures") or []), "budget": cfg.get("budget") or "",
+        "stop": stop_text(cfg), "hardware": hardware_text(record.get("hardware")),
+        "seed": cfg["seed"], "iterations": final,
+        "decision_path": "".join(r["decision"] or "" for r in kept[1:]),
+        "flops_reduction_pct": last.get("flops_reduction_pct", 0.0),
+        "params_reduction_pct": last.get("params_reduction_pct", 0.0),
+        "baseline_accuracy": base["accuracy"], "accuracy": last["accuracy"],
+        "accuracy_delta": last.get("accuracy_delta", 0.0),
+        # every iteration's time, the ones past the kept model included: the run spent it
+        "wall_time_s": round(sum(r.get("wall_time_s") or 0.0 for r in rows[1:]), 2),
+    }
+    row |= evaluator_columns(run.evaluations.get(final))
+    row |= {"complete": run.complete, "run": run_dir.name}
+    configuration = json.dumps({k: v for k, v in cfg.items() if k not in NOT_CONFIGURATION} | {"data": row["data"]},
+                               sort_keys=True)
+    trajectory = [(r.get("flops_reduction_pct", 0.0), r.get("accuracy_delta", 0.0)) for r in kept]
+    return Run(row, configuration, trajectory, run.complete)
+
+
+def read_runs(roots: list[Path]) -> list[Run]:
+    """Every readable run under ``roots``; a corrupt record is skipped with a one-line warning
+    naming it, so that one broken run never takes a whole board (or a sweep's rebuild) down."""
+    runs = []
+    for path in find_runs(roots):
+        try:
+            run = read_run(path)
+        except (HarnessError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+            print(f"harness: warning: skipping the corrupt run record {path} ({type(exc).__name__}: "
+                  f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})", file=sys.stderr)
+            continue
+        if run:
+            runs.append(run)
+    return runs
+
+
+def load_table(roots: list[Path]) -> pd.DataFrame:
+    """One row per run (complete or not), for ``harness bench`` to print."""
+    rows = [run.row for run in read_runs(roots)]
+    # the first eight columns keep the order of earlier versions, which scripts may index into
+    fixed = ["data", "model", "method", "criterion", "similarity", "seed", "iterations", "decision_path",
+             *METRICS[1:], "structures", "budget", "stop", "hardware", "options"]
+    evaluators = sorted({k for r in rows for k in r} - set(fixed) - {"complete", "run"})
+    df = pd.DataFrame(rows, columns=fixed + evaluators + ["complete", "run"])
+    return df.sort_values(["data", "model", "flops_reduction_pct", "run"], ascending=[True, True, False, True],
+                          ignore_index=True)

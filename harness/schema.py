@@ -1,0 +1,243 @@
+"""The run-record format, as typed definitions: one place that says what each file of a run
+directory holds (the model is lm-evaluation-harness's ``result_schema.py``).
+
+A run directory (see ``harness.records``) holds
+
+* ``config.json``: one :class:`RunConfig`;
+* ``iterations.jsonl``: one :class:`Iteration` per line; iteration 0 is the unpruned model;
+* ``evaluations.jsonl``: one :class:`Evaluation` per line, for the iterations the extra
+  evaluators measured (schema 2 on);
+* ``result.json``: one :class:`Result`, written when the run is complete.
+
+Plain JSON stays the format on disk: these are ``TypedDict`` s, so a record read back is an
+ordinary dict, and the constructors below return exactly the keys ``harness bench`` has always
+written (an optional key is left out, never written as null). ``total=False`` marks the keys
+that older records (schema 1, or runs without a validation split, decision records or
+evaluators) lack; readers must not assume them. Any record may also carry ``non_finite``
+(see ``harness.records.strict_json``): the numbers written as null because they were NaN or
+infinite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+from harness import records
+
+# the schema versions (config.json's versions.schema_version), see harness.records.SCHEMA_VERSION:
+# 1: config, iterations, models, result. 2: adds evaluations.jsonl, the data set's label and
+# shape in config.json, and final_iteration (the model kept) in result.json.
+
+
+# ---------------------------------------------------------------- iterations.jsonl
+class Oracle(TypedDict):
+    """A candidate's oracle check (``--oracle-epochs``): two seeded copies trained further."""
+
+    val_accuracy: list[float]  # one per copy: what the verdict reads
+    test_accuracy: list[float]  # one per copy: for reporting only
+
+
+class Candidate(TypedDict, total=False):
+    """One candidate of an iteration: a child model that removes units of one structure."""
+
+    structure: str  # "layer", "filter", "head", "neuron"
+    similarity: float | None  # the run's similarity between parent and candidate (the method's score)
+    units: int  # how many units it removes
+    flops: int
+    params: int
+    finetuned: bool  # whether it got the method's brief fine-tune before being compared
+    method_saw: bool  # offered to the method (False: described only, for the decision records)
+    # decision records (--record-decisions): every registered metric, the validation split's view
+    similarities: dict[str, float | None]
+    val_accuracy: float
+    val_loss: float
+    oracle: Oracle
+
+
+class DecisionCheck(TypedDict):
+    """An iteration's oracle verdict over its candidates."""
+
+    epochs: float
+    seeds: int
+    split: str  # the split the verdict reads: "val"
+    answer: str | None  # the structure the oracle prefers; None when it cannot tell
+    gap: float | None
+    disagreement: bool | None
+
+
+class Measurements(TypedDict, total=False):
+    """What the accuracy and flops evaluators measure on every iteration's model."""
+
+    accuracy: float  # test accuracy, %
+    flops: int
+    params: int
+    val_accuracy: float  # only with a validation split
+    val_loss: float
+    # against iteration 0; absent from iteration 0 itself
+    flops_reduction_pct: float
+    params_reduction_pct: float
+    accuracy_delta: float  # points
+
+
+class Iteration(Measurements, total=False):
+    """One line of iterations.jsonl: the model after ``iteration`` pruning steps."""
+
+    iteration: int  # 0 is the unpruned model
+    decision: str | None  # "L", "F", "H" or "N": the structure removed; None in iteration 0
+    accuracy_before_baseline: float | None  # iteration 0: test accuracy before the baseline step
+    removed: list[str]  # the unit keys removed
+    candidates: list[Candidate]
+    wall_time_s: float  # the iteration's time, criterion to fine-tune
+    oracle: DecisionCheck  # with --oracle-epochs
+    non_finite: dict[str, str]
+
+
+def candidate(*, structure: str, similarity: float | None, units: int, flops: int, params: int, finetuned: bool,
+              method_saw: bool, info: dict | None = None) -> Candidate:
+    """A candidate record; ``info`` holds the decision-record keys (similarities, val_accuracy,
+    val_loss, oracle) that a candidate collected."""
+    return Candidate(structure=structure, similarity=similarity, units=units, flops=flops, params=params,
+                     finetuned=finetuned) | (info or {}) | Candidate(method_saw=method_saw)
+
+
+def baseline_iteration(measurements: Measurements, accuracy_before_baseline: float | None) -> Iteration:
+    """Iteration 0: the unpruned model."""
+    return measurements | Iteration(iteration=0, decision=None, accuracy_before_baseline=accuracy_before_baseline)
+
+
+def pruned_iteration(measurements: Measurements, *, iteration: int, decision: str, removed: list[str],
+                     candidates: list[Candidate], wall_time_s: float, oracle: DecisionCheck | None = None) -> Iteration:
+    """Iteration 1 on: the model after removing ``removed`` (``oracle`` only when checked)."""
+    record = measurements | Iteration(iteration=iteration, decision=decision, removed=removed,
+                                      candidates=candidates, wall_time_s=wall_time_s)
+    if oracle is not None:
+        record["oracle"] = oracle
+    return record
+
+
+# ---------------------------------------------------------------- evaluations.jsonl
+class Evaluation(TypedDict):
+    """One line of evaluations.jsonl: the extra evaluators on one iteration's model."""
+
+    iteration: int
+    # evaluator name -> its numbers (a "delta" dict against iteration 0 where it reports one)
+    results: dict[str, dict[str, Any]]
+    errors: dict[str, str]  # evaluator name -> the one-line failure; the run went on
+
+
+def evaluation(iteration: int, results: dict[str, dict[str, Any]], errors: dict[str, str]) -> Evaluation:
+    """An evaluations.jsonl row."""
+    return Evaluation(iteration=iteration, results=results, errors=errors)
+
+
+# ---------------------------------------------------------------- result.json
+class Result(TypedDict, total=False):
+    """result.json: written once, when the run is complete."""
+
+    stop_reason: str
+    decision_path: str  # the decisions up to the kept model
+    final_iteration: int  # the kept model (schema 2 on; read_result fills it in for schema 1)
+    iterations: int  # iterations run (schema 1: the kept one)
+    decision_path_all: str  # every decision, past the kept model included
+    chosen_on: str  # "val" or "test": the split that chose the kept model
+    node: str  # the Ray node that finished the run
+
+
+def result(*, stop_reason: str, decision_path: str, final_iteration: int, iterations: int, decision_path_all: str,
+           chosen_on: str, node: str | None = None) -> Result:
+    """result.json (``node`` only when the run ran on a Ray node)."""
+    record = Result(stop_reason=stop_reason, decision_path=decision_path, final_iteration=final_iteration,
+                    iterations=iterations, decision_path_all=decision_path_all, chosen_on=chosen_on)
+    if node:
+        record["node"] = node
+    return record
+
+
+# ---------------------------------------------------------------- config.json
+class Versions(TypedDict, total=False):
+    harness: str
+    torch: str
+    python: str
+    git_sha: str | None
+    schema_version: int
+
+
+class Hardware(TypedDict, total=False):
+    """Where the wall times were measured."""
+
+    device: str  # "cpu" or "cuda"
+    name: str  # the GPU's or CPU's model name
+    threads: int
+    node: str  # a Ray task's node
+
+
+class DataInfo(TypedDict, total=False):
+    """The data set as the run saw it (schema 2 on)."""
+
+    label: str  # tells data sets apart on the leaderboard: "CIFAR-10 (JPEG)"
+    input_shape: list[int]
+    num_classes: int
+    train: int  # split sizes
+    calib: int
+    val: int
+    test: int
+    splits: dict[str, str]  # which split each recorded number comes from
+
+
+class RunConfig(TypedDict, total=False):
+    """config.json's top level."""
+
+    config: dict[str, Any]  # the resolved BenchConfig (harness.config), every field
+    versions: Versions
+    hardware: Hardware  # absent from older records
+    command: list[str]
+    option_defaults: dict[str, Any]  # the run's plugin options' defaults; absent from older records
+    data: DataInfo  # schema 2 on
+
+
+def run_config(*, config: dict[str, Any], versions: Versions, hardware: Hardware, command: list[str],
+               option_defaults: dict[str, Any], data: DataInfo) -> RunConfig:
+    """config.json, as a new run writes it."""
+    return RunConfig(config=config, versions=versions, hardware=hardware, command=command,
+                     option_defaults=option_defaults, data=data)
+
+
+# ---------------------------------------------------------------- a whole run, read back
+@dataclass
+class RunRecord:
+    """A run directory read back: what every reader of records needs, schema 1 included."""
+
+    config: RunConfig
+    iterations: list[Iteration]  # at least iteration 0
+    evaluations: dict[int, Evaluation]  # by iteration
+    result: Result | None  # None while the run is not complete
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord | None:
+        """The records of ``run_dir``; None before iteration 0 is recorded."""
+        iterations = records.read_iterations(run_dir)
+        if not iterations:
+            return None
+        return cls(records.read_config(run_dir), iterations, records.read_evaluations(run_dir),
+                   records.read_result(run_dir))
+
+    @property
+    def complete(self) -> bool:
+        return self.result is not None
+
+    @property
+    def final_iteration(self) -> int:
+        """The kept model: result.json's, or the last one recorded while the run goes on."""
+        return self.result["final_iteration"] if self.result else self.iterations[-1]["iteration"]
+
+    @property
+    def kept(self) -> list[Iteration]:
+        """Iterations 0 to the kept model."""
+        return [r for r in self.iterations if r["iteration"] <= self.final_iteration]
+
+    @property
+    def data_label(self) -> str:
+        """The data set's label, or for schema 1 (no label) its name."""
+        return (self.config.get("data") or {}).get("label") or self.config["config"]["dataset"]
