@@ -46,11 +46,46 @@ def cifar_subset(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args, env=None, cwd=None, timeout=600):
-    """Run the installed `harness` command in a subprocess."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+# what decides which plugins load: read once per process, so a run that changes it needs its own
+PLUGIN_LOADING = ("HARNESS_BLOCK_PLUGINS", "HARNESS_BUILTIN_PLUGINS_ONLY", "PYTHONPATH")
+
+
+def run_cli(*args, env=None, cwd=None, timeout=600, isolated=False):
+    """Run the `harness` command; returns a CompletedProcess. In this process through click's
+    CliRunner (a subprocess costs seconds of imports), except with ``isolated`` or when the
+    run changes which plugins load (that state is per process): then `python -m harness.cli`."""
+    args = [str(a) for a in args]
+    if isolated or any(k in (env or {}) for k in PLUGIN_LOADING) or {"--block", "--builtin-only"} & set(args):
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                              env=full_env, cwd=cwd, timeout=timeout)
+    return run_in_process(args, env, cwd)
+
+
+def run_in_process(args, env=None, cwd=None) -> subprocess.CompletedProcess:
+    import traceback
+
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    before = os.getcwd()
+    argv = sys.argv
+    try:
+        if cwd:
+            os.chdir(cwd)
+        sys.argv = ["harness", *args]  # what a run records as its command
+        result = CliRunner().invoke(main, args, env=env, catch_exceptions=True)
+    finally:
+        os.chdir(before)
+        sys.argv = argv
+    stderr = result.stderr
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # as the interpreter would show it: the tests look for tracebacks
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+        code = 1
+    return subprocess.CompletedProcess(["harness", *args], code, result.stdout, stderr)
 
 
 def seeded_resnet(name="resnet20", num_classes=10, in_channels=3, seed=0):

@@ -1,0 +1,67 @@
+"""Runs a committed run again from its own config.json, in a fresh runs folder and cache,
+with the threads it recorded, and compares what it writes with the committed records:
+every iteration record (decisions, units removed, FLOPs, parameters, accuracies, every
+candidate's numbers) and result.json, wall times aside. Exit status 1 when they differ.
+
+    python benchmarks/rerun.py leaderboards/records/table3-resnet32/table3-resnet32-cifar10-layer-only-kl-cka-s2
+
+`.ci/run` does this for the smallest committed CPU run, so at least one leaderboard row is
+proven reproducible on every commit (paths in the config, such as ../shared, are read from
+the project's root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a committed run directory")
+    args = parser.parse_args()
+    import torch
+
+    from harness import records
+    from harness.bench import run_bench
+    from harness.config import BenchConfig
+
+    committed = Path(args.run)
+    record = records.read_config(committed)
+    if record["hardware"].get("device") != "cpu":
+        raise SystemExit(f"{committed} was measured on {record['hardware'].get('name')}: only CPU runs reproduce here")
+    torch.set_num_threads(record["hardware"]["threads"])  # the arithmetic depends on it
+    work = Path(tempfile.mkdtemp(prefix="rerun-"))
+    cfg = BenchConfig.from_dict(record["config"])
+    cfg.runs_dir, cfg.cache_dir = str(work / "runs"), str(work / "cache")
+    t0 = time.perf_counter()
+    run_dir, _ = run_bench(cfg)
+    seconds = time.perf_counter() - t0
+    ok = True
+    for what, mine, theirs in (
+            ("iterations.jsonl", strip(records.read_iterations(run_dir)), strip(records.read_iterations(committed))),
+            ("result.json", records.read_result(run_dir), records.read_result(committed))):
+        if mine != theirs:
+            ok = False
+            a = json.dumps(theirs, indent=1, sort_keys=True).splitlines()
+            b = json.dumps(mine, indent=1, sort_keys=True).splitlines()
+            print(f"{what} differs from the committed record:", file=sys.stderr)
+            print("\n".join(list(difflib.unified_diff(a, b, "committed", "rerun", lineterm=""))[:80]), file=sys.stderr)
+    rows = records.read_iterations(run_dir)
+    print(f"rerun of {committed.name} in {seconds:.0f} s ({record['hardware']['threads']} thread(s)): "
+          f"{len(rows) - 1} iterations, decision path {records.read_result(run_dir)['decision_path_all']}, "
+          f"{'identical to' if ok else 'DIFFERENT from'} the committed records (wall times aside)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
