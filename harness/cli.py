@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from harness import __version__
-from harness.config import BUDGETS, DEVICE_HELP, EVALUATE_CHOICES, MATCH_CHOICES, OPTIMIZER_CHOICES, PRECISION_CHOICES
 from harness.errors import HarnessError
+from harness.settings import BENCH_SETTINGS, SEEDS, Setting
 
 EXIT_BAD_INPUT = 2
 EXIT_EVALUATOR_FAILED = 3
@@ -101,89 +101,23 @@ def _progress() -> bool:
 
 
 def bench_options(f):
-    """The options of `harness bench`, shared with `harness sweep` where it makes sense."""
-    options = [
-        click.option("--model", default="tiny-resnet", show_default=True,
-                     help="Model name (see `harness plugins`; timm:<name> and torchvision:<name> too)."),
-        click.option("--dataset", default=None, help="Data set name; default: the model's own (cifar10 for CIFAR ResNets)."),
-        click.option("--data-dir", type=click.Path(), default=None,
-                     help="Data location, e.g. an image-folder tree with train/ and test/."),
-        click.option("--checkpoint", type=click.Path(), default=None, help="State dict to start from (weights only)."),
-        click.option("--pretrained", is_flag=True, default=False,
-                     help="Start from the published weights (local cache first, then download)."),
-        click.option("--method", default="cka", show_default=True, help="Pruning method."),
-        click.option("--criterion", default="kl", show_default=True, help="Importance criterion."),
-        click.option("--similarity", default="cka", show_default=True, help="Similarity metric."),
-        click.option("--structures", default=None,
-                     help="Structure types to prune, comma-separated (layer, filter, head, neuron); default: the model's."),
-        click.option("--budget", type=click.Choice(list(BUDGETS)), default="quick", show_default=True,
-                     help="Preset for epochs and subset sizes; each value can be overridden."),
-        click.option("--iterations", type=int, default=None, help="Pruning iterations (K)."),
-        click.option("--target-flops", type=float, default=None, help="Stop once FLOPs are reduced by this many percent."),
-        click.option("--stop-on-drop", type=float, default=None,
-                     help="Stop once validation accuracy falls more than this many points below the unpruned "
-                          "model's, keeping the last model within tolerance (the paper's Table III protocol, "
-                          "decided on held-out training data: the test split is only reported)."),
-        click.option("--p-layer", type=int, default=1, show_default=True, help="Blocks removed by the layer candidate."),
-        click.option("--match", type=click.Choice(MATCH_CHOICES), default="flops", show_default=True,
-                     help="What the other candidates match of the layer candidate's reduction."),
-        click.option("--epsilon", type=float, default=0.0, show_default=True,
-                     help="Added to the similarity of every candidate but the layer one."),
-        click.option("--filter-step", type=float, default=0.05, show_default=True,
-                     help="Share of the model a width candidate removes once no block is left."),
-        click.option("--candidate-epochs", type=float, default=None, help="Fine-tuning epochs of each candidate."),
-        click.option("--finetune-epochs", type=float, default=None, help="Fine-tuning epochs of the kept candidate."),
-        click.option("--baseline-epochs", type=float, default=None, help="Fine-tuning epochs of given weights before pruning."),
-        click.option("--scratch-epochs", type=float, default=None, help="Training epochs when no weights are given."),
-        click.option("--train-subset", type=int, default=None, help="Training samples per epoch (default: the budget's)."),
-        click.option("--calib-size", type=int, default=None, help="Calibration samples held out of the training split."),
-        click.option("--test-subset", type=int, default=None, help="Evaluate on this many test samples (fixed subset)."),
-        click.option("--val-size", type=int, default=None,
-                     help="Validation samples held out of the training split (disjoint from the calibration "
-                          "split) for every decision inside a run [default: the budget's, 256/2000/5000, at most "
-                          "a fifth of the training split]."),
-        click.option("--oracle-epochs", type=float, default=0.0, show_default=True,
-                     help="Check every decision: fine-tune each candidate this many epochs more with two seeds "
-                          "and record its validation accuracy (see `harness decisions`); 0 = off. The run itself "
-                          "goes on exactly as without it."),
-        click.option("--record-decisions/--no-record-decisions", default=True, show_default=True,
-                     help="Fine-tune and describe every candidate of every iteration (every similarity metric, "
-                          "validation accuracy and loss), also those a method would not look at."),
-        click.option("--parallel-candidates", is_flag=True, default=False,
-                     help="Fine-tune an iteration's candidates as concurrent Ray tasks (one CPU slot, or one GPU, "
-                          "each; RAY_ADDRESS or a local instance); the result is the sequential one. Needs "
-                          "pip install 'prunebench[ray]'."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZER_CHOICES), default=None,
-                     help="Optimizer; default: the model family's (SGD for ResNets, AdamW for transformers)."),
-        click.option("--lr", type=float, default=None, help="Fine-tuning learning rate; default: the model family's."),
-        click.option("--scratch-lr", type=float, default=None, help="Learning rate when training from scratch."),
-        click.option("--batch-size", type=int, default=None,
-                     help="Training batch size [default: 128 on a CPU, 512 on a GPU]; learning rates are given "
-                          "for 128 and scaled with it (linearly for SGD, by the square root for AdamW)."),
-        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
-        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-                     help="Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
-                          "(AVX512-BF16 or AMX), else fp32. Evaluation is always fp32."),
-        click.option("--distill", type=float, default=0.5, show_default=True,
-                     help="Weight (0-1) of distillation from the parent when fine-tuning candidates and the kept "
-                          "model: KL between softened outputs on the same batch; 0 = off."),
-        click.option("--distill-temperature", type=float, default=4.0, show_default=True,
-                     help="Softmax temperature of --distill."),
-        click.option("--label-smoothing", type=float, default=0.0, show_default=True,
-                     help="Label smoothing of the cross-entropy when training."),
-        click.option("--evaluators", default=None,
-                     help="Extra evaluators, comma-separated (see `harness plugins`); accuracy and flops are always measured."),
-        click.option("--evaluate", type=click.Choice(EVALUATE_CHOICES), default="every", show_default=True,
-                     help="Run the extra evaluators after every iteration or on the final model only."),
-        click.option("--device", default="auto", show_default=True, help=DEVICE_HELP + "."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--runs-dir", type=click.Path(), default="runs", show_default=True, help="Where run records go."),
-        click.option("--cache-dir", type=click.Path(), default=None,
-                     help="Cache for data and baselines (default: $HARNESS_CACHE or ~/.cache/prunebench)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    """The options of `harness bench`: one per setting of harness.settings."""
+    for setting in reversed(BENCH_SETTINGS.values()):
+        f = _click_option(setting)(f)
     return f
+
+
+def _click_option(setting: Setting):
+    """The command-line option of a setting."""
+    if setting.type is bool:
+        flags = f"{setting.flag}/--no-{setting.flag[2:]}" if setting.default else setting.flag
+        return click.option(flags, is_flag=True, default=setting.default, show_default=setting.default,
+                            help=setting.help_text())
+    kind = (click.Choice(setting.choices) if setting.choices else click.Path() if setting.path else
+            {int: click.INT, float: click.FLOAT}.get(setting.type, click.STRING))
+    default = None if setting.type is list else setting.default  # a list is comma-separated text there
+    return click.option(setting.flag, type=kind, default=default, show_default=default is not None,
+                        help=setting.help_text())
 
 
 def collect_config(ctx: click.Context, options: dict, config_file: str | None) -> dict:
@@ -204,24 +138,29 @@ def collect_config(ctx: click.Context, options: dict, config_file: str | None) -
 
 def _convert(param: click.Parameter, value, source: str, ctx: click.Context):
     """A config file's value checked and converted like the same option on the command line."""
-    if isinstance(value, list) and param.type is click.STRING:
+    setting = BENCH_SETTINGS.get(param.name)
+    kind = setting.type if setting else str  # a plugin option is parsed from text by its plugin
+    where = f"{param.opts[0]} {value!r} in {source}"
+    if setting is not None and setting.path:
+        if not isinstance(value, str):
+            raise HarnessError(f"{where}: must be a path")
+    elif isinstance(value, list) and kind in (str, list):
         value = ",".join(str(v) for v in value)
-    # click would turn 2.5 into 2 and true into 1: a config file's number must be what it says
-    if param.type is click.INT and (isinstance(value, bool) or not isinstance(value, int)):
-        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: must be a whole number")
-    if param.type is click.FLOAT and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: must be a number")
+    # click would turn 2.5 into 2 and true into 1: a config file's value must be what it says
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise HarnessError(f"{where}: must be a whole number")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise HarnessError(f"{where}: must be a number")
+    if kind is bool and not isinstance(value, bool):
+        raise HarnessError(f"{where}: must be true or false")
     try:
         return param.type.convert(value, param, ctx)
     except click.BadParameter as exc:
-        raise HarnessError(f"{param.opts[0]} {value!r} in {source}: {exc.message}") from None
+        raise HarnessError(f"{where}: {exc.message}") from None
 
 
 @main.command(cls=PluginOptionsCommand)
 @bench_options
-@click.option("--name", default=None, help="Run directory name (default: from the settings and the time).")
-@click.option("--seeds", type=int, default=1, show_default=True,
-              help="Run this many seeds (seed, seed+1, ...), one run each; tables show mean and std.")
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="A TOML file with any of these options (the command line wins on conflict).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
@@ -243,8 +182,7 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
     else:
         merged = collect_config(ctx, dict(options, seeds=seeds), config_file)
         seeds = merged.pop("seeds")
-        if not isinstance(seeds, int) or seeds < 1:
-            raise HarnessError(f"--seeds {seeds} must be at least 1")
+        SEEDS.check_value(seeds)
         cfg = config_from_options(merged)
         run_dirs, ok = [], True
         for i in range(seeds):

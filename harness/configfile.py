@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from harness.config import BenchConfig
 from harness.errors import HarnessError
+from harness.settings import RUN_SETTINGS
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-
-LIST_FIELDS = ("structures", "evaluators")
 
 
 def read_toml(path: str | Path) -> dict:
@@ -30,15 +28,15 @@ def read_toml(path: str | Path) -> dict:
 
 
 def config_from_options(options: dict) -> BenchConfig:
-    """A BenchConfig from option values by name; names that are not BenchConfig fields are
-    plugin options (checked against the plugins' declarations when the run is resolved)."""
-    fields = {f.name for f in dataclasses.fields(BenchConfig)} - {"options"}
+    """A BenchConfig from option values by name; names that are not run settings are plugin
+    options (checked against the plugins' declarations when the run is resolved)."""
+    run_settings = {s.name: s for s in RUN_SETTINGS}
     values, plugin_options = {}, {}
     for key, value in options.items():
         if value is None:
             continue
-        if key in fields:
-            values[key] = _split(value) if key in LIST_FIELDS else value
+        if key in run_settings:
+            values[key] = _split(value) if run_settings[key].type is list else value
         else:
             plugin_options[key] = value
     return BenchConfig(**values, options=plugin_options)

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.api import DataSplits, TensorSplit
-from harness.config import PRECISION_CHOICES  # noqa: F401 - re-exported for the benchmarks
 from harness.progress import progress as progress_bar
+from harness.settings import PRECISION_CHOICES  # noqa: F401 - re-exported for the benchmarks
 
 #: the batch size the learning rates of the model families are given for
 REFERENCE_BATCH = 128
