@@ -23,6 +23,7 @@ def demo_run(tmp_path_factory):
     return runs / "demo", result
 
 
+@pytest.mark.slow
 def test_demo_run_writes_a_complete_record(demo_run):
     run_dir, result = demo_run
     cfg = records.read_config(run_dir)
@@ -77,6 +78,7 @@ def test_existing_run_is_not_overwritten(demo_run):
     assert (run_dir / records.ITERATIONS_FILE).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_target_flops_stops_the_run(tmp_path):
     result = run_cli("bench", *SMOKE, "--iterations", "20", "--target-flops", "15",
                      "--runs-dir", str(tmp_path), "--name", "t")
@@ -86,6 +88,7 @@ def test_target_flops_stops_the_run(tmp_path):
     assert "reached target FLOPs reduction" in result.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     args = [*SMOKE, "--iterations", "5", "--runs-dir", str(tmp_path)]
     assert run_cli("bench", *args, "--name", "straight").returncode == 0
@@ -131,6 +134,7 @@ def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_pat
     assert sha is not None and sha.endswith("-dirty") and len(sha) == 40 + len("-dirty")
 
 
+@pytest.mark.slow
 def test_runs_started_side_by_side_share_one_baseline(tmp_path):
     """Two runs of the same configuration at once: one trains the baseline, the other waits
     for it and reuses it (on a GPU, two trainings would give two different baselines)."""
@@ -149,6 +153,7 @@ def test_runs_started_side_by_side_share_one_baseline(tmp_path):
     assert first[0] == first[1]
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_its_plugin_options(tmp_path):
     """A run resumed in a fresh process configures its plugins from its own record: with
     --rbf-cka-sigma 0.25 the resumed iterations measure the same similarities as an

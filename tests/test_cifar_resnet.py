@@ -1,9 +1,11 @@
+import pytest
 """The real thing at test scale: published ResNet-20 weights, CIFAR-10 (JPEG) from ../shared."""
 
 from conftest import RESNET_CKPT, needs_shared, run_cli
 from harness import records
 
 
+@pytest.mark.slow
 @needs_shared
 def test_pretrained_resnet20_prunes_one_iteration_and_still_classifies(cifar_subset, tmp_path):
     result = run_cli("bench", "--model", "resnet20", "--checkpoint", str(RESNET_CKPT / "resnet20-12fca82f.th"),

@@ -123,6 +123,7 @@ def test_decisions_without_any_oracle_is_a_one_line_error(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end on the offline demo
+@pytest.mark.slow
 def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothing(tmp_path):
     plain, plain_result = bench(tmp_path, "plain", "--iterations", "2")
     checked, checked_result = bench(tmp_path, "checked", "--iterations", "2", "--oracle-epochs", "0.2")

@@ -1,3 +1,4 @@
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from harness import records
 FIXTURE = Path(__file__).parent / "fixtures" / "harness-extra-criterion"
 
 
+@pytest.mark.slow
 def test_outside_package_adds_a_criterion_without_touching_the_core(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

@@ -57,6 +57,7 @@ def test_measure_refuses_an_unknown_word():
         s.measure(nn.Conv2d(1, 2, 3), "flop")
 
 
+@pytest.mark.slow
 def test_fused_attention_is_counted_without_any_plugin_imported():
     """The CPU's fused attention kernel was counted only once the timm plugin had been imported."""
     import subprocess

@@ -17,6 +17,7 @@ def bench(tmp_path, name, *args):
     return records.read_iterations(tmp_path / name), records.read_result(tmp_path / name), result
 
 
+@pytest.mark.slow
 def test_layers_then_filters_removes_every_block_first(tmp_path):
     rows, result, _ = bench(tmp_path, "ltf", "--method", "layers-then-filters", "--iterations", "9")
     # tiny-resnet has 7 blocks with identity shortcuts
@@ -45,6 +46,7 @@ def test_filter_only_matches_the_layer_candidates_reduction(tmp_path):
     assert filter_flops == next(c["flops"] for c in cka_rows[1]["candidates"] if c["structure"] == "filter")
 
 
+@pytest.mark.slow
 def test_random_walk_is_seeded(tmp_path):
     paths = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1), ("d", 2)):

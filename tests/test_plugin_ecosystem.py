@@ -25,12 +25,14 @@ def example_env(tmp_path_factory):
     return install(EXAMPLE, tmp_path_factory.mktemp("example-site"))
 
 
+@pytest.mark.slow
 def test_example_package_plugins_are_listed_with_their_package(example_env):
     listing = run_cli("plugins", env=example_env).stdout.splitlines()
     for kind, name in (("criterion", "l2-norm"), ("similarity", "rsa"), ("evaluator", "ece")):
         assert any(line.split()[:4] == [kind, name, "harness-example-plugins", "0.1.0"] for line in listing), name
 
 
+@pytest.mark.slow
 def test_bench_with_the_example_criterion_similarity_and_evaluator(example_env, tmp_path):
     result = run_cli("bench", "--budget", "smoke", "--iterations", "2", "--criterion", "l2-norm", "--similarity",
                      "rsa", "--evaluators", "ece", "--ece-bins", "10", "--runs-dir", str(tmp_path), "--name", "ex",
@@ -48,6 +50,7 @@ def test_bench_with_the_example_criterion_similarity_and_evaluator(example_env, 
     assert "ece_delta" in evaluations[2]["results"]["ece"]
 
 
+@pytest.mark.slow
 def test_two_plugins_with_one_name_are_an_error_naming_both_packages(tmp_path):
     env = install(FIXTURES / "harness-duplicate-kl", tmp_path / "site")
     result = run_cli("plugins", env=env)
@@ -56,6 +59,7 @@ def test_two_plugins_with_one_name_are_an_error_naming_both_packages(tmp_path):
     assert "prunebench" in result.stderr and "harness-duplicate-kl" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_plugin_that_raises_at_import_is_named_and_the_others_load(tmp_path):
     env = install(FIXTURES / "harness-broken", tmp_path / "site")
     result = run_cli("plugins", env=env)
@@ -69,6 +73,7 @@ def faulty_env(tmp_path_factory):
     return install(FIXTURES / "harness-faulty", tmp_path_factory.mktemp("faulty-site"))
 
 
+@pytest.mark.slow
 def test_a_register_hook_that_raises_disables_that_kind_with_a_warning(faulty_env):
     result = run_cli("plugins", env=faulty_env)
     assert result.returncode == 0, result.stderr
@@ -78,6 +83,7 @@ def test_a_register_hook_that_raises_disables_that_kind_with_a_warning(faulty_en
     assert ["criterion", "boom", "harness-faulty"] in listing and ["evaluator", "accuracy", "prunebench"] in listing
 
 
+@pytest.mark.slow
 def test_a_plugin_failing_mid_run_is_one_line_naming_it_and_the_run_is_kept(faulty_env, tmp_path):
     result = run_cli("bench", "--budget", "smoke", "--criterion", "boom", "--iterations", "2",
                      "--runs-dir", str(tmp_path), "--name", "b", env=faulty_env)
@@ -89,6 +95,7 @@ def test_a_plugin_failing_mid_run_is_one_line_naming_it_and_the_run_is_kept(faul
     assert [r["iteration"] for r in records.read_iterations(tmp_path / "b")] == [0]  # what was written is kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--block", "env", "--builtin-only"])
 def test_an_installed_plugin_can_be_blocked(faulty_env, how):
     if how == "--block":
@@ -101,6 +108,7 @@ def test_an_installed_plugin_can_be_blocked(faulty_env, how):
     assert any(line.split()[:2] == ["criterion", "kl"] for line in result.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_installing_a_plugin_with_options_keeps_cached_baselines(example_env, tmp_path):
     """The example package declares an evaluator option (--ece-bins): it is not this run's, so
     it neither enters the record nor the baseline's cache key."""
@@ -118,6 +126,7 @@ def test_installing_a_plugin_with_options_keeps_cached_baselines(example_env, tm
     assert records.read_config(tmp_path / "evaluated")["config"]["options"]["ece_bins"] == 5
 
 
+@pytest.mark.slow
 def test_the_conformance_kit_passes_the_example_package_in_its_own_tests(example_env):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              str(EXAMPLE / "tests")], capture_output=True, text=True,
@@ -130,6 +139,7 @@ def test_the_conformance_kit_passes_the_example_package_in_its_own_tests(example
         "ok similarity rsa (harness-example-plugins 0.1.0): conforms"
 
 
+@pytest.mark.slow
 def test_the_conformance_kit_fails_a_broken_metric_naming_each_problem(faulty_env):
     result = run_cli("check-plugin", "similarity", "sum", env=faulty_env)
     assert result.returncode == 1
@@ -139,6 +149,7 @@ def test_the_conformance_kit_fails_a_broken_metric_naming_each_problem(faulty_en
     assert any("different inputs: accepts representations with different numbers of rows" in f for f in failures)
 
 
+@pytest.mark.slow
 def test_the_example_method_decides_on_validation_data_and_records_its_numbers(example_env, tmp_path):
     result = run_cli("bench", "--budget", "smoke", "--method", "val-agreement", "--iterations", "2",
                      "--runs-dir", str(tmp_path), "--name", "va", env=example_env)
@@ -150,6 +161,7 @@ def test_the_example_method_decides_on_validation_data_and_records_its_numbers(e
         assert row["decision"] == row["candidates"][best]["structure"][0].upper()
 
 
+@pytest.mark.slow
 def test_a_structure_that_claims_every_model_never_displaces_a_familys_own(faulty_env, tmp_path):
     result = run_cli("bench", "--budget", "smoke", "--method", "layer-only", "--iterations", "2",
                      "--runs-dir", str(tmp_path), "--name", "l", env=faulty_env)
@@ -158,6 +170,7 @@ def test_a_structure_that_claims_every_model_never_displaces_a_familys_own(fault
     assert "claim type" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_criterion_that_cannot_score_a_structure_is_refused_before_training(faulty_env, tmp_path):
     cache = tmp_path / "cache"
     result = run_cli("bench", "--budget", "smoke", "--criterion", "picky", "--runs-dir", str(tmp_path / "runs"),
@@ -171,6 +184,7 @@ def test_a_criterion_that_cannot_score_a_structure_is_refused_before_training(fa
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_the_example_vgg_is_pruned_by_its_own_layer_structure_whatever_the_discovery_order(
         example_env, faulty_env, tmp_path):
     """harness-faulty's greedy-block claims every model as a layer structure; example-vgg names

@@ -49,14 +49,15 @@ def same_records(a, b):
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), (a.name, it)
 
 
+@pytest.mark.slow
 def test_a_sweep_on_ray_writes_the_records_of_the_sequential_sweep(tmp_path):
     pytest.importorskip("ray")
     for name in ("sequential", "ray"):
         (tmp_path / f"{name}.toml").write_text(SWEEP.format(runs=tmp_path / name))
     # one thread per run, as each Ray task has (num_cpus = 1): the arithmetic depends on it
-    sequential = run_cli("sweep", str(tmp_path / "sequential.toml"), env={"OMP_NUM_THREADS": "1"})
+    sequential = run_cli("sweep", str(tmp_path / "sequential.toml"), env={"OMP_NUM_THREADS": "1"}, isolated=True)
     assert sequential.returncode == 0, sequential.stderr
-    on_ray = run_cli("sweep", str(tmp_path / "ray.toml"), "--ray", env={"RAY_ADDRESS": ""})
+    on_ray = run_cli("sweep", str(tmp_path / "ray.toml"), "--ray", env={"RAY_ADDRESS": ""}, isolated=True)
     assert on_ray.returncode == 0, on_ray.stderr
     names = sorted(d.name for d in (tmp_path / "sequential").iterdir() if not d.name.endswith("leaderboard"))
     assert len(names) == 4
@@ -67,15 +68,19 @@ def test_a_sweep_on_ray_writes_the_records_of_the_sequential_sweep(tmp_path):
         assert records.read_result(tmp_path / "ray" / name)["node"].count("/") == 1
         assert "node" not in records.read_result(tmp_path / "sequential" / name)
     assert "| run | status | node | seconds |" in on_ray.stdout
-    again = run_cli("sweep", str(tmp_path / "ray.toml"), "--ray", env={"RAY_ADDRESS": ""})
+    again = run_cli("sweep", str(tmp_path / "ray.toml"), "--ray", env={"RAY_ADDRESS": ""}, isolated=True)
     assert again.returncode == 0 and again.stdout.count("(complete)") == 4, again.stdout
 
 
+@pytest.mark.slow
 def test_parallel_candidates_give_the_sequential_result(tmp_path):
     pytest.importorskip("ray")
     args = ["--budget", "smoke", "--iterations", "2", "--candidate-epochs", "0.3", "--runs-dir", str(tmp_path)]
     assert run_cli("bench", *args, "--name", "sequential").returncode == 0
-    parallel = run_cli("bench", *args, "--name", "parallel", "--parallel-candidates", env={"RAY_ADDRESS": ""})
+    parallel = run_cli("bench", *args, "--name", "parallel", "--parallel-candidates", env={"RAY_ADDRESS": ""},
+                       isolated=True)  # Ray stays started in the process that starts it
+    sequential = records.read_config(tmp_path / "sequential")["hardware"]["threads"]
+    assert records.read_config(tmp_path / "parallel")["hardware"]["threads"] == sequential
     assert parallel.returncode == 0, parallel.stderr
     same_records(tmp_path / "sequential", tmp_path / "parallel")
     assert records.read_config(tmp_path / "parallel")["config"]["parallel_candidates"] is True

@@ -253,6 +253,7 @@ def test_record_files_follow_the_umask(tmp_path):
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.slow
 def test_a_killed_writers_temporary_files_are_removed_on_the_next_start(in_tmp):
     made = harness("bench", "--budget", "smoke", "--iterations", "1", "--name", "r")
     assert made.exit_code == 0, made.output
@@ -288,6 +289,7 @@ def test_an_unpacking_folder_of_a_dead_process_is_removed(in_tmp, image_tree):
 
 
 # ---------------------------------------------------------------- one writer per run and per sweep
+@pytest.mark.slow
 def test_two_resumes_started_together_one_refused_records_as_uninterrupted(tmp_path):
     """Two --resume of one run at once wrote iterations 0,1,2,2,3,3,4,4,5,5 and a decision path
     FFFFFFFFF. Now both start together: one writes, the other is refused in one line naming
@@ -328,6 +330,7 @@ runs_dir = "runs"
 """
 
 
+@pytest.mark.slow
 def test_one_process_per_shard_of_a_sweep(in_tmp):
     from harness import sweep
 
@@ -342,6 +345,7 @@ def test_one_process_per_shard_of_a_sweep(in_tmp):
     assert harness("sweep", "s.toml").exit_code == 0  # the lock went with its holder
 
 
+@pytest.mark.slow
 def test_a_sweep_builds_the_board_of_its_own_runs_only(in_tmp):
     """A sweep rebuilt every board from everything under its runs folder, so one corrupt record
     anywhere failed every sweep afterwards; now it reads its own runs only."""

@@ -56,6 +56,7 @@ def test_shards_split_the_runs_between_processes(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--shard '3/2'" in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
     straight = run_cli("sweep", str(write_sweep(tmp_path, "straight")), "--out", str(tmp_path / "lb1"))
     assert straight.returncode == 0, straight.stderr

@@ -238,6 +238,7 @@ def test_pretrained_imagenet_weights_fit_other_classes_and_stems(side, fresh, mo
     assert all(k in message for k in fresh) and "ResNet18_Weights.IMAGENET1K_V1" in message
 
 
+@pytest.mark.slow
 @needs_shared
 def test_bench_prunes_resnet18_on_cifar(cifar_subset, tmp_path):
     result = run_cli("bench", "--model", "torchvision:resnet18", "--data-dir", str(cifar_subset), "--budget", "smoke",

@@ -348,6 +348,7 @@ def fake_hub_cache(root):
     return weights
 
 
+@pytest.mark.slow
 def test_pretrained_weights_come_from_the_hub_cache_offline(tmp_path):
     weights = fake_hub_cache(tmp_path / "hf")
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
@@ -359,10 +360,12 @@ def test_pretrained_weights_come_from_the_hub_cache_offline(tmp_path):
     assert pos_embed.strip() == "(1, 5, 192)", "timm resampled the position embedding to 32x32 inputs"
 
 
+@pytest.mark.slow
 def test_missing_pretrained_weights_say_how_to_provide_them(tmp_path):
     result = run_cli("bench", "--model", VIT, "--timm-kwargs", "patch_size=4", "--pretrained", "--dataset", "digits",
                      "--budget", "smoke", "--runs-dir", str(tmp_path / "runs"),
-                     env={"HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
+                     env={"HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"},
+                     isolated=True)  # huggingface_hub reads HF_HUB_OFFLINE when it is imported
     assert result.returncode == 2
     message = result.stderr.strip()
     assert "\n" not in message and "cannot get pretrained weights of timm model vit_tiny_patch16_224" in message
