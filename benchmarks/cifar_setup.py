@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import plugins
-from harness.bench import default_cache_dir
+from harness.checks import default_cache_dir
 from harness.models import create_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from harness import plugins
 from harness.api import CriterionContext
-from harness.bench import default_cache_dir
+from harness.checks import default_cache_dir
 from harness.models import create_model
 from harness.training import normalize
 

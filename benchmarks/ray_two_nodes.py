@@ -12,7 +12,6 @@ Stops every Ray process on this machine at the end (`ray stop --force`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal

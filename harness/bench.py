@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import itertools
-import math
 import os
 import platform
 import random
@@ -27,45 +25,17 @@ from harness import plugins, records, schema
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
 from harness.errors import HarnessError, RunStopped, first_line
-from harness.models import count_flops, count_parameters, create_model, load_model, read_checkpoint, save_model
+from harness.baseline import baseline_model
+from harness.checks import CORE_EVALUATORS, decision_letter, resolve, resolve_device
+from harness.models import count_flops, count_parameters, load_model, save_model
 from harness.decisions import oracle_verdict
-from harness.training import (Recipe, accuracy, default_batch_size, evaluate, normalize, predict, resolve_precision,
-                              scaled_lr, train)
-
-# tie-break order of structure types: the paper gives a tie to the layer candidate
-TYPE_ORDER = ("layer", "filter", "head", "neuron")
-# how decisions are recorded (iterations.jsonl "decision", decision paths like "LFF")
-DECISION_LETTERS = {"layer": "L", "filter": "F", "head": "H", "neuron": "N"}
+from harness.training import Recipe, accuracy, evaluate, normalize, predict, scaled_lr, train
 
 
-def decision_letter(structure_type: str) -> str:
-    """A built-in type's letter, else the one its structure declares (``letter``), else the
-    type's first letter, upper case."""
-    if structure_type in DECISION_LETTERS:
-        return DECISION_LETTERS[structure_type]
-    declared = [getattr(st, "letter", None) for st in plugins.registry("structure").values()
-                if getattr(st, "type", st.name) == structure_type]
-    return next((letter for letter in declared if letter), structure_type[0].upper())
-
-
-def check_decision_letters(types) -> None:
-    """Two structure types of one run must not share a letter: the decision path would lie."""
-    seen: dict[str, str] = {}
-    for t in types:
-        letter = decision_letter(t)
-        if letter in seen:
-            raise HarnessError(f"structure types {seen[letter]} and {t} would both be recorded as {letter!r}; "
-                               f"give the structure of type {t} a letter of its own (Structure.letter)")
-        seen[letter] = t
-CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
 # share of the steps that warm the learning rate up when SGD trains from random weights: deep
 # ResNets at lr 0.1 need it (He et al. 2016). Not for AdamW: a 48-step tabular transformer run
 # stayed at the majority class with it (Shuttle test accuracy 92.50% against 97.80% without).
 SCRATCH_WARMUP = 0.1
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("HARNESS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "prunebench"))
 
 
 def derive_seed(*parts) -> int:
@@ -73,33 +43,8 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
-def content_key(*parts) -> str:
-    """A cache key: 16 hex digits of the SHA-256 of the parts' repr."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def file_digest(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def split_digest(split) -> str:
-    """SHA-256 of a split's inputs and labels (about 0.3 s for CIFAR-10's training split here)."""
-    digest = hashlib.sha256()
-    for t in (split.images, split.labels):
-        digest.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))
-    return digest.hexdigest()
-
-
 def count_filters(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
-
-
-def structure_types(names) -> list[str]:
-    return sorted(set(names), key=lambda t: (TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER), t))
 
 
 @dataclass
@@ -494,79 +439,6 @@ def report_iteration(r: dict) -> None:
 
 
 # ---------------------------------------------------------------- set-up, baseline, resume
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError("--device cuda was asked for but no CUDA device is available; valid choices here: auto, cpu")
-    return torch.device(name)
-
-
-def resolve(cfg: BenchConfig) -> BenchConfig:
-    """Fill every default that depends on plugins, and fail on unknown names before
-    anything is loaded or written."""
-    cfg = cfg.resolved()
-    family = plugins.get("model", cfg.model)
-    if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
-        family.check_name(cfg.model)
-    if cfg.dataset is None:
-        cfg.dataset = family.default_dataset
-    for kind in ("dataset", "method", "criterion", "similarity"):
-        plugins.get(kind, getattr(cfg, kind))
-    cfg.evaluators = [n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS]
-    for name in cfg.evaluators:
-        plugins.get("evaluator", name)
-    known_types = {getattr(st, "type", st.name) for st in plugins.registry("structure").values()}
-    cfg.structures = structure_types(cfg.structures or family.default_structures)
-    for t in cfg.structures:
-        if t not in known_types:
-            raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
-    check_decision_letters(cfg.structures)
-    declared = plugins.all_options()
-    for key in cfg.options:
-        if key not in declared:
-            raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
-    # only the options of the plugins this run uses are its settings (and its record's)
-    used = plugins.options_of(plugins.run_plugin_objects(cfg))
-    given, cfg.options = cfg.options, {}
-    for name in sorted(set(given) - set(used)):  # still checked: an impossible value is a mistake either way
-        parse_option(declared[name], given[name])
-        print(f"harness: warning: {declared[name].flag} is ignored: no plugin of this run declares it",
-              file=sys.stderr, flush=True)
-    for name, opt in sorted(used.items()):
-        cfg.options[name] = parse_option(opt, given.get(name, opt.default))
-    cfg.optimizer = cfg.optimizer or family.optimizer
-    device = resolve_device(cfg.device)
-    cfg.precision = resolve_precision(cfg.precision, device)
-    cfg.batch_size = cfg.batch_size or default_batch_size(device)
-    cfg.lr = cfg.lr or family.finetune_lr
-    cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
-    from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ
-    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
-    # before any data loads or anything is written: the folders can take files, the weights load
-    records.check_folder("--runs-dir", cfg.runs_dir)
-    records.check_folder("$HARNESS_CACHE" if from_env else "--cache-dir", cfg.cache_dir)
-    if cfg.checkpoint:
-        read_checkpoint(cfg.checkpoint)
-    if cfg.parallel_candidates:
-        from harness.distributed import require_ray
-
-        require_ray()
-    return cfg
-
-
-def parse_option(opt, value):
-    """A plugin option's value parsed and checked (a one-line error when impossible)."""
-    try:
-        value = opt.parse(value) if isinstance(value, str) and opt.parse is not str else value
-    except (ValueError, TypeError, ZeroDivisionError) as exc:
-        raise HarnessError(f"{opt.flag} {value!r} is not valid ({first_line(exc)})") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise HarnessError(f"{opt.flag} {value!r} must be a finite number")
-    problem = opt.check(value) if opt.check else None
-    if problem:
-        raise HarnessError(f"{opt.flag} {value!r}: {problem}")
-    return value
 
 
 def git_revision() -> str | None:
@@ -610,86 +482,7 @@ def hardware(device: torch.device) -> dict:
     return out
 
 
-def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
-    """The unpruned model after the baseline step (fine-tuning given weights, or training from
-    scratch), cached so that later runs with the same settings reuse it. Also returns the
-    test accuracy of the weights before that step (None when trained from scratch)."""
-    cfg, data, device = s.cfg, s.data, s.device
-    torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
-    model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset, checkpoint=cfg.checkpoint,
-                         pretrained=cfg.pretrained, family=s.plugins.model).to(device)
-    check_model_takes_data(s, model)
-    missing = [t for t in cfg.structures if t not in s.structures(model)]
-    if missing:
-        offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
-        raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
-                           f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
-    check_criterion_supports(s, model)
-    has_weights = bool(cfg.checkpoint or cfg.pretrained)
-    epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
-    recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
-    # keyed by content, never by where things are: other weights at the same path, or a data
-    # folder whose images changed, train a baseline of their own
-    key = content_key(cfg.model, cfg.dataset, split_digest(data.train), cfg.checkpoint and file_digest(cfg.checkpoint),
-                      cfg.pretrained, epochs, recipe, cfg.seed, training_options(s))
-    cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
-    before = measure_core(s, model, None)["accuracy"] if has_weights else None
-    # runs started side by side (sweep shards) wait for one of them to train the shared
-    # baseline rather than each training its own, which on a GPU would differ
-    with records.file_lock(cache.with_name(cache.name + ".lock")):
-        records.remove_temporaries(cache.parent, cache.name)  # a killed writer's half-written copy
-        if cache.exists():
-            try:
-                print(f"baseline: reusing {cache}")
-                return load_model(cache, device), before
-            except HarnessError:
-                pass  # a broken cache entry is rebuilt
-        with s.phase("baseline"):
-            train(model, data, epochs, recipe=recipe, seed=derive_seed(cfg.seed, "baseline"), device=device,
-                  desc="baseline", progress=s.progress)
-        save_model(model, cache)
-    return model, before
-
-
-def check_model_takes_data(s: Session, model: nn.Module) -> None:
-    """Before anything is trained or written: two training samples go through the model and
-    give one score per class, or one line names the mismatch."""
-    data = s.data
-    shape = tuple(data.input_shape)
-    try:
-        with torch.no_grad():
-            model.eval()
-            out = model(normalize(data.train.images[:2].to(s.device), data.mean, data.std))
-    except Exception as exc:
-        raise HarnessError(f"model {s.cfg.model} cannot take data set {s.cfg.dataset} (inputs of shape {shape}): "
-                           f"{first_line(exc, 160)}; pick a model made for such inputs (see harness plugins)") from None
-    if tuple(out.shape) != (min(2, len(data.train)), data.num_classes):
-        raise HarnessError(f"model {s.cfg.model} gives outputs of shape {tuple(out.shape[1:])} on data set "
-                           f"{s.cfg.dataset}, which has {data.num_classes} classes")
-
-
 VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
-
-
-def training_options(s: Session) -> list:
-    """The run's plugin options that change the network or its training: the only ones that
-    key a cached baseline (an evaluator's option never retrains one)."""
-    declared = plugins.options_of(s.plugins.all())
-    return sorted((k, v) for k, v in s.cfg.options.items() if k in declared and declared[k].affects_training)
-
-
-def check_criterion_supports(s: Session, model: nn.Module) -> None:
-    """Before anything is trained: the criterion must be able to score every structure the
-    run prunes on this model (a criterion may declare ``supports(model, structure)``)."""
-    criterion = s.plugins.criterion
-    if not hasattr(plugins.unwrap(criterion), "supports"):
-        return
-    for t, structure in s.structures(model).items():
-        if not criterion.supports(model, structure):
-            able = [name for name, c in sorted(plugins.registry("criterion").items())
-                    if not hasattr(c, "supports") or c.supports(model, structure)]
-            raise HarnessError(f"criterion {s.cfg.criterion} cannot score the {t} units ({structure.name}) of "
-                               f"{s.cfg.model}; valid choices: {', '.join(able) or '(none)'}")
 
 
 def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:

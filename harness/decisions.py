@@ -67,20 +67,20 @@ class Decision:
 def read_decisions(roots: list[Path]) -> list[Decision]:
     """Every iteration with an oracle verdict under ``roots`` (runs found as the leaderboard
     finds them), in a stable order."""
-    from harness import records
     from harness.leaderboard import find_runs
+    from harness.schema import RunRecord
 
     found = []
     for run_dir in sorted(find_runs(roots), key=lambda p: str(p)):
         try:
-            record = records.read_config(run_dir)
-            cfg = record["config"]
-            group = f"{cfg['model']} on {(record.get('data') or {}).get('label') or cfg['dataset']}"
-            rows = records.read_iterations(run_dir)
+            run = RunRecord.read(run_dir)
+            if run is None:
+                continue
+            group = f"{run.config['config']['model']} on {run.data_label}"
         except (HarnessError, ValueError, KeyError, TypeError, OSError) as exc:
             print(f"harness: warning: skipping the corrupt run record {run_dir} ({type(exc).__name__})", file=sys.stderr)
             continue
-        for row in rows:
+        for row in run.iterations:
             cands = row.get("candidates") or []
             if not row.get("oracle") or len(cands) < 2 or not all("oracle" in c for c in cands):
                 continue

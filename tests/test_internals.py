@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import bench, plugins
+from harness import bench, checks, plugins
 from harness.api import Candidate, Structure
 from harness.errors import HarnessError
 
@@ -34,11 +34,11 @@ def extra_structures(monkeypatch):
 
 def test_decision_letters_never_collide(extra_structures):
     """Letters were type[0].upper(): a new type "leaf" would have been recorded as L, like a layer."""
-    assert [bench.decision_letter(t) for t in ("layer", "filter", "head", "neuron")] == ["L", "F", "H", "N"]
-    assert bench.decision_letter("leaf") == "L" and bench.decision_letter("logit-gate") == "G"
-    bench.check_decision_letters(["layer", "filter", "logit-gate"])
+    assert [checks.decision_letter(t) for t in ("layer", "filter", "head", "neuron")] == ["L", "F", "H", "N"]
+    assert checks.decision_letter("leaf") == "L" and checks.decision_letter("logit-gate") == "G"
+    checks.check_decision_letters(["layer", "filter", "logit-gate"])
     with pytest.raises(HarnessError, match="structure types layer and leaf would both be recorded as 'L'"):
-        bench.check_decision_letters(["layer", "leaf"])
+        checks.check_decision_letters(["layer", "leaf"])
 
 
 def test_candidate_type_and_its_old_name():
