@@ -140,7 +140,9 @@ def apply_sort(board: pd.DataFrame, sort: str) -> pd.DataFrame:
 # what tells the rows of one page apart (its model and data are the page's title)
 IDENTITY_COLUMNS = ["method", "criterion", "similarity", "options", "structures", "budget", "stop", "hardware",
                     "seeds"]
-MAIN_COLUMNS = IDENTITY_COLUMNS + ["iterations", "decision_path"] + METRICS[1:] + ["source", "note"]
+# what a reader compares first (the method and the numbers), then how the rows were made
+MAIN_COLUMNS = (["method", "criterion", "similarity", "options", "structures"] + METRICS[1:-1]
+                + ["seeds", "budget", "stop", "iterations", "decision_path", "hardware", "wall_time_s", "source", "note"])
 
 
 @dataclass
