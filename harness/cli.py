@@ -263,6 +263,30 @@ def decisions(runs, out):
         click.echo(f"wrote {path}")
 
 
+@main.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", default="onnx", show_default=True, metavar="onnx|pt2|torchscript",
+              help="onnx (any ONNX runtime; needs pip install 'prunebench[export]'), pt2 (torch.export) or "
+                   "torchscript.")
+@click.option("--iteration", type=int, default=None, help="Which iteration's model [default: the model the run kept].")
+@click.option("--out", type=click.Path(), default=None,
+              help="The file to write [default: RUN_DIR/exported/iter_NNN.<format>].")
+@click.option("--check-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Test inputs on which the file's outputs must equal the PyTorch model's (within 1e-4).")
+def export_command(run_dir, fmt, iteration, out, check_samples):
+    """Write a run's pruned model as a file that runs without this project, with the data
+    set's normalisation inside (raw inputs in, logits out, any batch size). The file is run
+    with its own runtime on real test inputs and written only when its outputs equal the
+    PyTorch model's."""
+    from harness.export import export_run
+
+    report = export_run(Path(run_dir), fmt, iteration, Path(out) if out else None, check_samples)
+    click.echo(f"wrote {report['path']}: {report['format']}, {report['bytes']} bytes, iteration {report['iteration']} "
+               f"({report['flops'] / 1e6:.2f} MFLOPs, {report['params']} params); on {report['inputs']} test inputs "
+               f"its outputs are within {report['max_abs_difference']:.2g} of the PyTorch model's, "
+               f"{100 * report['same_prediction']:.1f}% the same class")
+
+
 @main.command("check-plugin")
 @click.argument("kind", type=click.Choice(["similarity", "criterion", "structure", "evaluator"]))
 @click.argument("name")

@@ -53,7 +53,7 @@ def test_mismatched_checkpoint_exits_2(tmp_path):
     assert "does not match model tiny-resnet" in result.stderr and result.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("command", [[], ["bench"], ["plugins"], ["leaderboard"]])
+@pytest.mark.parametrize("command", [[], ["bench"], ["plugins"], ["leaderboard"], ["export"], ["sweep"], ["decisions"]])
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout

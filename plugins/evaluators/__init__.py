@@ -9,9 +9,9 @@ from harness_plugins.evaluators.cifar10c import Cifar10C
 from harness_plugins.evaluators.cifar102 import Cifar102
 from harness_plugins.evaluators.co2 import CO2
 from harness_plugins.evaluators.fgsm import FGSM
-from harness_plugins.evaluators.latency import Latency
+from harness_plugins.evaluators.latency import Latency, LatencyORT
 
 
 @hookimpl
 def register_evaluators():
-    return [Accuracy(), Flops(), FGSM(), Latency(), CO2(), Cifar10C(), Cifar102()]
+    return [Accuracy(), Flops(), FGSM(), Latency(), LatencyORT(), CO2(), Cifar10C(), Cifar102()]

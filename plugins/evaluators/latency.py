@@ -3,8 +3,11 @@ against what they buy in time on the run's device."""
 
 from __future__ import annotations
 
+import copy
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -57,6 +60,60 @@ class Latency(Evaluator):
         many = median_seconds(model, x, max(3, repeats // 10), warmup=2)
         out = {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
                "batch": batch, "device": str(ctx.device), "threads": torch.get_num_threads()}
+        if ctx.baseline:
+            out["latency_speedup"] = round(ctx.baseline["latency_ms"] / out["latency_ms"], 4)
+            out["throughput_speedup"] = round(out["throughput_per_s"] / ctx.baseline["throughput_per_s"], 4)
+        return out
+
+
+def median_seconds_ort(session, x, repeats: int, warmup: int) -> float:
+    """Median wall time of one onnxruntime run, after warm-up runs."""
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class LatencyORT(Evaluator):
+    """The model exported to ONNX (normalisation inside, as ``harness export`` writes it) and
+    timed in onnxruntime on the CPU, with as many threads as the run: latency at batch 1 and
+    throughput at a larger batch; speed-ups against the unpruned model of the same run."""
+
+    name = "latency-ort"
+    description = "ONNX export timed in onnxruntime on the CPU: latency at batch 1 (ms), throughput at --ort-batch"
+    options = (
+        Option("ort_repeats", 30, "Timed onnxruntime runs per measurement of latency-ort (the median is reported).",
+               parse=int, check=lambda n: None if n >= 1 else "must be at least 1"),
+        Option("ort_batch", 256, "Batch size of latency-ort's throughput measurement.", parse=int,
+               check=lambda n: None if n >= 1 else "must be at least 1"),
+    )
+
+    def evaluate(self, model, ctx):
+        import onnxruntime as ort
+
+        from harness.export import Deployable, write
+
+        repeats, batch = ctx.options["ort_repeats"], ctx.options["ort_batch"]
+        x = ctx.data.test.images[:batch]
+        if len(x) < batch:  # a small test split: repeat it to fill the batch
+            x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+        module = Deployable(copy.deepcopy(model).cpu().eval(), ctx.data.mean, ctx.data.std).eval()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            write(module, x[:2].float(), "onnx", path)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = x.float().numpy()
+        one = median_seconds_ort(session, x[:1], repeats, warmup=5)
+        many = median_seconds_ort(session, x, max(3, repeats // 10), warmup=2)
+        out = {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2), "batch": batch,
+               "threads": torch.get_num_threads(), "onnxruntime": ort.__version__}
         if ctx.baseline:
             out["latency_speedup"] = round(ctx.baseline["latency_ms"] / out["latency_ms"], 4)
             out["throughput_speedup"] = round(out["throughput_per_s"] / ctx.baseline["throughput_per_s"], 4)
