@@ -17,17 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SWEEP = """
-method = ["cka", "random-walk", "layer-only"]
-seed = [0, 1]
-budget = "smoke"
-iterations = 3
-scratch_epochs = 10
-candidate_epochs = 0.5
-finetune_epochs = 1
-runs_dir = "{runs}"
-num_cpus = 1
-"""
+from ray_two_nodes import SWEEP  # the same 6 demo runs (this folder is on sys.path when run as a script)
 
 
 def timed(args, env) -> float:

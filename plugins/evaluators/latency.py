@@ -35,6 +35,22 @@ def median_seconds(model, x: torch.Tensor, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def test_batch(ctx, batch: int) -> torch.Tensor:
+    """The first ``batch`` test inputs (a small test split is repeated to fill the batch)."""
+    x = ctx.data.test.images[:batch]
+    if len(x) < batch:
+        x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+    return x
+
+
+def with_speedups(out: dict, baseline: dict | None) -> dict:
+    """``out`` with its speed-ups against the unpruned model's figures, when there are."""
+    if baseline:
+        out["latency_speedup"] = round(baseline["latency_ms"] / out["latency_ms"], 4)
+        out["throughput_speedup"] = round(out["throughput_per_s"] / baseline["throughput_per_s"], 4)
+    return out
+
+
 class Latency(Evaluator):
     """Latency at batch 1 and throughput at a larger batch, on the run's device (warm-up,
     then the median of repeats). Speed-ups are against the unpruned model of the same run,
@@ -52,18 +68,12 @@ class Latency(Evaluator):
     def evaluate(self, model, ctx):
         model.eval()
         repeats, batch = ctx.options["latency_repeats"], ctx.options["latency_batch"]
-        x = ctx.data.test.images[:batch]
-        if len(x) < batch:  # a small test split: repeat it to fill the batch
-            x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
-        x = normalize(x.to(ctx.device), ctx.data.mean, ctx.data.std)
+        x = normalize(test_batch(ctx, batch).to(ctx.device), ctx.data.mean, ctx.data.std)
         one = median_seconds(model, x[:1], repeats, warmup=5)
         many = median_seconds(model, x, max(3, repeats // 10), warmup=2)
-        out = {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
-               "batch": batch, "device": str(ctx.device), "threads": torch.get_num_threads()}
-        if ctx.baseline:
-            out["latency_speedup"] = round(ctx.baseline["latency_ms"] / out["latency_ms"], 4)
-            out["throughput_speedup"] = round(out["throughput_per_s"] / ctx.baseline["throughput_per_s"], 4)
-        return out
+        return with_speedups({"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
+                              "batch": batch, "device": str(ctx.device), "threads": torch.get_num_threads()},
+                             ctx.baseline)
 
 
 def median_seconds_ort(session, x, repeats: int, warmup: int) -> float:
@@ -99,9 +109,7 @@ class LatencyORT(Evaluator):
         from harness.export import Deployable, write
 
         repeats, batch = ctx.options["ort_repeats"], ctx.options["ort_batch"]
-        x = ctx.data.test.images[:batch]
-        if len(x) < batch:  # a small test split: repeat it to fill the batch
-            x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+        x = test_batch(ctx, batch)
         module = Deployable(copy.deepcopy(model).cpu().eval(), ctx.data.mean, ctx.data.std).eval()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -112,9 +120,6 @@ class LatencyORT(Evaluator):
         x = x.float().numpy()
         one = median_seconds_ort(session, x[:1], repeats, warmup=5)
         many = median_seconds_ort(session, x, max(3, repeats // 10), warmup=2)
-        out = {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2), "batch": batch,
-               "threads": torch.get_num_threads(), "onnxruntime": ort.__version__}
-        if ctx.baseline:
-            out["latency_speedup"] = round(ctx.baseline["latency_ms"] / out["latency_ms"], 4)
-            out["throughput_speedup"] = round(out["throughput_per_s"] / ctx.baseline["throughput_per_s"], 4)
-        return out
+        return with_speedups({"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
+                              "batch": batch, "threads": torch.get_num_threads(), "onnxruntime": ort.__version__},
+                             ctx.baseline)
