@@ -453,4 +453,4 @@ def test_style_sheet_and_sort_script_come_from_package_files(three_methods, tmp_
     assert f"<style>\n{css}\n</style>" in page and f"<script>\n{js}\n</script>" in page
     assert f"<style>\n{css}\n</style>" in (tmp_path / "lb" / "index.html").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"harness.leaderboard" = ["static/board.css", "static/board.js"]' in pyproject, "shipped as package data"
+    assert '"harness.leaderboard.static" = ["board.css", "board.js"]' in pyproject, "shipped as package data"
