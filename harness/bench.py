@@ -225,14 +225,43 @@ def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], s
             for site, us in per_site.items() if len(us) > 1}
     left = {site: len(us) - 1 for site, us in per_site.items()}
     chosen, removed = [], 0.0
-    for _, unit in sorted(zip(scores, units), key=lambda p: p[0]):
+    ranked = [u for _, u in sorted(zip(scores, units), key=lambda p: p[0])]
+    for unit in ranked:
         if removed >= target:
             break
         if left[unit.site] > 0:
             chosen.append(unit)
             left[unit.site] -= 1
             removed += cost[unit.site]
-    return chosen
+    return round_kept(chosen, ranked, per_site, s.cfg.round_to)
+
+
+def round_kept(chosen: list[Unit], ranked: list[Unit], per_site: dict[str, list[Unit]], multiple: int) -> list[Unit]:
+    """``chosen`` adjusted so that every layer it touches keeps a multiple of ``multiple``
+    units (``--round-to``): the kept count rounded down, as Torch-Pruning's ``round_to`` does,
+    by removing the next lowest-ranked units of that layer; a layer left with fewer than
+    ``multiple`` gets back its highest-ranked chosen units until it keeps ``multiple``. A
+    layer narrower than ``multiple`` stays as chosen."""
+    if multiple <= 1:
+        return chosen
+    taken = {id(u) for u in chosen}
+    by_site: dict[str, list[Unit]] = {}
+    for u in chosen:
+        by_site.setdefault(u.site, []).append(u)
+    out = list(chosen)
+    for site, mine in by_site.items():
+        size = len(per_site[site])
+        if size < multiple:
+            continue
+        kept = size - len(mine)
+        aligned = max(multiple, kept - kept % multiple)
+        if aligned < kept:  # remove more: the next units of this layer in rank order
+            extra = [u for u in ranked if u.site == site and id(u) not in taken][: kept - aligned]
+            out += extra
+        elif aligned > kept:  # keep more: give back the chosen units ranked highest
+            back = {id(u) for u in mine[len(mine) - (aligned - kept):]}
+            out = [u for u in out if id(u) not in back]
+    return out
 
 
 # ---------------------------------------------------------------- the loop

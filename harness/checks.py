@@ -106,6 +106,7 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
     cfg.batch_size = cfg.batch_size or default_batch_size(device)
+    cfg.round_to = cfg.round_to or (8 if device.type == "cuda" else 1)
     cfg.lr = cfg.lr or family.finetune_lr
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ

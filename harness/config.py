@@ -54,5 +54,6 @@ class BenchConfig:
         # only the method's own candidates
         d.setdefault("val_size", 0)
         d.setdefault("record_decisions", False)
+        d.setdefault("round_to", 1)  # records from before --round-to kept any channel count
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

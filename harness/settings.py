@@ -145,6 +145,11 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("epsilon", float, 0.0, "Added to the similarity of every candidate but the layer one."),
     Setting("filter_step", float, 0.05, "Share of the model a width candidate removes once no block is left.",
             check=must(lambda v: 0 < v < 1, "must be between 0 and 1")),
+    Setting("round_to", int, None,
+            "Width candidates keep a multiple of this many channels (heads, neurons) in every layer, rounding "
+            "the kept count down as Torch-Pruning does (a layer narrower than it is left as the criterion "
+            "chose); default: 8 on CUDA (tensor cores want multiples of 8), 1 on the CPU (see the README).",
+            check=at_least(1)),
     Setting("candidate_epochs", float, None, "Fine-tuning epochs of each candidate.", check=ZERO_OR_MORE),
     Setting("finetune_epochs", float, None, "Fine-tuning epochs of the kept candidate.", check=ZERO_OR_MORE),
     Setting("baseline_epochs", float, None, "Fine-tuning epochs of given weights before pruning.", check=ZERO_OR_MORE),
