@@ -30,6 +30,21 @@ def require_ray():
     return ray
 
 
+def check_reachable(address: str | None) -> None:
+    """One line, before anything is written, when a cluster address (``host:port``, given or
+    in RAY_ADDRESS) takes no connection: Ray itself would retry for minutes."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"cannot reach the Ray cluster at {address} ({getattr(exc, 'strerror', None) or exc}); "
+                           "give the address ray start --head printed, or start one") from None
+
+
 def connect(address: str | None):
     """Joins the cluster at ``address`` (``ray start --head`` prints it), else RAY_ADDRESS's,
     else starts a local instance with this machine's CPUs and GPUs."""

@@ -72,10 +72,11 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
     for cfg in configs:  # every name and number is checked before the first run starts
         resolve(cfg)
     if ray is not None:
-        from harness.distributed import require_ray
+        from harness.distributed import check_reachable, require_ray
 
         asks = resources(path)
         require_ray()
+        check_reachable(None if ray == "local" else ray)
     if dry_run:
         return _run_shard(configs, progress, True, shard)
     with sweep_lock(path, configs, shard):

@@ -108,3 +108,16 @@ def test_sweep_resources_are_checked(tmp_path, monkeypatch, line):
     result = CliRunner().invoke(main, ["sweep", "s.toml", "--ray"])
     assert result.exit_code == 2 and "must be a number, 0 or more" in result.stderr, result.output
     assert json.dumps(result.stderr.strip().splitlines()).count("harness: error") == 1
+
+
+def test_an_unreachable_cluster_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    """Ray retried an address that takes no connection for minutes, printing its own logs."""
+    pytest.importorskip("ray")
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SWEEP.format(runs=tmp_path / "runs"))
+    result = CliRunner().invoke(main, ["sweep", "s.toml", "--ray", "127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("harness: error: cannot reach the Ray cluster at 127.0.0.1:1 (")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
