@@ -91,7 +91,7 @@ def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
     with open(Path(log_dir) / f"{cfg.name}.log", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         try:
-            ok = run_one(cfg, progress=False)
+            ok = run_one(cfg, progress=False, state=state)
         except RunStopped:
             raise  # retried by Ray: the run resumes from its last record
         except HarnessError as exc:  # bad input: the same again would fail the same way
@@ -133,14 +133,16 @@ def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tup
         retry_exceptions=True, runtime_env={"env_vars": env} if env else None)
     from harness.sweep import run_state
 
-    results = []
+    results, todo = [], []
     for cfg in configs:  # complete runs need no task
         if run_state(cfg) == "complete":
             results.append({"name": cfg.name, "node": "-", "status": "skipped", "seconds": None})
             print(f"skipped {cfg.name} (complete)", flush=True)
+        else:
+            todo.append(cfg)
     events = ray.remote(num_cpus=0)(Events).remote()
     threads = max(1, int(resources.get("num_cpus", 1)))
-    pending = {task.remote(cfg, log_dir, events, threads): cfg for cfg in configs if run_state(cfg) != "complete"}
+    pending = {task.remote(cfg, log_dir, events, threads): cfg for cfg in todo}
     print(f"ray: {len(pending)} runs on {len(ray.nodes())} node(s), {resources.get('num_cpus', 1)} CPU and "
           f"{resources.get('num_gpus', 0)} GPU each; logs in {log_dir}", flush=True)
     while pending:

@@ -106,13 +106,14 @@ def run_state(cfg) -> str:
             "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
 
 
-def run_one(cfg, progress: bool) -> bool:
+def run_one(cfg, progress: bool, state: str | None = None) -> bool:
     """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
-    started when new. Returns whether every evaluator succeeded."""
+    started when new (``state``: its :func:`run_state`, when the caller has read it). Returns
+    whether every evaluator succeeded."""
     from harness.bench import any_failures, resume_bench, run_bench
 
     run_dir = Path(cfg.runs_dir) / cfg.name
-    state = run_state(cfg)
+    state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)
     if state == "interrupted" and records.read_iterations(run_dir):
@@ -151,7 +152,8 @@ def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -
         if (i - k) % n:
             continue
         dirs.append(Path(cfg.runs_dir) / cfg.name)
-        print(f"sweep {i}/{len(configs)}: {cfg.name} ({run_state(cfg)})", flush=True)
+        state = run_state(cfg)
+        print(f"sweep {i}/{len(configs)}: {cfg.name} ({state})", flush=True)
         if not dry_run:
-            ok = run_one(cfg, progress) and ok
+            ok = run_one(cfg, progress, state) and ok
     return dirs, ok

@@ -88,6 +88,11 @@ def run_in_process(args, env=None, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["harness", *args], code, result.stdout, stderr)
 
 
+def without_wall_times(rows: list[dict]) -> list[dict]:
+    """Iteration records less their wall times: what two runs of one configuration share."""
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
 def seeded_resnet(name="resnet20", num_classes=10, in_channels=3, seed=0):
     """A model with random weights and random batch-norm statistics (so no unit is trivially dead)."""
     from harness.models import create_model

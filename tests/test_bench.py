@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, without_wall_times
 from harness import records
 from harness.models import load_model
 
@@ -105,8 +105,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     result = run_cli("bench", "--resume", str(killed_dir))
     assert result.returncode == 0, result.stderr
     assert f"resuming {killed_dir} after iteration {done - 1}" in result.stdout
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
-    assert strip(records.read_iterations(killed_dir)) == strip(records.read_iterations(tmp_path / "straight"))
+    assert without_wall_times(records.read_iterations(killed_dir)) == \
+        without_wall_times(records.read_iterations(tmp_path / "straight"))
     assert (killed_dir / "result.json").read_text() == (tmp_path / "straight" / "result.json").read_text()
 
 
@@ -168,8 +168,8 @@ def test_resumed_run_keeps_its_plugin_options(tmp_path):
     (partial / "iterations.jsonl").write_text("".join(lines[:2]))  # as if killed after iteration 1
     result = run_cli("bench", "--resume", str(partial))
     assert result.returncode == 0, result.stderr
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
-    assert strip(records.read_iterations(partial)) == strip(records.read_iterations(straight))
+    assert without_wall_times(records.read_iterations(partial)) == \
+        without_wall_times(records.read_iterations(straight))
 
 
 def test_one_process_at_a_time_writes_a_run(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import run_cli
+from conftest import run_cli, without_wall_times
 from harness import records
 
 SWEEP = """
@@ -24,13 +24,10 @@ num_cpus = 1
 """
 
 
-def strip(rows):
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
-
 
 def same_records(a, b):
     """Two runs wrote the same records, wall times and the node that wrote them aside."""
-    assert strip(records.read_iterations(a)) == strip(records.read_iterations(b)), a.name
+    assert without_wall_times(records.read_iterations(a)) == without_wall_times(records.read_iterations(b)), a.name
     result = lambda d: {k: v for k, v in records.read_result(d).items() if k != "node"}  # noqa: E731
     assert result(a) == result(b), a.name
 

@@ -298,7 +298,7 @@ def test_two_resumes_started_together_one_refused_records_as_uninterrupted(tmp_p
     import subprocess
     import sys
 
-    from conftest import run_cli
+    from conftest import run_cli, without_wall_times
     from harness import records
 
     args = ["--budget", "smoke", "--iterations", "3", "--candidate-epochs", "0.2", "--runs-dir", str(tmp_path)]
@@ -315,9 +315,9 @@ def test_two_resumes_started_together_one_refused_records_as_uninterrupted(tmp_p
     assert (ok, refused) == (0, 2), outcomes
     assert message.count("\n") == 1
     assert f"run {partial} is being written by another process (pid {winner})" in message
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
     assert [r["iteration"] for r in records.read_iterations(partial)] == [0, 1, 2, 3]
-    assert strip(records.read_iterations(partial)) == strip(records.read_iterations(straight))
+    assert without_wall_times(records.read_iterations(partial)) == \
+        without_wall_times(records.read_iterations(straight))
     assert records.read_result(partial) == records.read_result(straight)
     assert json.loads((partial / "config.json").read_text()) == json.loads((straight / "config.json").read_text())
 

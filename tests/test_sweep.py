@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, without_wall_times
 from harness import records
 
 # single-structure methods keep the sweep cheap: resuming cka mid-iteration is test_bench's
@@ -28,9 +28,6 @@ def write_sweep(tmp_path, name):
     path.write_text(SWEEP.format(runs=tmp_path / name))
     return path
 
-
-def strip(rows):
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
 
 
 def test_dry_run_lists_the_product_of_the_lists(tmp_path):
@@ -85,7 +82,7 @@ def test_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
     assert names == sorted(d.name for d in runs.iterdir()) and len(names) == 4
     for name in names:
         a, b = tmp_path / "straight" / name, runs / name
-        assert strip(records.read_iterations(a)) == strip(records.read_iterations(b)), name
+        assert without_wall_times(records.read_iterations(a)) == without_wall_times(records.read_iterations(b)), name
         assert records.read_result(a) == records.read_result(b), name
     assert (tmp_path / "lb2").is_dir() and any((tmp_path / "lb2").iterdir())
 

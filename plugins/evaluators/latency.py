@@ -20,19 +20,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def median_seconds(model, x: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Median wall time of one forward pass, after warm-up passes."""
+def median_wall_time(step, repeats: int, warmup: int) -> float:
+    """Median wall time of ``step()`` (one forward pass, finished when it returns), after
+    warm-up calls."""
     for _ in range(warmup):
-        model(x)
-    _sync(x.device)
+        step()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model(x)
-        _sync(x.device)
+        step()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+@torch.inference_mode()
+def median_seconds(model, x: torch.Tensor, repeats: int, warmup: int) -> float:
+    """Median wall time of one forward pass of a PyTorch model, after warm-up passes."""
+    def step():
+        model(x)
+        _sync(x.device)
+
+    return median_wall_time(step, repeats, warmup)
 
 
 def test_batch(ctx, batch: int) -> torch.Tensor:
@@ -76,19 +84,6 @@ class Latency(Evaluator):
                              ctx.baseline)
 
 
-def median_seconds_ort(session, x, repeats: int, warmup: int) -> float:
-    """Median wall time of one onnxruntime run, after warm-up runs."""
-    feed = {session.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 class LatencyORT(Evaluator):
     """The model exported to ONNX (normalisation inside, as ``harness export`` writes it) and
     timed in onnxruntime on the CPU, with as many threads as the run: latency at batch 1 and
@@ -117,9 +112,9 @@ class LatencyORT(Evaluator):
             path = Path(tmp) / "model.onnx"
             write(module, x[:2].float(), "onnx", path)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        x = x.float().numpy()
-        one = median_seconds_ort(session, x[:1], repeats, warmup=5)
-        many = median_seconds_ort(session, x, max(3, repeats // 10), warmup=2)
+        x, name = x.float().numpy(), session.get_inputs()[0].name
+        one = median_wall_time(lambda: session.run(None, {name: x[:1]}), repeats, warmup=5)
+        many = median_wall_time(lambda: session.run(None, {name: x}), max(3, repeats // 10), warmup=2)
         return with_speedups({"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
                               "batch": batch, "threads": torch.get_num_threads(), "onnxruntime": ort.__version__},
                              ctx.baseline)
