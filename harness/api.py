@@ -70,6 +70,15 @@ class ModelFamily:
     finetune_lr: float = 0.01
     scratch_lr: float = 0.1
 
+    # prefixes of other families whose names this family takes when their own family does
+    # not ``claims`` them (the traced family takes ``torchvision:mobilenet_v2``)
+    fallback_for: tuple[str, ...] = ()
+
+    def claims(self, name: str) -> bool:
+        """Whether this prefix family builds ``name``; one that does not leaves it to a family
+        whose ``fallback_for`` holds the prefix."""
+        return True
+
     def check_name(self, name: str) -> None:
         """Raise HarnessError (naming the valid choices) when this family cannot build
         ``name``; called before anything is loaded. Only prefix families need it."""

@@ -133,13 +133,21 @@ def registry(kind: str) -> dict[str, object]:
 def get(kind: str, name: str):
     """The plugin object of that kind and name, or a HarnessError listing the valid names.
     A plugin named ``prefix:`` answers for every name that starts with that prefix
-    (``timm:`` for ``timm:vit_tiny_patch16_224``)."""
+    (``timm:`` for ``timm:vit_tiny_patch16_224``) unless its ``claims(name)`` says no."""
     reg = registry(kind)
     if name in reg:
         return reg[name]
-    for key, obj in reg.items():
-        if key.endswith(":") and name.startswith(key) and len(name) > len(key):
+    matches = [obj for key, obj in reg.items() if key.endswith(":") and name.startswith(key) and len(name) > len(key)]
+    # a prefix family may leave names to another (``claims``): torchvision's ResNets are the
+    # ResNet family's, its other networks go to the family that declares ``fallback_for``
+    for obj in matches:
+        if not hasattr(obj, "claims") or obj.claims(name):
             return obj
+    for obj in reg.values():
+        if any(name.startswith(prefix) for prefix in getattr(obj, "fallback_for", ())):
+            return obj
+    if matches:
+        return matches[0]
     raise unknown_name(kind, name, [k + "<name>" if k.endswith(":") else k for k in reg])
 
 

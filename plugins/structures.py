@@ -33,6 +33,8 @@ Unit sites: a block is ``<site>``, head ``h`` is ``<site>.attn:h``, hidden unit 
 from __future__ import annotations
 
 import contextlib
+import copy
+import weakref
 from collections import defaultdict
 from typing import Sequence
 
@@ -41,7 +43,8 @@ from torch import nn
 
 from harness import hookimpl
 from harness.api import ChannelWidthNetwork, ResidualBlockNetwork, Structure, Unit
-from harness.surgery import keep_indices, rebuild, zero_
+from harness.surgery import (channel_group, channel_group_sites, channel_group_slices, keep_indices,
+                             prune_channel_groups, rebuild, replace_blocks, zero_)
 
 TRANSFORMER_PROTOCOL = ("blocks", "arch_without_blocks", "arch_with_heads", "arch_with_mlp", "forward_features")
 
@@ -333,6 +336,151 @@ class MlpNeurons(Structure):
         return [mlp.fc1.weight[unit.index], mlp.fc2.weight[:, unit.index]]
 
 
+# ---------------------------------------------------------------- any traced network
+def _is_traced(model) -> bool:
+    arch = getattr(model, "arch", None)
+    return hasattr(model, "traced_input_shape") and isinstance(arch, dict) and isinstance(arch.get("removed"), list)
+
+
+def _logged(model, new, operation: dict):
+    """``new`` with its spec: ``model``'s plus this surgery operation (what a reload replays)."""
+    arch = copy.deepcopy(model.arch)
+    arch["removed"].append(operation)
+    new.arch = arch
+    return new
+
+
+_PROBED: dict[int, tuple] = {}  # id(model) -> (weak reference to it, {block site: its last layer})
+
+
+@torch.no_grad()
+def probe_residual_blocks(model: nn.Module, input_shape) -> dict[str, str]:
+    """``{site: last layer}`` for every module that is a residual block with an identity
+    shortcut, found by trying: on a probe input (random images through the whole network, in
+    eval mode), a module whose output has its input's shape, and which returns its input
+    exactly once the weights of the last layer it runs (in forward order) are zeroed, is
+    ``input + branch``. Removing it leaves the identity; zeroing that layer ablates it. Modules
+    inside another found block count as the block (the innermost one is kept)."""
+    entry = _PROBED.get(id(model))
+    if entry is not None and entry[0]() is model:
+        return entry[1]
+    modules = dict(model.named_modules())
+    calls, order = {}, []
+
+    def record(name):
+        def hook(module, args, output):
+            if name not in calls and args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                calls[name] = (args[0], output)
+            order.append(name)
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in modules.items() if name]
+    device = next(model.parameters()).device
+    probe = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        model(probe)
+        found = {}
+        for name, (x, y) in calls.items():
+            block = modules[name]
+            if x.shape != y.shape or not any(True for _ in block.children()) or float(x.abs().max()) == 0.0:
+                continue
+            layers = [n for n in order if n.startswith(name + ".") and not any(True for _ in modules[n].children())
+                      and any(True for _ in modules[n].parameters(recurse=False))]
+            if not layers:
+                continue
+            with _restoring([zero_(p) for p in modules[layers[-1]].parameters(recurse=False)]):
+                out = block(x)
+            if torch.allclose(out, x, rtol=0, atol=1e-5 * float(x.abs().max())):
+                found[name] = layers[-1]
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    found = {n: layer for n, layer in found.items() if not any(o.startswith(n + ".") for o in found)}
+    _PROBED[id(model)] = (weakref.ref(model), found)
+    return found
+
+
+class TracedBlocks(Structure):
+    """Residual blocks of any traced network (MobileNetV2's inverted residuals, ConvNeXt
+    blocks, torchvision's ResNet blocks), found by :func:`probe_residual_blocks`. Removing
+    one replaces it by the identity; zeroing the last layer of its branch ablates it exactly.
+    Blocks that change the shape or have a projection shortcut are never offered."""
+
+    name = "traced-block"
+    type = "layer"
+
+    def supports(self, model):
+        return _is_traced(model)
+
+    def units(self, model):
+        return [Unit(self.name, site) for site in probe_residual_blocks(model, model.traced_input_shape())]
+
+    def ablate(self, model, units: Sequence[Unit]):
+        last = probe_residual_blocks(model, model.traced_input_shape())
+        return _restoring([zero_(p) for u in units for p in model.get_submodule(last[u.site]).parameters(recurse=False)])
+
+    def remove(self, model, units: Sequence[Unit]):
+        sites = sorted({u.site for u in units})
+        bad = set(sites) - set(probe_residual_blocks(model, model.traced_input_shape()))
+        if bad:
+            raise ValueError(f"module(s) {', '.join(sorted(bad))} are not removable residual blocks")
+        return _logged(model, replace_blocks(model, sites), {"blocks": sites})
+
+    def weights(self, model, unit):
+        return [m.weight for m in model.get_submodule(unit.site).modules()
+                if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]
+
+    def normalization(self, model, unit):
+        layer = model.get_submodule(probe_residual_blocks(model, model.traced_input_shape())[unit.site])
+        return list(layer.parameters(recurse=False)) if isinstance(layer, NORMALIZATIONS) else []
+
+
+NORMALIZATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+class TracedChannels(Structure):
+    """Groups of coupled channels of any network Torch-Pruning can trace: a filter with its
+    batch-norm channel, the depthwise convolution and residual sums it feeds, and the input
+    channels of the layers that read it (:func:`harness.surgery.channel_group_sites`). A
+    unit is one channel of a group, named by the layer Torch-Pruning roots the group at.
+    Ablation zeroes every tensor slice of the group (exact where a normalisation over
+    channels, ConvNeXt's LayerNorm, does not read it); removal cuts them from a copy."""
+
+    name = "traced-channel"
+    type = "filter"
+
+    def supports(self, model):
+        return _is_traced(model)
+
+    def units(self, model):
+        sites = channel_group_sites(model, model.traced_input_shape(), model.traced_ignored())
+        return [Unit(self.name, site, c) for site, size in sites.items() if size > 1 for c in range(size)]
+
+    def _slices(self, model, site, indices):
+        return channel_group_slices(channel_group(model, model.traced_input_shape(), site, indices))
+
+    def ablate(self, model, units: Sequence[Unit]):
+        return _restoring([zero_(tensor, idx, dim) for site, drop in _by_site(units).items()
+                           for _, tensor, dim, idx in self._slices(model, site, sorted(drop))])
+
+    def remove(self, model, units: Sequence[Unit]):
+        drop = {site: sorted(idx) for site, idx in sorted(_by_site(units).items())}
+        return _logged(model, prune_channel_groups(model, model.traced_input_shape(), drop), {"channels": drop})
+
+    def weights(self, model, unit):
+        return [t.index_select(dim, torch.tensor(idx, device=t.device))
+                for _, t, dim, idx in self._slices(model, unit.site, [unit.index])]
+
+    def normalization(self, model, unit):
+        return [t.index_select(dim, torch.tensor(idx, device=t.device))
+                for layer, t, dim, idx in self._slices(model, unit.site, [unit.index]) if isinstance(layer, NORMALIZATIONS)]
+
+
 @hookimpl
 def register_structures():
-    return [ResidualBlocks(), ConvFilters(), TransformerBlocks(), AttentionHeads(), MlpNeurons()]
+    return [ResidualBlocks(), ConvFilters(), TransformerBlocks(), AttentionHeads(), MlpNeurons(), TracedBlocks(),
+            TracedChannels()]

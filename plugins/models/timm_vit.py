@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -124,6 +125,15 @@ def parse_kwargs(value) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def model_class(timm_name: str) -> type:
+    """The class of a timm model (created on the meta device: only the class is needed)."""
+    import timm
+
+    with torch.device("meta"):
+        return type(timm.create_model(timm_name, pretrained=False))
+
+
 class TimmFamily(ModelFamily):
     name = PREFIX
     description = ("Vision Transformers of timm by name (timm:vit_tiny_patch16_224, timm:deit_small_patch16_224, ...); "
@@ -146,6 +156,14 @@ class TimmFamily(ModelFamily):
     def configure(self, options: dict) -> None:
         self.user_kwargs = dict(options.get("timm_kwargs") or {})
 
+    def claims(self, name):
+        """timm's Vision Transformers; its other networks are the traced family's."""
+        try:
+            self.check_name(name)
+        except HarnessError:
+            return False
+        return True
+
     def check_name(self, name):
         import timm
         from timm.models.vision_transformer import VisionTransformer
@@ -153,8 +171,7 @@ class TimmFamily(ModelFamily):
         timm_name = name.removeprefix(PREFIX)
         if not timm.is_model(timm_name):
             raise HarnessError(f"unknown timm model {timm_name!r}; valid choices: {EXAMPLES}")
-        with torch.device("meta"):  # only the class is needed here
-            kind = type(timm.create_model(timm_name, pretrained=False))
+        kind = model_class(timm_name)
         if kind is not VisionTransformer:
             raise HarnessError(f"timm model {timm_name} is a {kind.__name__}, not a VisionTransformer; "
                                f"valid choices: {EXAMPLES}")

@@ -184,6 +184,10 @@ class TorchvisionResNetFamily(ModelFamily):
     def configure(self, options: dict) -> None:
         self.stem = options["torchvision_stem"]
 
+    def claims(self, name):
+        """torchvision's ResNets; its other networks are the traced family's."""
+        return name.removeprefix(PREFIX) in VARIANTS
+
     def check_name(self, name):
         self.variant(name)
 

@@ -1,0 +1,182 @@
+"""Any torchvision or timm network the built-in families do not know (``torchvision:mobilenet_v2``,
+``timm:convnext_atto``, ``timm:efficientnet_b0``, ``torchvision:vgg11_bn`` ...), pruned through
+its traced structure rather than a hand-written spec: channel groups of Torch-Pruning's
+dependency graph (``traced-channel``) and residual blocks found by probing (``traced-block``).
+
+``torchvision:<name>`` and ``timm:<name>`` come here when the ResNet and ViT families do not
+claim the name; ``traced:torchvision:resnet18`` asks for this path explicitly.
+
+Spec: ``{"model": name, "family": "traced", "source": "torchvision" | "timm", "variant":
+"mobilenet_v2", "kwargs": {...}, "input_shape": [3, 32, 32], "removed": [operation, ...]}``.
+``removed`` is the surgery log of :func:`harness.surgery.replay`: the pruned network is the
+fresh one after those operations, so a model file needs its weights and this spec only.
+
+Weights: ``--pretrained`` takes torchvision's default ImageNet weights (through torch.hub's
+cache) or timm's (through the Hugging Face cache, ``HF_HUB_OFFLINE=1``); tensors whose shapes
+differ here (the classifier for other than 1000 classes) keep their fresh initialisation.
+The networks keep their ImageNet stems: on 32x32 images the last feature maps are 1x1.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import torch
+from torch import nn
+
+from harness.api import ModelFamily, load_url_state_dict
+from harness.errors import HarnessError, first_line
+from harness.surgery import replay
+
+PREFIX = "traced:"
+SOURCES = ("torchvision", "timm")
+EXAMPLES = "torchvision:mobilenet_v2, timm:convnext_atto, timm:efficientnet_b0 (torchvision.models.list_models(), timm.list_models())"
+
+
+class TracedNetwork(nn.Module):
+    """A network and the spec it was built from. ``forward_features`` is what its classifier
+    reads (the last linear layer's input): the representation similarity compares."""
+
+    def __init__(self, arch: dict, net: nn.Module, classifier: str | None = None):
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.net = net
+        self.classifier = classifier or last_linear(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        seen = []
+        hook = self.net.get_submodule(self.classifier).register_forward_pre_hook(
+            lambda module, args: seen.append(args[0]))
+        try:
+            self.net(x)
+        finally:
+            hook.remove()
+        return seen[-1].flatten(1)
+
+    # sites of the traced structures are module paths of this wrapper ("net.features.3")
+    def traced_input_shape(self) -> tuple[int, ...]:
+        return tuple(self.arch["input_shape"])
+
+    def traced_ignored(self) -> list[str]:
+        """Layers whose outputs never shrink: the classifier (its outputs are the classes)."""
+        return [f"net.{self.classifier}"]
+
+
+def last_linear(net: nn.Module) -> str:
+    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise HarnessError(f"{type(net).__name__} has no linear classifier to read features from")
+    return linears[-1]
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(source, variant) of ``torchvision:mobilenet_v2`` or ``traced:timm:convnext_atto``."""
+    source, _, variant = name.removeprefix(PREFIX).partition(":")
+    if source not in SOURCES or not variant:
+        raise HarnessError(f"unknown traced model {name!r}; valid choices: {EXAMPLES}")
+    return source, variant
+
+
+def create(source: str, variant: str, kwargs: dict, pretrained: bool = False) -> nn.Module:
+    if source == "timm":
+        import timm
+
+        return timm.create_model(variant, pretrained=pretrained, **kwargs)
+    import torchvision
+
+    return torchvision.models.get_model(variant, **kwargs)
+
+
+class TracedFamily(ModelFamily):
+    name = PREFIX
+    description = ("any other torchvision or timm network (torchvision:mobilenet_v2, timm:convnext_atto): channel "
+                   "groups of Torch-Pruning's dependency graph and probed residual blocks")
+    default_dataset = "cifar10"
+    default_structures = ("layer", "filter")
+    structure_names = {"layer": "traced-block", "filter": "traced-channel"}
+    # names of these prefixes that their own family does not claim come here
+    fallback_for = ("torchvision:", "timm:")
+
+    def __init__(self):
+        # the architecture last made for each name: create_model asks for it before the
+        # pretrained weights, which are then fitted to it (its classes)
+        self._made: dict[str, dict] = {}
+
+    def check_name(self, name):
+        source, variant = split_name(name)
+        if source == "timm":
+            import timm
+
+            known = timm.is_model(variant)
+        else:
+            import torchvision
+
+            known = variant in torchvision.models.list_models()
+        if not known:
+            raise HarnessError(f"unknown {source} model {variant!r}; valid choices: {EXAMPLES}")
+
+    def default_arch(self, name, num_classes, input_shape):
+        self.check_name(name)
+        source, variant = split_name(name)
+        if len(input_shape) != 3:
+            raise HarnessError(f"{name} takes images (C, H, W); this data set gives inputs of shape {tuple(input_shape)}")
+        kwargs = {"num_classes": num_classes}
+        if source == "timm":
+            kwargs["in_chans"] = input_shape[0]
+        elif input_shape[0] != 3:
+            raise HarnessError(f"{name} takes 3-channel images; this data set has {input_shape[0]} channels")
+        arch = {"model": name, "family": "traced", "source": source, "variant": variant, "kwargs": kwargs,
+                "input_shape": list(input_shape), "removed": []}
+        self._made[name] = arch
+        return arch
+
+    def build(self, arch: dict) -> nn.Module:
+        try:
+            net = create(arch["source"], arch["variant"], arch["kwargs"])
+        except Exception as exc:
+            raise HarnessError(f"cannot create {arch['source']} model {arch['variant']} with {arch['kwargs']} "
+                               f"({first_line(exc)})") from None
+        fresh = TracedNetwork(arch, net)
+        return TracedNetwork(arch, replay(fresh, arch["input_shape"], arch["removed"]).net, fresh.classifier)
+
+    def pretrained_state_dict(self, name, dataset):
+        source, variant = split_name(name)
+        if source == "timm":
+            try:
+                state = create(source, variant, {}, pretrained=True).state_dict()
+            except Exception as exc:
+                raise HarnessError(f"cannot get pretrained weights of timm model {variant} ({first_line(exc, 160)}); "
+                                   "put them in the Hugging Face cache and set HF_HUB_OFFLINE=1, or give "
+                                   "--checkpoint FILE") from None
+        else:
+            import torchvision
+
+            state = load_url_state_dict(torchvision.models.get_model_weights(variant).DEFAULT.url)
+        state = {"net." + key: value for key, value in state.items()}
+        if name not in self._made:
+            return state
+        fresh = self.build(self._made[name]).state_dict()
+        fitted = {key: state[key] if key in state and state[key].shape == t.shape else t for key, t in fresh.items()}
+        kept = [key for key, t in fresh.items() if fitted[key] is t]
+        if kept:
+            print(f"harness: {name}: published weights, except {', '.join(kept)} (their shapes differ here), "
+                  "which start from fresh initialisation", file=sys.stderr)
+        return fitted
+
+    def adapt_state_dict(self, state: dict) -> dict:
+        """This wrapper's state dicts and plain torchvision/timm ones (also inside a
+        ``state_dict`` or ``model`` entry, with a ``module.`` prefix)."""
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+        return {key if key.startswith("net.") else "net." + key: value for key, value in state.items()}
+
+
+def traced_models() -> list[TracedFamily]:
+    return [TracedFamily()]

@@ -1,0 +1,184 @@
+"""The traced family and its structures: any torchvision/timm network pruned through
+Torch-Pruning's channel groups and probed residual blocks, reloaded by replaying the log."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import needs_shared, run_cli
+from harness import plugins, records
+from harness.models import build_from_arch, count_flops, count_parameters, create_model, load_model, save_model
+
+SHAPE = (3, 32, 32)
+
+
+def structure(name):
+    return plugins.get("structure", name)
+
+
+def randomise_batch_norms(model, seed=0):
+    """Random batch-norm scales and statistics, so no channel or block is trivially dead."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.rand(n, generator=g) * 0.4 - 0.2
+            m.running_mean = torch.rand(n, generator=g) * 0.2 - 0.1
+            m.running_var = torch.rand(n, generator=g) + 0.5
+    return model.eval()
+
+
+def traced(name, seed=0):
+    torch.manual_seed(seed)
+    return randomise_batch_norms(create_model(name, 10, SHAPE, "cifar10"), seed)
+
+
+def outputs(model, seed=1):
+    with torch.no_grad():
+        return model.eval()(torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize("name, family", [("torchvision:resnet18", "torchvision:"), ("torchvision:mobilenet_v2", "traced:"),
+                                          ("timm:convnext_atto", "traced:"), ("timm:vit_tiny_patch16_224", "timm:"),
+                                          ("traced:torchvision:resnet18", "traced:")])
+def test_names_go_to_the_family_that_claims_them(name, family):
+    assert plugins.get("model", name).name == family
+
+
+def test_unknown_network_is_a_one_line_error_naming_examples():
+    result = run_cli("bench", "--model", "torchvision:mobilenet_v9", "--budget", "smoke")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown torchvision model 'mobilenet_v9'" in result.stderr and "torchvision:mobilenet_v2" in result.stderr
+
+
+def test_probe_offers_exactly_the_blocks_with_an_identity_shortcut():
+    mobilenet = traced("torchvision:mobilenet_v2")
+    sites = [u.site for u in structure("traced-block").units(mobilenet)]
+    expected = [f"net.{name}" for name, m in mobilenet.net.named_modules()
+                if type(m).__name__ == "InvertedResidual" and m.use_res_connect]
+    assert sites == expected and len(sites) == 10
+    convnext = traced("timm:convnext_atto")
+    blocks = [f"net.{name}" for name, m in convnext.net.named_modules() if type(m).__name__ == "ConvNeXtBlock"]
+    assert [u.site for u in structure("traced-block").units(convnext)] == blocks and len(blocks) == 12
+
+
+@pytest.mark.parametrize("name", ["torchvision:mobilenet_v2", "timm:convnext_atto"])
+def test_removed_blocks_equal_ablated_blocks_and_reload_by_replay(name, tmp_path):
+    model, blocks = traced(name), structure("traced-block")
+    units = blocks.units(model)[1:3]
+    with blocks.ablate(model, units):
+        ablated = outputs(model)
+    child = blocks.remove(model, units)
+    assert torch.allclose(outputs(child), ablated, atol=1e-5)
+    assert count_parameters(child) < count_parameters(model) and count_flops(child, SHAPE) < count_flops(model, SHAPE)
+    assert child.arch["removed"] == [{"blocks": sorted(u.site for u in units)}] and model.arch["removed"] == []
+    save_model(child, tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert torch.equal(outputs(again), outputs(child))
+
+
+def test_removed_channel_groups_equal_ablated_ones_on_a_batch_norm_network():
+    model, channels = traced("torchvision:mobilenet_v2"), structure("traced-channel")
+    units = channels.units(model)
+    assert len({u.site for u in units}) == 25 and len(units) == 9128
+    chosen = [units[0], units[1], units[500], units[4000], units[-1]]
+    with channels.ablate(model, chosen):
+        ablated = outputs(model)
+    assert not torch.allclose(ablated, outputs(model), atol=1e-4), "ablation changed nothing"
+    child = channels.remove(model, chosen)
+    assert torch.allclose(outputs(child), ablated, atol=1e-5)
+    assert count_parameters(child) < count_parameters(model)
+
+
+def test_pruned_convnext_reloads_from_its_log_through_several_operations(tmp_path):
+    model = traced("timm:convnext_atto")
+    blocks, channels = structure("traced-block"), structure("traced-channel")
+    for step in range(3):  # depth, width, depth: each logged, each replayed on a fresh network
+        st = channels if step == 1 else blocks
+        model = st.remove(model, st.units(model)[:2] if st is blocks else st.units(model)[::97])
+    assert [list(op) for op in model.arch["removed"]] == [["blocks"], ["channels"], ["blocks"]]
+    json.dumps(model.arch)  # the spec is plain JSON: no pickled code
+    save_model(model, tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert torch.equal(outputs(again), outputs(model))
+    assert count_flops(again, SHAPE) == count_flops(model, SHAPE)
+
+
+def cifar_resnet18_pair():
+    """The built-in torchvision:resnet18 (CIFAR stem) and the same network, same weights,
+    as a traced network."""
+    from harness_plugins.models.traced import TracedNetwork
+
+    builtin = randomise_batch_norms(create_model("torchvision:resnet18", 10, SHAPE, "cifar10"))
+    assert builtin.arch["stem"] == "cifar"
+    arch = {"model": "test", "family": "traced", "input_shape": list(SHAPE), "removed": []}
+    return builtin, TracedNetwork(arch, copy.deepcopy(builtin)).eval()
+
+
+def test_generic_blocks_on_resnet18_are_the_builtin_ones_with_the_same_flops_and_parameters():
+    builtin, generic = cifar_resnet18_pair()
+    mine = [u.site.removeprefix("net.") for u in structure("traced-block").units(generic)]
+    assert mine == builtin.removable_blocks() == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    drop = ["layer1.1", "layer3.1"]
+    a = structure("resnet-block").remove(builtin, [u for u in structure("resnet-block").units(builtin) if u.site in drop])
+    b = structure("traced-block").remove(generic, [u for u in structure("traced-block").units(generic)
+                                                   if u.site.removeprefix("net.") in drop])
+    assert count_flops(a, SHAPE) == count_flops(b, SHAPE) and count_parameters(a) == count_parameters(b)
+    assert torch.allclose(outputs(a), outputs(b), atol=1e-5)
+
+
+def test_generic_channels_on_resnet18_hold_the_builtin_filters_and_prune_them_identically():
+    builtin, generic = cifar_resnet18_pair()
+    mine = {u.key.removeprefix("net."): u for u in structure("traced-channel").units(generic)}
+    theirs = {u.key: u for u in structure("resnet-filter").units(builtin)}
+    assert set(theirs) <= set(mine)
+    # the only other groups are the residual streams (one per stage), which the built-in
+    # structure leaves alone: each couples several convolutions' outputs through the sums
+    extra = {key.split(":")[0] for key in set(mine) - set(theirs)}
+    assert extra == {"conv1", "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"}
+    keys = ["layer1.0.conv1:3", "layer1.0.conv1:7", "layer2.1.conv1:0", "layer4.1.conv1:511", "layer4.1.conv1:100"]
+    a = structure("resnet-filter").remove(builtin, [theirs[k] for k in keys])
+    b = structure("traced-channel").remove(generic, [mine[k] for k in keys])
+    assert count_flops(a, SHAPE) == count_flops(b, SHAPE) and count_parameters(a) == count_parameters(b)
+    assert torch.allclose(outputs(a), outputs(b), atol=1e-5)
+
+
+def test_criteria_read_a_traced_channel_through_its_whole_group():
+    model, channels = traced("torchvision:mobilenet_v2"), structure("traced-channel")
+    unit = next(u for u in channels.units(model) if u.site == "net.features.3.conv.1.0")
+    # the group is rooted at the depthwise convolution; it holds the expand convolution's filter, its batch norm (2), the depthwise filter, its batch
+    # norm (2) and the projection's input column: one channel in every tensor it touches
+    tensors = channels.weights(model, unit)
+    assert sorted(tuple(t.shape) for t in tensors) == sorted([(1, 24, 1, 1), (1,), (1,), (1, 1, 3, 3), (1,), (1,), (24, 1, 1, 1)])
+    assert len(channels.normalization(model, unit)) == 4
+    units = [u for u in channels.units(model) if u.site == "net.features.3.conv.1.0"][:3]
+    ctx_inputs = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(2))
+    from harness.api import CriterionContext
+
+    ctx = CriterionContext(ctx_inputs, torch.arange(8) % 10, seed=0)
+    for name in ("l1", "taylor", "kl"):
+        scores = plugins.get("criterion", name).scores(model, channels, units, ctx)
+        assert len(scores) == 3 and all(s >= 0 for s in scores) and len(set(scores)) == 3, name
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.parametrize("name", ["torchvision:mobilenet_v2", "timm:convnext_atto"])
+def test_bench_prunes_a_traced_network_with_both_candidates_every_iteration(name, cifar_subset, tmp_path):
+    result = run_cli("bench", "--model", name, "--data-dir", str(cifar_subset), "--budget", "smoke",
+                     "--iterations", "3", "--criterion", "l1", "--scratch-epochs", "0.1", "--candidate-epochs", "0.05",
+                     "--finetune-epochs", "0.05", "--batch-size", "32", "--train-subset", "320", "--calib-size", "64",
+                     "--val-size", "64", "--test-subset", "100", "--runs-dir", str(tmp_path), "--name", "run")
+    assert result.returncode == 0, result.stderr
+    rows = records.read_iterations(tmp_path / "run")
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    assert all(sorted(c["type"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
+    for row in rows:  # every kept model reloads from its file alone, with the recorded numbers
+        model = load_model(records.model_path(tmp_path / "run", row["iteration"]))
+        assert count_flops(model, SHAPE) == row["flops"] and count_parameters(model) == row["params"]
+    assert rows[-1]["flops"] < rows[0]["flops"]
