@@ -521,6 +521,9 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     dataset = dataset or plugins.get("dataset", cfg.dataset)
     data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
+    if data.val is not None:  # the data set brings its own (harness.prune's val_loader)
+        cfg.val_size = len(data.val)
+        return data
     if cfg.val_size is None:
         cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
     if cfg.val_size:

@@ -136,12 +136,16 @@ class TracedFamily(ModelFamily):
 
     def build(self, arch: dict) -> nn.Module:
         try:
-            net = create(arch["source"], arch["variant"], arch["kwargs"])
+            net = self.create_network(arch)
         except Exception as exc:
             raise HarnessError(f"cannot create {arch['source']} model {arch['variant']} with {arch['kwargs']} "
                                f"({first_line(exc)})") from None
         fresh = TracedNetwork(arch, net)
         return TracedNetwork(arch, replay(fresh, arch["input_shape"], arch["removed"]).net, fresh.classifier)
+
+    def create_network(self, arch: dict) -> nn.Module:
+        """A fresh network of the spec's source, before the logged surgery."""
+        return create(arch["source"], arch["variant"], arch["kwargs"])
 
     def pretrained_state_dict(self, name, dataset):
         source, variant = split_name(name)

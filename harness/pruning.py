@@ -1,0 +1,223 @@
+"""The Python entry point for people who bring their own model and data:
+``harness.prune(model, train_loader, val_loader)`` runs the same pruning loop as
+``harness bench`` on any ``nn.Module`` that Torch-Pruning can trace, with the same records,
+and ``harness.load_pruned(run_or_file, model)`` rebuilds a pruned model from the records on
+a fresh instance of the user's class (replaying the logged surgery, no pickled code).
+
+Example (CIFAR-sized images; any loaders of ``(inputs, labels)`` batches will do)::
+
+    import harness, torch, torchvision
+    from torch.utils.data import DataLoader, TensorDataset
+
+    net = torchvision.models.mobilenet_v2(num_classes=10)     # or your own nn.Module, trained
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=128)
+    val = DataLoader(TensorDataset(x_val, y_val), batch_size=256)
+    result = harness.prune(net, train, val, method="cka", criterion="l1", iterations=3)
+    print(result.flops_reduction_pct, result.val_accuracy, result.run_dir)
+    small = result.model                                      # a smaller mobilenet_v2 object
+    again = harness.load_pruned(result.run_dir, torchvision.models.mobilenet_v2(num_classes=10))
+
+The loaders must give the inputs as the model takes them (already normalised): the harness
+feeds them unchanged. The model as given is the unpruned baseline (``baseline_epochs`` 0);
+decisions read ``val_loader`` and, without ``test_loader``, so does the reported accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness import hookimpl, plugins, records
+from harness.api import DataSplits, Dataset, TensorSplit
+from harness.config import BenchConfig
+from harness.errors import HarnessError
+from harness.surgery import replay
+from harness_plugins.models.traced import TracedFamily, TracedNetwork
+
+OWN_PREFIX = "own:"
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the kept pruned network: an object of the class given, smaller
+    run_dir: Path  # the run's records (iterations.jsonl, result.json, a model file per iteration)
+    removed: list  # the surgery log that turns a fresh model into this one
+    flops_reduction_pct: float
+    params_reduction_pct: float
+    val_accuracy: float  # of the kept model, on val_loader
+    accuracy: float  # on test_loader (val_loader when none was given)
+    decision_path: str  # one letter per iteration: L (blocks removed) or F (channels removed)
+
+
+def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", criterion: str = "l1",
+          similarity: str = "cka", iterations: int = 3, test_loader=None, calib_size: int = 256,
+          runs_dir: str | Path = "runs", name: str | None = None, **settings) -> PruneResult:
+    """Prune ``model`` with the harness's loop (depth and width candidates each iteration,
+    the method choosing). ``settings`` are ``harness bench`` settings by their Python names
+    (``candidate_epochs=0.5``, ``finetune_epochs=1``, ``round_to=8``, ``device="cuda"``,
+    ``seed=1``, ``budget="quick"``). A run with ``name`` that was interrupted continues
+    where it stopped when called again with the same arguments."""
+    from harness.bench import resume_bench, run_bench
+
+    train, val = _materialise(train_loader, "train_loader"), _materialise(val_loader, "val_loader")
+    test = _materialise(test_loader, "test_loader") if test_loader is not None else val
+    if train.images.shape[1:] != val.images.shape[1:] or train.images.shape[1:] != test.images.shape[1:]:
+        raise HarnessError(f"the loaders give inputs of different shapes: train {tuple(train.images.shape[1:])}, "
+                           f"val {tuple(val.images.shape[1:])}, test {tuple(test.images.shape[1:])}")
+    digest = _digest(model, train, val)
+    model_name = f"{OWN_PREFIX}{type(model).__name__}-{digest}"
+    family = OwnModelFamily(model_name, model)
+    dataset = OwnDataset(f"{OWN_PREFIX}data-{digest}", train, val, test, calib_size,
+                         num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
+                         tested_on_val=test_loader is None)
+    defaults = dict(budget="smoke", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
+                    test_subset=None, val_size=len(val))
+    cfg = BenchConfig(model=model_name, dataset=dataset.name, method=method, criterion=criterion, similarity=similarity,
+                      iterations=iterations, calib_size=calib_size, runs_dir=str(runs_dir),
+                      name=name or f"{type(model).__name__}-{digest}", **{**defaults, **settings})
+    with registered(family, dataset):
+        run_dir = Path(cfg.runs_dir) / cfg.name
+        if records.read_iterations(run_dir):
+            run_dir, _ = resume_bench(run_dir)
+        else:
+            run_dir, _ = run_bench(cfg)
+        result = records.read_result(run_dir)
+        rows = {r["iteration"]: r for r in records.read_iterations(run_dir)}
+        kept = rows[result["final_iteration"]]
+        from harness.models import load_model
+
+        pruned = load_model(records.model_path(run_dir, kept["iteration"]))
+    return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch["removed"],
+                       flops_reduction_pct=kept["flops_reduction_pct"], params_reduction_pct=kept["params_reduction_pct"],
+                       val_accuracy=kept["val_accuracy"], accuracy=kept["accuracy"],
+                       decision_path=result["decision_path"])
+
+
+def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None) -> nn.Module:
+    """The pruned network of a run (its kept model, or ``iteration``'s) or of one model file,
+    rebuilt on ``model`` (a fresh instance of the class that was pruned, left untouched):
+    the logged surgery is replayed on a copy, then the weights load (weights only)."""
+    from harness.models import load_state, read_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        result = records.read_result(path)
+        if iteration is None and result is None:
+            raise HarnessError(f"run {path} has not finished; give iteration=N (its model files: "
+                               f"{', '.join(p.name for p in sorted(path.glob('model_*.pt')))})")
+        path = records.model_path(path, result["final_iteration"] if iteration is None else iteration)
+    blob = read_checkpoint(str(path))
+    arch = blob.get("arch")
+    if not isinstance(arch, dict) or not isinstance(arch.get("removed"), list):
+        raise HarnessError(f"{path} is not a model file of a traced network (its spec has no surgery log)")
+    fresh = TracedNetwork(arch, copy.deepcopy(model))
+    pruned = TracedNetwork(arch, replay(fresh, arch["input_shape"], arch["removed"]).net, fresh.classifier)
+    load_state(pruned, blob["state_dict"], str(path))
+    return pruned.net.eval()
+
+
+# ---------------------------------------------------------------- the run's own plugins
+class OwnModelFamily(TracedFamily):
+    """The caller's network as a traced model family: fresh networks are copies of it (their
+    weights replaced on load), its own weights are the 'pretrained' ones."""
+
+    fallback_for = ()
+
+    def __init__(self, name: str, module: nn.Module):
+        super().__init__()
+        self.name, self.module = name, module
+        self.description = f"the {type(module).__name__} given to harness.prune"
+
+    def check_name(self, name):
+        pass
+
+    def default_arch(self, name, num_classes, input_shape):
+        return {"model": self.name, "family": "traced", "source": "own", "variant": type(self.module).__name__,
+                "kwargs": {}, "input_shape": list(input_shape), "removed": []}
+
+    def create_network(self, arch):
+        return copy.deepcopy(self.module)
+
+    def pretrained_state_dict(self, name, dataset):
+        return {"net." + k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+
+
+class OwnDataset(Dataset):
+    def __init__(self, name, train, val, test, calib_size, num_classes, tested_on_val):
+        self.name = name
+        self.splits = (train, val, test)
+        self.calib_size, self.num_classes = calib_size, num_classes
+        self.description = "the loaders given to harness.prune"
+        self.tested_on_val = tested_on_val
+
+    def load(self, data_dir, cache_dir, calib_size):
+        train, val, test = self.splits
+        if calib_size >= len(train) // 2:
+            raise HarnessError(f"calib_size {calib_size} would leave too little to train on: train_loader gives "
+                               f"{len(train)} samples; give at most {len(train) // 2 - 1}")
+        rest, calib = train.hold_out(calib_size, seed=0)
+        channels = train.images.shape[1] if train.images.dim() == 4 else train.images.shape[-1]
+        label = "own data" + (" (accuracy on the validation loader: no test loader given)" if self.tested_on_val else "")
+        return DataSplits(rest, calib, test, (0.0,) * channels, (1.0,) * channels, num_classes=self.num_classes,
+                          label=label, val=val)
+
+
+class _Registration:
+    def __init__(self, family, dataset):
+        self.family, self.dataset = family, dataset
+
+    @hookimpl
+    def register_models(self):
+        return [self.family]
+
+    @hookimpl
+    def register_datasets(self):
+        return [self.dataset]
+
+
+class registered:
+    """The caller's model and data registered as plugins for the length of a ``with``."""
+
+    def __init__(self, family, dataset):
+        self.plugin = _Registration(family, dataset)
+
+    def __enter__(self):
+        plugins.get_plugin_manager().register(self.plugin, name=f"harness.prune {self.plugin.family.name}")
+        plugins.all_plugins.cache_clear()
+        return self
+
+    def __exit__(self, *exc):
+        plugins.get_plugin_manager().unregister(self.plugin)
+        plugins.all_plugins.cache_clear()
+
+
+def _materialise(loader, what: str) -> TensorSplit:
+    """Every ``(inputs, labels)`` batch of a loader, as one in-memory split."""
+    xs, ys = [], []
+    try:
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            xs.append(torch.as_tensor(x).float().cpu())
+            ys.append(torch.as_tensor(y).long().cpu())
+    except (TypeError, IndexError) as exc:
+        raise HarnessError(f"{what} must give (inputs, labels) batches ({exc})") from None
+    if not xs:
+        raise HarnessError(f"{what} gave no batches")
+    return TensorSplit(torch.cat(xs), torch.cat(ys))
+
+
+def _digest(model: nn.Module, *splits: TensorSplit) -> str:
+    """8 hex digits naming this model's weights and this data: another model or other data is
+    another run, and cached baselines never mix."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for t in [*model.state_dict().values(), *(t for s in splits for t in (s.images, s.labels))]:
+        if torch.is_floating_point(t) or t.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
+            digest.update(memoryview(t.detach().cpu().contiguous().reshape(-1).numpy()).cast("B"))
+    return digest.hexdigest()[:8]

@@ -1,0 +1,86 @@
+"""harness.prune: a model the harness has never seen, pruned from Python with its own loaders,
+and harness.load_pruned rebuilding it from the records on a fresh instance of its class."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import harness
+from harness import plugins, records
+from harness.errors import HarnessError
+from harness.models import count_flops, count_parameters
+
+
+class TinyResidualNet(nn.Module):
+    """Written here, registered nowhere: three residual blocks and a linear classifier."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.body = nn.Sequential(*[Residual(16) for _ in range(3)])
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def loaders(n_train=400, n_val=100):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_val, 3, 12, 12, generator=g)
+    y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    train = DataLoader(TensorDataset(x[:n_train], y[:n_train]), batch_size=50)
+    val = DataLoader(TensorDataset(x[n_train:], y[n_train:]), batch_size=50)
+    return train, val, x
+
+
+def test_an_unseen_module_is_pruned_from_python_and_reloads_from_the_records(tmp_path):
+    torch.manual_seed(0)
+    net = TinyResidualNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train, val, x = loaders()
+    result = harness.prune(net, train, val, iterations=3, calib_size=64, runs_dir=tmp_path, candidate_epochs=0.2,
+                           finetune_epochs=0.2, precision="fp32")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the given model is left alone"
+    assert type(result.model) is TinyResidualNet and len(result.decision_path) == 3
+    assert set(result.decision_path) <= {"L", "F"} and result.flops_reduction_pct > 0
+    rows = records.read_iterations(result.run_dir)
+    assert all(sorted(c["structure"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
+    assert count_parameters(result.model) == rows[-1]["params"] < rows[0]["params"]
+    assert count_flops(result.model, (3, 12, 12)) == rows[-1]["flops"]
+    again = harness.load_pruned(result.run_dir, TinyResidualNet())
+    with torch.no_grad():
+        assert torch.equal(again(x[:8]), result.model.eval()(x[:8]))
+    # the decisions read the validation loader, which the records name as such
+    config = records.read_config(result.run_dir)
+    assert config["data"]["val"] == 100 and "validation loader" in config["data"]["label"]
+    assert not any(name.startswith("own:") for name in plugins.registry("model")), "registered only during the run"
+
+
+def test_calling_it_again_continues_the_same_run(tmp_path):
+    torch.manual_seed(0)
+    train, val, _ = loaders()
+    kwargs = dict(calib_size=64, runs_dir=tmp_path, name="again", candidate_epochs=0.1, finetune_epochs=0.1)
+    first = harness.prune(TinyResidualNet(), train, val, iterations=1, **kwargs)
+    torch.manual_seed(0)
+    second = harness.prune(TinyResidualNet(), train, val, iterations=1, **kwargs)
+    assert first.run_dir == second.run_dir and first.decision_path == second.decision_path
+    assert len(records.read_iterations(first.run_dir)) == 2
+
+
+def test_bad_loaders_are_one_line_errors(tmp_path):
+    train, val, _ = loaders()
+    with pytest.raises(HarnessError, match="val_loader gave no batches"):
+        harness.prune(TinyResidualNet(), train, [], runs_dir=tmp_path)
+    with pytest.raises(HarnessError, match="calib_size 300 would leave too little"):
+        harness.prune(TinyResidualNet(), train, val, calib_size=300, runs_dir=tmp_path)
