@@ -216,15 +216,24 @@ def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], s
                    target: float) -> list[Unit]:
     """The lowest-scoring units until their removal saves ``target`` (in ``--match`` terms),
     always leaving one unit per site. Every unit of a site costs the same (a filter of a
-    convolution, a head of an attention), so one trial removal per site prices them all."""
+    convolution, a head of an attention), so one trial removal per site prices them all.
+    Under ``--round-to N`` the units come in aligned steps (:func:`aligned_steps`), so the
+    candidate reaches its target with every layer it touches keeping a multiple of N."""
     per_site: dict[str, list[Unit]] = {}
     for u in units:
         per_site.setdefault(u.site, []).append(u)
     parent_size = s.measure(model, s.cfg.match)
     cost = {site: parent_size - s.measure(structure.remove(model, [us[0]]), s.cfg.match)
             for site, us in per_site.items() if len(us) > 1}
-    left = {site: len(us) - 1 for site, us in per_site.items()}
     chosen, removed = [], 0.0
+    if s.cfg.round_to > 1:
+        for step in aligned_steps(units, scores, s.cfg.round_to):
+            if removed >= target:
+                break
+            chosen += step
+            removed += cost[step[0].site] * len(step)
+        return chosen
+    left = {site: len(us) - 1 for site, us in per_site.items()}
     ranked = [u for _, u in sorted(zip(scores, units), key=lambda p: p[0])]
     for unit in ranked:
         if removed >= target:
@@ -233,35 +242,33 @@ def fill_to_target(s: Session, model, structure: Structure, units: list[Unit], s
             chosen.append(unit)
             left[unit.site] -= 1
             removed += cost[unit.site]
-    return round_kept(chosen, ranked, per_site, s.cfg.round_to)
+    return chosen
 
 
-def round_kept(chosen: list[Unit], ranked: list[Unit], per_site: dict[str, list[Unit]], multiple: int) -> list[Unit]:
-    """``chosen`` adjusted so that every layer it touches keeps a multiple of ``multiple``
-    units (``--round-to``): the kept count rounded down, as Torch-Pruning's ``round_to`` does,
-    by removing the next lowest-ranked units of that layer; a layer left with fewer than
-    ``multiple`` gets back its highest-ranked chosen units until it keeps ``multiple``. A
-    layer narrower than ``multiple`` stays as chosen."""
-    if multiple <= 1:
-        return chosen
-    taken = {id(u) for u in chosen}
-    by_site: dict[str, list[Unit]] = {}
-    for u in chosen:
-        by_site.setdefault(u.site, []).append(u)
-    out = list(chosen)
-    for site, mine in by_site.items():
-        size = len(per_site[site])
-        if size < multiple:
-            continue
-        kept = size - len(mine)
-        aligned = max(multiple, kept - kept % multiple)
-        if aligned < kept:  # remove more: the next units of this layer in rank order
-            extra = [u for u in ranked if u.site == site and id(u) not in taken][: kept - aligned]
-            out += extra
-        elif aligned > kept:  # keep more: give back the chosen units ranked highest
-            back = {id(u) for u in mine[len(mine) - (aligned - kept):]}
-            out = [u for u in out if id(u) not in back]
-    return out
+def aligned_steps(units: list[Unit], scores: list[float], multiple: int) -> list[list[Unit]]:
+    """Removal steps under ``--round-to``, in the order a width candidate takes them: each
+    step takes the next lowest-scoring units of one layer, as many as bring its kept count
+    down to the next multiple of ``multiple`` (rounded down, as Torch-Pruning's ``round_to``;
+    never below ``multiple``); steps are ordered by their mean score. A layer narrower than
+    ``multiple`` goes one unit at a time, down to one. Filling step by step keeps the
+    candidate near its target: rounding a finished selection down overshoots it (a 16-channel
+    layer that keeps 15 would keep 8)."""
+    per_site: dict[str, list[tuple[float, Unit]]] = {}
+    for score, u in sorted(zip(scores, units), key=lambda p: p[0]):
+        per_site.setdefault(u.site, []).append((score, u))
+    steps = []
+    for site, mine in per_site.items():
+        size = len(mine)
+        if size >= multiple:
+            levels = range((size - 1) // multiple * multiple, multiple - 1, -multiple)
+        else:
+            levels = range(size - 1, 0, -1)
+        start = 0
+        for order, kept in enumerate(levels):
+            step = mine[start:size - kept]
+            steps.append((sum(sc for sc, _ in step) / len(step), site, order, [u for _, u in step]))
+            start = size - kept
+    return [step for *_, step in sorted(steps, key=lambda t: t[:3])]
 
 
 # ---------------------------------------------------------------- the loop

@@ -6,7 +6,7 @@ import torch
 from conftest import run_cli
 from harness import records
 from harness.api import Unit
-from harness.bench import round_kept
+from harness.bench import aligned_steps
 from harness.models import load_model
 
 
@@ -14,23 +14,39 @@ def units(site, n):
     return [Unit("s", site, i) for i in range(n)]
 
 
-def test_the_kept_count_is_rounded_down_to_the_multiple():
-    a, b, c = units("a", 16), units("b", 32), units("c", 4)
-    per_site = {"a": a, "b": b, "c": c}
-    ranked = [a[5], b[0], a[2], c[1], a[9], b[7], b[3]] + [u for u in a + b + c if u not in
-                                                             (a[5], b[0], a[2], c[1], a[9], b[7], b[3])]
-    chosen = [a[5], b[0], c[1]]  # a keeps 15, b keeps 31, c (narrower than 8) keeps 3
-    out = round_kept(chosen, ranked, per_site, 8)
-    kept = {site: len(us) - sum(u.site == site for u in out) for site, us in per_site.items()}
-    assert kept == {"a": 8, "b": 24, "c": 3}
-    assert a[2] in out and a[9] in out and b[7] in out and b[3] in out  # the next lowest-ranked of each layer
-    assert round_kept(chosen, ranked, per_site, 1) == chosen
+def test_steps_bring_each_layer_down_to_the_next_multiple_lowest_scores_first():
+    a, b, c = units("a", 20), units("b", 16), units("c", 4)
+    scores = {**{u: 0.1 * i for i, u in enumerate(a)}, **{u: 0.05 + 0.2 * i for i, u in enumerate(b)},
+              **{u: 10.0 + i for i, u in enumerate(c)}}
+    steps = aligned_steps(list(scores), list(scores.values()), 8)
+    # a: 20 -> 16 -> 8; b: 16 -> 8; c (narrower than 8): one unit at a time, down to one
+    assert sorted(len(s) for s in steps if s[0].site == "a") == [4, 8]
+    assert [len(s) for s in steps if s[0].site == "b"] == [8]
+    assert [len(s) for s in steps if s[0].site == "c"] == [1, 1, 1]
+    assert steps[0] == a[:4]  # the lowest mean score first, each layer's lowest units first
+    assert all(len(s) == 1 for s in steps[-3:]) and steps[-1] == [c[2]]
+    taken = [u for s in steps for u in s]
+    assert len(set(taken)) == len(taken) and {u.index for u in taken if u.site == "c"} == {0, 1, 2}
 
 
-def test_a_layer_rounded_below_the_multiple_gets_units_back():
-    a = units("a", 16)
-    out = round_kept(a[:10], a, {"a": a}, 8)  # keeps 6 < 8: two of the chosen come back
-    assert len(a) - len(out) == 8 and out == a[:8]
+def test_a_candidate_stops_within_one_step_of_its_target():
+    from harness.bench import fill_to_target
+
+    class Sized:  # every unit of layer a costs 1, of b 2; the model's size is irrelevant here
+        cfg = type("Cfg", (), {"match": "flops", "round_to": 8})()
+
+        def measure(self, model, what):
+            return model
+
+    class Structure:
+        def remove(self, model, us):
+            return model - (1 if us[0].site == "a" else 2)
+
+    a, b = units("a", 16), units("b", 16)
+    chosen = fill_to_target(Sized(), 100, Structure(), a + b, [0.1 * i for i in range(16)] + [0.15 * i for i in range(16)], 10)
+    removed = sum(1 if u.site == "a" else 2 for u in chosen)
+    assert 10 <= removed < 10 + 16 and len([u for u in chosen if u.site == "a"]) in (0, 8)
+    assert len([u for u in chosen if u.site == "b"]) in (0, 8)
 
 
 def test_round_to_in_a_run_leaves_every_width_a_multiple(tmp_path):
