@@ -10,6 +10,7 @@ entry-point or package names not to load, and ``HARNESS_BUILTIN_PLUGINS_ONLY=1``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.metadata
@@ -61,7 +62,7 @@ def reload() -> None:
     """Forget the loaded plugins, so that the next lookup loads them again (after the
     blocking settings changed)."""
     get_plugin_manager.cache_clear()
-    all_plugins.cache_clear()
+    discovered_plugins.cache_clear()
     _PACKAGES.clear()
 
 
@@ -96,8 +97,33 @@ def _package_of(pm, plugin) -> tuple[str, str]:
     return _PACKAGES.get(id(plugin), ("?", "?"))
 
 
-@functools.lru_cache(maxsize=None)
+# plugin objects added for a while in this process (``harness.prune``'s model and data):
+# the discovered plugins keep their objects, which tests and configured runs hold on to
+_TEMPORARY: list[PluginInfo] = []
+
+
+@contextlib.contextmanager
+def temporarily_registered(kind: str, obj, package: str):
+    """``obj`` a plugin of that kind for the length of a ``with``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown plugin kind {kind!r}")
+    if any(p.kind == kind and p.name == obj.name for p in all_plugins()):
+        raise HarnessError(f"{kind} {obj.name!r} is registered already")
+    info = PluginInfo(kind, obj.name, package, "", obj)
+    _TEMPORARY.append(info)
+    try:
+        yield obj
+    finally:
+        _TEMPORARY.remove(info)
+
+
 def all_plugins() -> tuple[PluginInfo, ...]:
+    """Every plugin object: those the entry points register (loaded once) and the temporary ones."""
+    return discovered_plugins() + tuple(_TEMPORARY)
+
+
+@functools.lru_cache(maxsize=None)
+def discovered_plugins() -> tuple[PluginInfo, ...]:
     pm = get_plugin_manager()
     infos = []
     seen: dict[tuple[str, str], str] = {}

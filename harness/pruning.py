@@ -18,23 +18,23 @@ Example (CIFAR-sized images; any loaders of ``(inputs, labels)`` batches will do
     again = harness.load_pruned(result.run_dir, torchvision.models.mobilenet_v2(num_classes=10))
 
 The loaders must give the inputs as the model takes them (already normalised): the harness
-feeds them unchanged. The model as given is the unpruned baseline (``baseline_epochs`` 0);
+feeds them unchanged. One pass over each loader is kept in memory (a random augmentation is
+drawn once). The model as given is the unpruned baseline (``baseline_epochs`` 0);
 decisions read ``val_loader`` and, without ``test_loader``, so does the reported accuracy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from harness import hookimpl, plugins, records
+from harness import plugins, records
 from harness.api import DataSplits, Dataset, TensorSplit
 from harness.config import BenchConfig
 from harness.errors import HarnessError
@@ -77,7 +77,7 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
     dataset = OwnDataset(f"{OWN_PREFIX}data-{digest}", train, val, test, calib_size,
                          num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
                          tested_on_val=test_loader is None)
-    defaults = dict(budget="smoke", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
+    defaults = dict(budget="quick", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
                     test_subset=None, val_size=len(val))
     cfg = BenchConfig(model=model_name, dataset=dataset.name, method=method, criterion=criterion, similarity=similarity,
                       iterations=iterations, calib_size=calib_size, runs_dir=str(runs_dir),
@@ -169,33 +169,12 @@ class OwnDataset(Dataset):
                           label=label, val=val)
 
 
-class _Registration:
-    def __init__(self, family, dataset):
-        self.family, self.dataset = family, dataset
-
-    @hookimpl
-    def register_models(self):
-        return [self.family]
-
-    @hookimpl
-    def register_datasets(self):
-        return [self.dataset]
-
-
-class registered:
-    """The caller's model and data registered as plugins for the length of a ``with``."""
-
-    def __init__(self, family, dataset):
-        self.plugin = _Registration(family, dataset)
-
-    def __enter__(self):
-        plugins.get_plugin_manager().register(self.plugin, name=f"harness.prune {self.plugin.family.name}")
-        plugins.all_plugins.cache_clear()
-        return self
-
-    def __exit__(self, *exc):
-        plugins.get_plugin_manager().unregister(self.plugin)
-        plugins.all_plugins.cache_clear()
+@contextlib.contextmanager
+def registered(family, dataset):
+    """The caller's model and data as plugins for the length of a ``with``."""
+    with plugins.temporarily_registered("model", family, "harness.prune"), \
+            plugins.temporarily_registered("dataset", dataset, "harness.prune"):
+        yield
 
 
 def _materialise(loader, what: str) -> TensorSplit:

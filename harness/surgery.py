@@ -89,6 +89,7 @@ def zero_(tensor: torch.Tensor, index=slice(None), dim: int = 0):
 # those modules by the identity.
 
 _GRAPHS: dict[int, tuple] = {}  # id(model) -> (weak reference to it, its dependency graph)
+GRAPHS_KEPT = 4  # a parent and its candidates
 
 
 @contextlib.contextmanager
@@ -119,6 +120,8 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
     for key in [k for k, (ref, _) in _GRAPHS.items() if ref() is None]:
         del _GRAPHS[key]
     _GRAPHS[id(model)] = (weakref.ref(model), graph)
+    while len(_GRAPHS) > GRAPHS_KEPT:  # a graph holds its model: keep the last few only
+        del _GRAPHS[next(iter(_GRAPHS))]
     return graph
 
 

@@ -138,8 +138,8 @@ def test_a_bad_checkpoint_is_named_before_the_data_loads(in_tmp, image_tree, mak
 
 @pytest.mark.parametrize("model, needles", [
     ("timm:nosuch_vit", ["unknown timm model 'nosuch_vit'", "valid choices"]),
-    ("timm:resnet18", ["is a ResNet, not a VisionTransformer"]),
-    ("torchvision:nosuch", ["unknown torchvision model 'torchvision:nosuch'", "torchvision:resnet18"]),
+    ("timm:convnext_atoo", ["unknown timm model 'convnext_atoo'", "timm:convnext_atto"]),
+    ("torchvision:nosuch", ["unknown torchvision model 'nosuch'", "list_models()"]),
 ])
 def test_an_unknown_model_is_named_not_the_network(in_tmp, model, needles):
     line = one_line(harness("bench", "--model", model), *needles)

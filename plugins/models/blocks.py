@@ -1,5 +1,5 @@
 """What the model families share about their blocks: finding the block that holds a unit,
-and dropping blocks from a staged architecture spec."""
+dropping blocks from a staged architecture spec, reading checkpoints."""
 
 from __future__ import annotations
 
@@ -46,3 +46,14 @@ def arch_with_block_sizes(model, key: str, sizes: dict[str, int]) -> dict:
     for site, size in sizes.items():
         arch["blocks"][index[site]][key] = size
     return arch
+
+
+def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
+    """A checkpoint's tensors (inside a ``state_dict`` or ``model`` entry when there is one,
+    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``)."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {key if key.startswith(prefix) else prefix + key: value for key, value in state.items()}

@@ -23,7 +23,8 @@ from torch import nn
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError, first_line
 from harness_plugins.structures import transformer_block_problem
-from harness_plugins.models.blocks import arch_with_block_sizes, block_index, listed_arch_without_blocks
+from harness_plugins.models.blocks import (arch_with_block_sizes, block_index, checkpoint_tensors,
+                                           listed_arch_without_blocks)
 
 PREFIX = "timm:"
 EXAMPLES = "timm:vit_tiny_patch16_224, timm:deit_tiny_patch16_224 (the names of timm.list_models('vit_*'))"
@@ -226,12 +227,7 @@ class TimmFamily(ModelFamily):
     def adapt_state_dict(self, state: dict) -> dict:
         """Accepts this wrapper's state dicts and plain timm ones (also inside a
         ``state_dict`` or ``model`` entry, with a ``module.`` prefix)."""
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-                break
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-        return {key if key.startswith("net.") else "net." + key: value for key, value in state.items()}
+        return checkpoint_tensors(state, "net.")
 
 
 def _where_weights_come_from(timm_name: str) -> str:

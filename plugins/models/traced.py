@@ -20,6 +20,7 @@ The networks keep their ImageNet stems: on 32x32 images the last feature maps ar
 from __future__ import annotations
 
 import copy
+import difflib
 import sys
 
 import torch
@@ -28,10 +29,12 @@ from torch import nn
 from harness.api import ModelFamily, load_url_state_dict
 from harness.errors import HarnessError, first_line
 from harness.surgery import replay
+from harness_plugins.models.blocks import checkpoint_tensors
 
 PREFIX = "traced:"
 SOURCES = ("torchvision", "timm")
-EXAMPLES = "torchvision:mobilenet_v2, timm:convnext_atto, timm:efficientnet_b0 (torchvision.models.list_models(), timm.list_models())"
+EXAMPLES = {"torchvision": "torchvision:mobilenet_v2, torchvision:efficientnet_b0",
+            "timm": "timm:convnext_atto, timm:vit_tiny_patch16_224"}
 
 
 class TracedNetwork(nn.Module):
@@ -77,7 +80,7 @@ def split_name(name: str) -> tuple[str, str]:
     """(source, variant) of ``torchvision:mobilenet_v2`` or ``traced:timm:convnext_atto``."""
     source, _, variant = name.removeprefix(PREFIX).partition(":")
     if source not in SOURCES or not variant:
-        raise HarnessError(f"unknown traced model {name!r}; valid choices: {EXAMPLES}")
+        raise HarnessError(f"unknown traced model {name!r}; valid choices: {', '.join(EXAMPLES.values())}")
     return source, variant
 
 
@@ -98,6 +101,11 @@ class TracedFamily(ModelFamily):
     default_dataset = "cifar10"
     default_structures = ("layer", "filter")
     structure_names = {"layer": "traced-block", "filter": "traced-channel"}
+    # AdamW, as timm trains these networks: ConvNeXt's layer norms and layer scales are
+    # not made for SGD at 0.1
+    optimizer = "adamw"
+    finetune_lr = 5e-4
+    scratch_lr = 1e-3
     # names of these prefixes that their own family does not claim come here
     fallback_for = ("torchvision:", "timm:")
 
@@ -111,13 +119,15 @@ class TracedFamily(ModelFamily):
         if source == "timm":
             import timm
 
-            known = timm.is_model(variant)
+            names = timm.list_models()
         else:
             import torchvision
 
-            known = variant in torchvision.models.list_models()
-        if not known:
-            raise HarnessError(f"unknown {source} model {variant!r}; valid choices: {EXAMPLES}")
+            names = torchvision.models.list_models()
+        if variant not in names:
+            close = ", ".join(f"{source}:{n}" for n in difflib.get_close_matches(variant, names, n=4, cutoff=0.6))
+            raise HarnessError(f"unknown {source} model {variant!r}; valid choices: {close + ', or ' if close else ''}"
+                               f"any name of {source}'s list_models(), e.g. {EXAMPLES[source]}")
 
     def default_arch(self, name, num_classes, input_shape):
         self.check_name(name)
@@ -174,12 +184,7 @@ class TracedFamily(ModelFamily):
     def adapt_state_dict(self, state: dict) -> dict:
         """This wrapper's state dicts and plain torchvision/timm ones (also inside a
         ``state_dict`` or ``model`` entry, with a ``module.`` prefix)."""
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-                break
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-        return {key if key.startswith("net.") else "net." + key: value for key, value in state.items()}
+        return checkpoint_tensors(state, "net.")
 
 
 def traced_models() -> list[TracedFamily]:
