@@ -28,6 +28,9 @@ class BenchConfig:
                 setattr(cfg, key, value)
         for setting in RUN_SETTINGS:
             setting.check_value(getattr(cfg, setting.name))
+            if setting.type is float and isinstance(getattr(cfg, setting.name), int):
+                # 15 from a TOML file and 15.0 from the command line are one run (one cached baseline)
+                setattr(cfg, setting.name, float(getattr(cfg, setting.name)))
         if cfg.oracle_epochs > 0 and not cfg.record_decisions:
             raise HarnessError("--oracle-epochs needs the decision records; drop --no-record-decisions")
         return cfg

@@ -60,3 +60,13 @@ def test_resolved_checks_every_setting(values, message):
     with pytest.raises(HarnessError) as exc:
         BenchConfig(**values).resolved()
     assert str(exc.value) == message
+
+
+def test_a_whole_number_from_a_file_and_the_same_number_typed_are_one_run():
+    from harness.baseline import content_key
+
+    from_file = BenchConfig(scratch_epochs=15, lr=1, budget="smoke").resolved()
+    typed = BenchConfig(scratch_epochs=15.0, lr=1.0, budget="smoke").resolved()
+    assert isinstance(from_file.scratch_epochs, float) and from_file.to_dict() == typed.to_dict()
+    # the cached baseline's key is a repr: 15 and 15.0 used to train the same baseline twice
+    assert content_key(from_file.scratch_epochs, from_file.lr) == content_key(typed.scratch_epochs, typed.lr)
