@@ -58,3 +58,12 @@ def test_round_to_in_a_run_leaves_every_width_a_multiple(tmp_path):
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w % 4 == 0 for w in widths), widths
     assert records.read_iterations(tmp_path / "r")[2]["flops_reduction_pct"] > 0
+
+
+def test_leaderboard_rows_say_when_widths_were_aligned():
+    from harness.leaderboard.runs import options_text
+
+    record = {"config": {"options": {}, "round_to": 8}, "option_defaults": {}}
+    assert options_text(record) == "round_to=8"
+    assert options_text({"config": {"options": {}, "round_to": 1}, "option_defaults": {}}) == ""
+    assert options_text({"config": {"options": {}}, "option_defaults": {}}) == ""  # records from before it

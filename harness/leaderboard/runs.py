@@ -68,7 +68,8 @@ def evaluator_columns(evaluation: schema.Evaluation | None) -> dict[str, float]:
 
 def options_text(record: schema.RunConfig) -> str:
     """The plugin options a run changed from their defaults, as ``name=value`` (the defaults
-    come from the record, or for older records from the installed plugins)."""
+    come from the record, or for older records from the installed plugins), and ``--round-to``
+    when it aligned the widths."""
     options = record["config"].get("options") or {}
     defaults = record.get("option_defaults")
     if defaults is None:
@@ -79,6 +80,8 @@ def options_text(record: schema.RunConfig) -> str:
         except HarnessError:
             defaults = {}
     changed = {k: v for k, v in options.items() if k in defaults and v != defaults[k]}
+    if (record["config"].get("round_to") or 1) > 1:  # a setting, but rows must tell aligned runs apart
+        changed["round_to"] = record["config"]["round_to"]
     return " ".join(f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v}"
                     for k, v in sorted(changed.items()))
 
