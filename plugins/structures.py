@@ -472,8 +472,11 @@ class TracedChannels(Structure):
         return _logged(model, prune_channel_groups(model, model.traced_input_shape(), drop), {"channels": drop})
 
     def weights(self, model, unit):
+        # the convolution and linear slices only: batch-norm scales (about 1) and layer scales
+        # (1e-6) in the mix would rank groups by how many normalisations they hold
         return [t.index_select(dim, torch.tensor(idx, device=t.device))
-                for _, t, dim, idx in self._slices(model, unit.site, [unit.index])]
+                for layer, t, dim, idx in self._slices(model, unit.site, [unit.index])
+                if t.dim() >= 2 and not isinstance(layer, NORMALIZATIONS)]
 
     def normalization(self, model, unit):
         return [t.index_select(dim, torch.tensor(idx, device=t.device))

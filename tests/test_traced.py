@@ -151,19 +151,23 @@ def test_generic_channels_on_resnet18_hold_the_builtin_filters_and_prune_them_id
 def test_criteria_read_a_traced_channel_through_its_whole_group():
     model, channels = traced("torchvision:mobilenet_v2"), structure("traced-channel")
     unit = next(u for u in channels.units(model) if u.site == "net.features.3.conv.1.0")
-    # the group is rooted at the depthwise convolution; it holds the expand convolution's filter, its batch norm (2), the depthwise filter, its batch
-    # norm (2) and the projection's input column: one channel in every tensor it touches
+    # the group is rooted at the depthwise convolution; its weights are the expand convolution's
+    # filter, the depthwise filter and the projection's input column (one channel of each); its
+    # normalisation, the two batch norms' scales and shifts
     tensors = channels.weights(model, unit)
-    assert sorted(tuple(t.shape) for t in tensors) == sorted([(1, 24, 1, 1), (1,), (1,), (1, 1, 3, 3), (1,), (1,), (24, 1, 1, 1)])
+    assert sorted(tuple(t.shape) for t in tensors) == sorted([(1, 24, 1, 1), (1, 1, 3, 3), (24, 1, 1, 1)])
     assert len(channels.normalization(model, unit)) == 4
-    units = [u for u in channels.units(model) if u.site == "net.features.3.conv.1.0"][:3]
+    # near the output: a random MobileNetV2 damps a change early in the network to ~1e-7 at the logits
+    units = [u for u in channels.units(model) if u.site == "net.features.17.conv.1.0"][:3]
     ctx_inputs = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(2))
     from harness.api import CriterionContext
 
     ctx = CriterionContext(ctx_inputs, torch.arange(8) % 10, seed=0)
     for name in ("l1", "taylor", "kl"):
         scores = plugins.get("criterion", name).scores(model, channels, units, ctx)
-        assert len(scores) == 3 and all(s >= 0 for s in scores) and len(set(scores)) == 3, name
+        # a channel a random network never activates scores 0 under kl and taylor: some must not
+        assert len(scores) == 3 and all(s >= 0 for s in scores) and max(scores) > 0, name
+        assert name != "l1" or len(set(scores)) == 3
 
 
 @pytest.mark.slow
