@@ -146,9 +146,9 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("filter_step", float, 0.05, "Share of the model a width candidate removes once no block is left.",
             check=must(lambda v: 0 < v < 1, "must be between 0 and 1")),
     Setting("round_to", int, None,
-            "Width candidates keep a multiple of this many channels (heads, neurons) in every layer, rounding "
-            "the kept count down as Torch-Pruning does (a layer narrower than it is left as the criterion "
-            "chose); default: 8 on CUDA (tensor cores want multiples of 8), 1 on the CPU (see the README).",
+            "Width candidates keep a multiple of this many channels (heads, neurons) in every layer they "
+            "touch, taking each layer down to its next multiple as Torch-Pruning rounds (a layer narrower than it "
+            "goes one unit at a time); default: 8 on CUDA (tensor cores want multiples of 8), 1 on the CPU (see the README).",
             check=at_least(1)),
     Setting("candidate_epochs", float, None, "Fine-tuning epochs of each candidate.", check=ZERO_OR_MORE),
     Setting("finetune_epochs", float, None, "Fine-tuning epochs of the kept candidate.", check=ZERO_OR_MORE),
