@@ -19,7 +19,8 @@ def cell(candidate: dict | None, parent_flops: int) -> str:
         return ""
     similarity = "" if candidate.get("similarity") is None else f"{candidate['similarity']:.4f}"
     val = "" if candidate.get("val_accuracy") is None else f"{candidate['val_accuracy']:.2f}"
-    return (f"{candidate['units']:,} units, {similarity}, {100 * (1 - candidate['flops'] / parent_flops):.2f}, {val}")
+    units = f"{candidate['units']:,} unit" + ("" if candidate["units"] == 1 else "s")
+    return (f"{units}, {similarity}, {100 * (1 - candidate['flops'] / parent_flops):.2f}, {val}")
 
 
 def main(runs: list[Path]) -> None:
