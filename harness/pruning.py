@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ OWN_PREFIX = "own:"
 
 @dataclass
 class PruneResult:
-    model: nn.Module  # the kept pruned network: an object of the class given, smaller
+    model: nn.Module  # the kept pruned network: an object of the class given, smaller (on the CPU)
     run_dir: Path  # the run's records (iterations.jsonl, result.json, a model file per iteration)
     removed: list  # the surgery log that turns a fresh model into this one
     flops_reduction_pct: float
@@ -66,6 +67,11 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
     where it stopped when called again with the same arguments."""
     from harness.bench import resume_bench, run_bench
 
+    valid = {f.name for f in dataclasses.fields(BenchConfig)} - {"model", "dataset", "options"}
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise HarnessError(f"unknown setting {', '.join(unknown)} of harness.prune; valid choices: "
+                           f"{', '.join(sorted(valid))}")
     train, val = _materialise(train_loader, "train_loader"), _materialise(val_loader, "val_loader")
     test = _materialise(test_loader, "test_loader") if test_loader is not None else val
     if train.images.shape[1:] != val.images.shape[1:] or train.images.shape[1:] != test.images.shape[1:]:
@@ -95,7 +101,9 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
 
         pruned = load_model(records.model_path(run_dir, kept["iteration"]))
     return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch["removed"],
-                       flops_reduction_pct=kept["flops_reduction_pct"], params_reduction_pct=kept["params_reduction_pct"],
+                       # the unpruned model's record has no reductions (a run that kept iteration 0)
+                       flops_reduction_pct=kept.get("flops_reduction_pct", 0.0),
+                       params_reduction_pct=kept.get("params_reduction_pct", 0.0),
                        val_accuracy=kept["val_accuracy"], accuracy=kept["accuracy"],
                        decision_path=result["decision_path"])
 

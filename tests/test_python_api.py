@@ -82,5 +82,7 @@ def test_bad_loaders_are_one_line_errors(tmp_path):
     train, val, _ = loaders()
     with pytest.raises(HarnessError, match="val_loader gave no batches"):
         harness.prune(TinyResidualNet(), train, [], runs_dir=tmp_path)
+    with pytest.raises(HarnessError, match="unknown setting candidate_epoch of harness.prune; valid choices: .*candidate_epochs"):
+        harness.prune(TinyResidualNet(), train, val, runs_dir=tmp_path, candidate_epoch=1)
     with pytest.raises(HarnessError, match="calib_size 300 would leave too little"):
         harness.prune(TinyResidualNet(), train, val, calib_size=300, runs_dir=tmp_path)
