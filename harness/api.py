@@ -483,6 +483,9 @@ class EvalContext:
     iteration: int
     baseline: dict | None = None  # this evaluator's result on the unpruned model
     progress: bool = False
+    # the run's unpruned model (loaded on first call; None at iteration 0), for evaluators that
+    # measure against it side by side (speed-ups timed in one call, not hours apart)
+    unpruned: Callable[[], nn.Module] | None = None
 
 
 class Evaluator:

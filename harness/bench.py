@@ -138,9 +138,9 @@ class Session:
                     stack.enter_context(ev.track(name))
             yield
 
-    def eval_context(self, iteration: int, baseline: dict | None) -> EvalContext:
+    def eval_context(self, iteration: int, baseline: dict | None, unpruned=None) -> EvalContext:
         return EvalContext(self.data, self.device, self.cfg.options, self.cfg.seed, self.cfg.cache_dir,
-                           iteration, baseline, self.progress)
+                           iteration, baseline, self.progress, unpruned)
 
 
 _WARNED: set = set()
@@ -449,9 +449,16 @@ def run_evaluators(s: Session, model: nn.Module, iteration: int) -> dict:
     if not s.evaluators:
         return {}
     baseline = records.read_evaluations(s.run_dir).get(0, {}).get("results", {})
+    loaded: list[nn.Module] = []
+
+    def unpruned() -> nn.Module:
+        if not loaded:
+            loaded.append(load_model(records.model_path(s.run_dir, 0), s.device))
+        return loaded[0]
+
     results, errors = {}, {}
     for ev in s.evaluators:
-        ctx = s.eval_context(iteration, baseline.get(ev.name) if iteration else None)
+        ctx = s.eval_context(iteration, baseline.get(ev.name) if iteration else None, unpruned if iteration else None)
         try:
             results[ev.name] = ev.evaluate(model, ctx)
         except HarnessError as exc:

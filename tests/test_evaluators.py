@@ -56,6 +56,30 @@ def test_latency_reports_a_speedup_against_its_baseline():
     assert out["latency_speedup"] == pytest.approx(base["latency_ms"] / out["latency_ms"], rel=1e-3)
 
 
+@pytest.mark.parametrize("name", ["latency", "latency-ort"])
+def test_speedups_are_timed_side_by_side_with_the_unpruned_model(name):
+    data, model = tiny_data(), tiny_model()
+    wide = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 8, 3, padding=1),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    prefix = "latency" if name == "latency" else "ort"
+    options = {f"{prefix}_repeats": 5, f"{prefix}_batch": 64}
+    recorded = {"latency_ms": 1e6, "throughput_per_s": 1e-6}  # what iteration 0 recorded: not read
+    calls = []
+
+    def unpruned():
+        calls.append(1)
+        return wide
+
+    ctx = EvalContext(data, torch.device("cpu"), options, seed=0, cache_dir="/nonexistent", iteration=2,
+                      baseline=recorded, unpruned=unpruned)
+    out = plugins.get("evaluator", name).evaluate(model, ctx)
+    assert out["latency_speedup"] == pytest.approx(out["unpruned_latency_ms"] / out["latency_ms"], rel=1e-3)
+    assert out["throughput_speedup"] == pytest.approx(out["throughput_per_s"] / out["unpruned_throughput_per_s"],
+                                                      rel=1e-3)
+    assert out["throughput_speedup"] > 1, "the small model is faster than the wide one it is timed beside"
+    assert calls == [1]
+
+
 def test_co2_measures_tracked_phases_and_the_inference_workload():
     data, model = tiny_data(), tiny_model()
     co2 = plugins.get("evaluator", "co2")
