@@ -18,37 +18,20 @@ import torch
 
 from harness import records
 from harness.models import load_model
-from harness_plugins.evaluators.latency import median_seconds
+from harness_plugins.evaluators.latency import figures, ort_runner, ort_session, torch_runner
 
 
-def timings(model, shape, device, batch: int, repeats: int) -> tuple[float, float]:
+def timings(model, shape, device, batch: int, repeats: int, runtime: str) -> tuple[float, float]:
+    """(latency at batch 1 in ms, images/s at ``batch``) of the model in PyTorch on ``device``, or
+    exported to ONNX (normalisation aside) in onnxruntime on the CPU: the evaluators' measurement,
+    with more warm-up and repeats."""
     x = torch.randn(batch, *shape, device=device)
-    one = median_seconds(model, x[:1], repeats, warmup=10)
-    many = median_seconds(model, x, max(5, repeats // 5), warmup=3)
-    return 1000 * one, batch / many
-
-
-def ort_timings(model, shape, batch: int, repeats: int) -> tuple[float, float]:
-    """The same measurement of the model exported to ONNX (as ``harness export`` writes it,
-    normalisation aside) and run in onnxruntime on the CPU with this process's threads."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from harness.export import write
-    from harness_plugins.evaluators.latency import median_wall_time
-
-    x = torch.randn(batch, *shape)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        write(model.cpu().eval(), x[:2], "onnx", path)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    x, name = x.numpy(), session.get_inputs()[0].name
-    one = median_wall_time(lambda: session.run(None, {name: x[:1]}), repeats, warmup=10)
-    many = median_wall_time(lambda: session.run(None, {name: x}), max(5, repeats // 5), warmup=3)
-    return 1000 * one, batch / many
+    if runtime == "onnxruntime":
+        run, x = ort_runner(ort_session(model.cpu().eval(), x[:2].cpu())), x.cpu().numpy()
+    else:
+        run = torch_runner(model)
+    out = figures(run, x, repeats, max(5, repeats // 5), warmup=(10, 3))
+    return out["latency_ms"], out["throughput_per_s"]
 
 
 def main() -> None:
@@ -74,10 +57,9 @@ def main() -> None:
         measured = {}
         for it in (0, final):
             model = load_model(records.model_path(run, it), device).eval()
-            measured[it] = (ort_timings(model, shape, args.batch, args.repeats) if args.runtime == "onnxruntime"
-                            else timings(model, shape, device, args.batch, args.repeats))
+            measured[it] = timings(model, shape, device, args.batch, args.repeats, args.runtime)
         (lat0, thr0), (lat1, thr1) = measured[0], measured[final]
-        out |= {"latency_ms": [round(lat0, 4), round(lat1, 4)], "throughput_per_s": [round(thr0, 1), round(thr1, 1)],
+        out |= {"latency_ms": [lat0, lat1], "throughput_per_s": [round(thr0, 1), round(thr1, 1)],
                 "latency_speedup": round(lat0 / lat1, 3), "throughput_speedup": round(thr1 / thr0, 3)}
         print(json.dumps(out), flush=True)
 

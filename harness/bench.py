@@ -62,6 +62,13 @@ class Session:
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
     pool: object = None  # the Ray tasks of --parallel-candidates, started on first use
+    unpruned_model: nn.Module | None = None  # iteration 0's model, read once when an evaluator asks
+
+    def unpruned(self) -> nn.Module:
+        """The run's unpruned model (its record's iteration 0), loaded on first use."""
+        if self.unpruned_model is None:
+            self.unpruned_model = load_model(records.model_path(self.run_dir, 0), self.device)
+        return self.unpruned_model
 
     def measure(self, model: nn.Module, what: str) -> float:
         """The model's size in one of MATCH_CHOICES: FLOPs, parameters or filters."""
@@ -449,16 +456,10 @@ def run_evaluators(s: Session, model: nn.Module, iteration: int) -> dict:
     if not s.evaluators:
         return {}
     baseline = records.read_evaluations(s.run_dir).get(0, {}).get("results", {})
-    loaded: list[nn.Module] = []
-
-    def unpruned() -> nn.Module:
-        if not loaded:
-            loaded.append(load_model(records.model_path(s.run_dir, 0), s.device))
-        return loaded[0]
-
     results, errors = {}, {}
     for ev in s.evaluators:
-        ctx = s.eval_context(iteration, baseline.get(ev.name) if iteration else None, unpruned if iteration else None)
+        ctx = s.eval_context(iteration, baseline.get(ev.name) if iteration else None,
+                             s.unpruned if iteration else None)
         try:
             results[ev.name] = ev.evaluate(model, ctx)
         except HarnessError as exc:

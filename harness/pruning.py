@@ -37,10 +37,10 @@ from torch import nn
 
 from harness import plugins, records
 from harness.api import DataSplits, Dataset, TensorSplit
+from harness.baseline import split_digest
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.surgery import replay
-from harness_plugins.models.traced import TracedFamily, TracedNetwork
+from harness_plugins.models.traced import TracedFamily
 
 OWN_PREFIX = "own:"
 
@@ -80,7 +80,7 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
     digest = _digest(model, train, val)
     model_name = f"{OWN_PREFIX}{type(model).__name__}-{digest}"
     family = OwnModelFamily(model_name, model)
-    dataset = OwnDataset(f"{OWN_PREFIX}data-{digest}", train, val, test, calib_size,
+    dataset = OwnDataset(f"{OWN_PREFIX}data-{digest}", train, val, test,
                          num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
                          tested_on_val=test_loader is None)
     defaults = dict(budget="quick", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
@@ -125,8 +125,7 @@ def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None
     arch = blob.get("arch")
     if not isinstance(arch, dict) or not isinstance(arch.get("removed"), list):
         raise HarnessError(f"{path} is not a model file of a traced network (its spec has no surgery log)")
-    fresh = TracedNetwork(arch, copy.deepcopy(model))
-    pruned = TracedNetwork(arch, replay(fresh, arch["input_shape"], arch["removed"]).net, fresh.classifier)
+    pruned = OwnModelFamily(arch["model"], model).build(arch)
     load_state(pruned, blob["state_dict"], str(path))
     return pruned.net.eval()
 
@@ -158,10 +157,10 @@ class OwnModelFamily(TracedFamily):
 
 
 class OwnDataset(Dataset):
-    def __init__(self, name, train, val, test, calib_size, num_classes, tested_on_val):
+    def __init__(self, name, train, val, test, num_classes, tested_on_val):
         self.name = name
         self.splits = (train, val, test)
-        self.calib_size, self.num_classes = calib_size, num_classes
+        self.num_classes = num_classes
         self.description = "the loaders given to harness.prune"
         self.tested_on_val = tested_on_val
 
@@ -204,7 +203,8 @@ def _digest(model: nn.Module, *splits: TensorSplit) -> str:
     """8 hex digits naming this model's weights and this data: another model or other data is
     another run, and cached baselines never mix."""
     digest = hashlib.sha256(type(model).__qualname__.encode())
-    for t in [*model.state_dict().values(), *(t for s in splits for t in (s.images, s.labels))]:
-        if torch.is_floating_point(t) or t.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
-            digest.update(memoryview(t.detach().cpu().contiguous().reshape(-1).numpy()).cast("B"))
+    for t in model.state_dict().values():
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for split in splits:
+        digest.update(split_digest(split).encode())
     return digest.hexdigest()[:8]

@@ -88,41 +88,60 @@ def zero_(tensor: torch.Tensor, index=slice(None), dim: int = 0):
 # convolution or linear layer) and every channel coupled to them; {"blocks": [sites]} replaces
 # those modules by the identity.
 
-_GRAPHS: dict[int, tuple] = {}  # id(model) -> (weak reference to it, its dependency graph)
-GRAPHS_KEPT = 4  # a parent and its candidates
+class PerModel:
+    """What was computed about a model object, kept while that object lives (at most ``keep``
+    models: a cached value may hold its model, as a dependency graph does). Weights may change
+    in place; a changed structure is a new model, so the cache follows objects."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.entries: dict[int, tuple] = {}  # id(model) -> (weak reference to it, value)
+
+    def get(self, model: nn.Module, compute):
+        entry = self.entries.get(id(model))
+        if entry is not None and entry[0]() is model:
+            return entry[1]
+        value = compute()
+        self.entries = {k: e for k, e in self.entries.items() if e[0]() is not None}
+        self.entries[id(model)] = (weakref.ref(model), value)
+        while len(self.entries) > self.keep:
+            del self.entries[next(iter(self.entries))]
+        return value
+
+    def forget(self, model: nn.Module) -> None:
+        self.entries.pop(id(model), None)
+
+
+_GRAPHS = PerModel(keep=4)  # a parent and its candidates
 
 
 @contextlib.contextmanager
-def _evaluating(model: nn.Module):
+def evaluating(model: nn.Module):
+    """The model in eval mode (batch norm on its running statistics, no dropout), every
+    module's own mode restored on exit."""
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # tracing runs a forward pass: batch-norm statistics must not move
+    model.eval()
     try:
-        yield
+        yield model
     finally:
         for m, training in modes:
             m.training = training
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
-    """Torch-Pruning's dependency graph of ``model``, traced once per model object (the
-    graph follows modules, so weights may change in place; a changed structure is a new model)."""
-    import torch_pruning as tp
+    """Torch-Pruning's dependency graph of ``model``, traced once per model object."""
+    def trace():
+        import torch_pruning as tp
 
-    entry = _GRAPHS.get(id(model))
-    if entry is not None and entry[0]() is model:
-        return entry[1]
-    example = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
-    with _evaluating(model), torch.enable_grad(), warnings.catch_warnings():
-        # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
-        # along their one dimension, which is right, and warns about it every time
-        warnings.filterwarnings("ignore", message="Unwrapped parameters")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    for key in [k for k, (ref, _) in _GRAPHS.items() if ref() is None]:
-        del _GRAPHS[key]
-    _GRAPHS[id(model)] = (weakref.ref(model), graph)
-    while len(_GRAPHS) > GRAPHS_KEPT:  # a graph holds its model: keep the last few only
-        del _GRAPHS[next(iter(_GRAPHS))]
-    return graph
+        example = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
+        # tracing runs a forward pass: in eval mode, so batch-norm statistics do not move
+        with evaluating(model), torch.enable_grad(), warnings.catch_warnings():
+            # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
+            # along their one dimension, which is right, and warns about it every time
+            warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+
+    return _GRAPHS.get(model, trace)
 
 
 def channel_group_sites(model: nn.Module, input_shape: Sequence[int], ignored: Sequence[str] = ()) -> dict[str, int]:
@@ -175,7 +194,7 @@ def prune_channel_groups(model: nn.Module, input_shape: Sequence[int], drop: Map
     new = copy.deepcopy(model)
     for site, indices in drop.items():
         channel_group(new, input_shape, site, sorted(indices)).prune()
-    _GRAPHS.pop(id(new), None)  # traced before the cut: shapes changed
+    _GRAPHS.forget(new)  # traced before the cut: shapes changed
     return new
 
 

@@ -3,7 +3,6 @@ ablate/weights interface; lower = less important, comparable across layers."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections import defaultdict
 
@@ -15,6 +14,7 @@ from harness import hookimpl
 from harness.api import Criterion
 from harness.errors import first_line
 from harness.api import progress
+from harness.surgery import evaluating
 
 #: how many images (ablations x calibration inputs) one batched KL forward may hold, by
 #: device type; the number of ablations per forward is this divided by the calibration size.
@@ -41,19 +41,6 @@ KL_BATCHED_DEVICES = frozenset({"cuda"})
 def _log_probs(model, inputs, batch_size=256):
     return torch.cat([F.log_softmax(model(inputs[i:i + batch_size]).double(), dim=1)
                       for i in range(0, len(inputs), batch_size)])
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """The model in eval mode (batch norm on its running statistics, no dropout), every
-    module's own mode restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _kl(ablated, parent):

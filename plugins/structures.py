@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from collections import defaultdict
 from typing import Sequence
 
@@ -43,8 +42,8 @@ from torch import nn
 
 from harness import hookimpl
 from harness.api import ChannelWidthNetwork, ResidualBlockNetwork, Structure, Unit
-from harness.surgery import (channel_group, channel_group_sites, channel_group_slices, keep_indices,
-                             prune_channel_groups, rebuild, replace_blocks, zero_)
+from harness.surgery import (PerModel, channel_group, channel_group_sites, channel_group_slices, evaluating,
+                             keep_indices, prune_channel_groups, rebuild, replace_blocks, zero_)
 
 TRANSFORMER_PROTOCOL = ("blocks", "arch_without_blocks", "arch_with_heads", "arch_with_mlp", "forward_features")
 
@@ -350,20 +349,22 @@ def _logged(model, new, operation: dict):
     return new
 
 
-_PROBED: dict[int, tuple] = {}  # id(model) -> (weak reference to it, {block site: its last layer})
+_PROBED = PerModel(keep=8)  # model -> {block site: its last layer}
 
 
-@torch.no_grad()
 def probe_residual_blocks(model: nn.Module, input_shape) -> dict[str, str]:
     """``{site: last layer}`` for every module that is a residual block with an identity
     shortcut, found by trying: on a probe input (random images through the whole network, in
     eval mode), a module whose output has its input's shape, and which returns its input
     exactly once the weights of the last layer it runs (in forward order) are zeroed, is
     ``input + branch``. Removing it leaves the identity; zeroing that layer ablates it. Modules
-    inside another found block count as the block (the innermost one is kept)."""
-    entry = _PROBED.get(id(model))
-    if entry is not None and entry[0]() is model:
-        return entry[1]
+    inside another found block count as the block (the innermost one is kept). Probed once per
+    model object."""
+    return _PROBED.get(model, lambda: _probe(model, input_shape))
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, input_shape) -> dict[str, str]:
     modules = dict(model.named_modules())
     calls, order = {}, []
 
@@ -377,31 +378,28 @@ def probe_residual_blocks(model: nn.Module, input_shape) -> dict[str, str]:
     hooks = [m.register_forward_hook(record(name)) for name, m in modules.items() if name]
     device = next(model.parameters()).device
     probe = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        model(probe)
-        found = {}
-        for name, (x, y) in calls.items():
-            block = modules[name]
-            if x.shape != y.shape or not any(True for _ in block.children()) or float(x.abs().max()) == 0.0:
-                continue
-            layers = [n for n in order if n.startswith(name + ".") and not any(True for _ in modules[n].children())
+        with evaluating(model):
+            model(probe)
+            # layers with weights of their own, in the order they ran
+            layers = [n for n in order if not any(True for _ in modules[n].children())
                       and any(True for _ in modules[n].parameters(recurse=False))]
-            if not layers:
-                continue
-            with _restoring([zero_(p) for p in modules[layers[-1]].parameters(recurse=False)]):
-                out = block(x)
-            if torch.allclose(out, x, rtol=0, atol=1e-5 * float(x.abs().max())):
-                found[name] = layers[-1]
+            found = {}
+            for name, (x, y) in calls.items():
+                block = modules[name]
+                if x.shape != y.shape or not any(True for _ in block.children()) or float(x.abs().max()) == 0.0:
+                    continue
+                inside = [n for n in layers if n.startswith(name + ".")]
+                if not inside:
+                    continue
+                with _restoring([zero_(p) for p in modules[inside[-1]].parameters(recurse=False)]):
+                    out = block(x)
+                if torch.allclose(out, x, rtol=0, atol=1e-5 * float(x.abs().max())):
+                    found[name] = inside[-1]
     finally:
         for h in hooks:
             h.remove()
-        for m, training in modes:
-            m.training = training
-    found = {n: layer for n, layer in found.items() if not any(o.startswith(n + ".") for o in found)}
-    _PROBED[id(model)] = (weakref.ref(model), found)
-    return found
+    return {n: layer for n, layer in found.items() if not any(o.startswith(n + ".") for o in found)}
 
 
 class TracedBlocks(Structure):

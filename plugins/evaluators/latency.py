@@ -15,6 +15,10 @@ from harness.api import Evaluator, Option
 from harness.api import normalize
 
 
+def at_least_one(n: int) -> str | None:
+    return None if n >= 1 else "must be at least 1"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -33,14 +37,44 @@ def median_wall_time(step, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-@torch.inference_mode()
-def median_seconds(model, x: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Median wall time of one forward pass of a PyTorch model, after warm-up passes."""
-    def step():
+def figures(run, inputs, repeats: int, many_repeats: int | None = None, warmup: tuple[int, int] = (5, 2)) -> dict:
+    """Latency at batch 1 (``run(inputs[:1])``) and throughput at the whole batch (``run(inputs)``),
+    each the median of repeats after warm-up; ``run`` returns when the pass has finished."""
+    many_repeats = many_repeats or max(3, repeats // 10)
+    one = median_wall_time(lambda: run(inputs[:1]), repeats, warmup=warmup[0])
+    many = median_wall_time(lambda: run(inputs), many_repeats, warmup=warmup[1])
+    return {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(len(inputs) / many, 2),
+            "batch": len(inputs), "threads": torch.get_num_threads()}
+
+
+def torch_runner(model):
+    """One forward pass of a PyTorch model, finished (synchronised) when it returns."""
+    @torch.inference_mode()
+    def run(x):
         model(x)
         _sync(x.device)
 
-    return median_wall_time(step, repeats, warmup)
+    return run
+
+
+def ort_session(module, example: torch.Tensor):
+    """An onnxruntime CPU session of ``module`` exported to ONNX as ``harness export`` writes it,
+    with this process's threads."""
+    import onnxruntime as ort
+
+    from harness.export import write
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        write(module, example, "onnx", path)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session):
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
 
 
 def test_batch(ctx, batch: int) -> torch.Tensor:
@@ -97,9 +131,9 @@ class Latency(Evaluator):
     description = "median latency at batch 1 (ms) and throughput at --latency-batch (images/s)"
     options = (
         Option("latency_repeats", 30, "Timed forward passes per measurement (the median is reported).",
-               parse=int, check=lambda n: None if n >= 1 else "must be at least 1"),
+               parse=int, check=at_least_one),
         Option("latency_batch", 256, "Batch size of the throughput measurement.", parse=int,
-               check=lambda n: None if n >= 1 else "must be at least 1"),
+               check=at_least_one),
     )
 
     def evaluate(self, model, ctx):
@@ -107,11 +141,7 @@ class Latency(Evaluator):
         x = normalize(test_batch(ctx, batch).to(ctx.device), ctx.data.mean, ctx.data.std)
 
         def measure(m):
-            m.eval()
-            one = median_seconds(m, x[:1], repeats, warmup=5)
-            many = median_seconds(m, x, max(3, repeats // 10), warmup=2)
-            return {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
-                    "batch": batch, "device": str(ctx.device), "threads": torch.get_num_threads()}
+            return figures(torch_runner(m.eval()), x, repeats) | {"device": str(ctx.device)}
 
         return timed(measure, model, ctx)
 
@@ -126,39 +156,25 @@ class LatencyORT(Evaluator):
     description = "ONNX export timed in onnxruntime on the CPU: latency at batch 1 (ms), throughput at --ort-batch"
     options = (
         Option("ort_repeats", 30, "Timed onnxruntime runs per measurement of latency-ort (the median is reported).",
-               parse=int, check=lambda n: None if n >= 1 else "must be at least 1"),
+               parse=int, check=at_least_one),
         Option("ort_batch", 256, "Batch size of latency-ort's throughput measurement.", parse=int,
-               check=lambda n: None if n >= 1 else "must be at least 1"),
+               check=at_least_one),
     )
 
     def evaluate(self, model, ctx):
         import onnxruntime as ort
 
-        from harness.export import Deployable, write
+        from harness.export import Deployable
 
         repeats, batch = ctx.options["ort_repeats"], ctx.options["ort_batch"]
-        x = test_batch(ctx, batch)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        sessions = {}
+        x = test_batch(ctx, batch).float()
+        inputs = x.numpy()
+        runners = {}
 
-        def session_of(m):  # each model exported once, its session reused by every round
-            if id(m) not in sessions:
+        def measure(m):  # each model exported once, its session reused by every round
+            if id(m) not in runners:
                 module = Deployable(copy.deepcopy(m).cpu().eval(), ctx.data.mean, ctx.data.std).eval()
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "model.onnx"
-                    write(module, x[:2].float(), "onnx", path)
-                    sessions[id(m)] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            return sessions[id(m)]
-
-        inputs = x.float().numpy()
-
-        def measure(m):
-            session = session_of(m)
-            name = session.get_inputs()[0].name
-            one = median_wall_time(lambda: session.run(None, {name: inputs[:1]}), repeats, warmup=5)
-            many = median_wall_time(lambda: session.run(None, {name: inputs}), max(3, repeats // 10), warmup=2)
-            return {"latency_ms": round(1000 * one, 4), "throughput_per_s": round(batch / many, 2),
-                    "batch": batch, "threads": torch.get_num_threads(), "onnxruntime": ort.__version__}
+                runners[id(m)] = ort_runner(ort_session(module, x[:2]))
+            return figures(runners[id(m)], inputs, repeats) | {"onnxruntime": ort.__version__}
 
         return timed(measure, model, ctx)

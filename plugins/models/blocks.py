@@ -1,5 +1,5 @@
 """What the model families share about their blocks: finding the block that holds a unit,
-dropping blocks from a staged architecture spec, reading checkpoints."""
+dropping blocks from a staged architecture spec, reading and fitting checkpoints."""
 
 from __future__ import annotations
 
@@ -57,3 +57,11 @@ def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
             break
     state = {key.removeprefix("module."): value for key, value in state.items()}
     return {key if key.startswith(prefix) else prefix + key: value for key, value in state.items()}
+
+
+def fit_shapes(state: dict, fresh: dict) -> tuple[dict, list[str]]:
+    """Published weights fitted to a model's fresh state dict: each tensor whose shape differs
+    here (a classifier for other classes, another stem) keeps its fresh initialisation.
+    Returns the fitted state and the keys that stayed fresh."""
+    fitted = {key: state[key] if key in state and state[key].shape == t.shape else t for key, t in fresh.items()}
+    return fitted, [key for key, t in fresh.items() if fitted[key] is t]

@@ -37,7 +37,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 from harness.api import ModelFamily, Option
 from harness.errors import HarnessError
 from harness.api import load_url_state_dict
-from harness_plugins.models.blocks import block_index, staged_arch_without_blocks
+from harness_plugins.models.blocks import block_index, fit_shapes, staged_arch_without_blocks
 
 PREFIX = "torchvision:"
 VARIANTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2")
@@ -231,9 +231,7 @@ class TorchvisionResNetFamily(ModelFamily):
         arch = self._made.get(name)
         if arch is None:
             return state
-        fresh = self.build(arch).state_dict()
-        fitted = {key: state[key] if key in state and state[key].shape == t.shape else t for key, t in fresh.items()}
-        kept_fresh = [key for key, t in fresh.items() if fitted[key] is t]
+        fitted, kept_fresh = fit_shapes(state, self.build(arch).state_dict())
         if kept_fresh:
             print(f"harness: {name}: ImageNet weights {weights}, except {', '.join(kept_fresh)} (their shapes differ "
                   f"here: {arch['num_classes']} classes, {arch['stem']} stem, {arch['in_channels']} input "

@@ -29,7 +29,7 @@ from torch import nn
 from harness.api import ModelFamily, load_url_state_dict
 from harness.errors import HarnessError, first_line
 from harness.surgery import replay
-from harness_plugins.models.blocks import checkpoint_tensors
+from harness_plugins.models.blocks import checkpoint_tensors, fit_shapes
 
 PREFIX = "traced:"
 SOURCES = ("torchvision", "timm")
@@ -150,8 +150,7 @@ class TracedFamily(ModelFamily):
         except Exception as exc:
             raise HarnessError(f"cannot create {arch['source']} model {arch['variant']} with {arch['kwargs']} "
                                f"({first_line(exc)})") from None
-        fresh = TracedNetwork(arch, net)
-        return TracedNetwork(arch, replay(fresh, arch["input_shape"], arch["removed"]).net, fresh.classifier)
+        return replay(TracedNetwork(arch, net), arch["input_shape"], arch["removed"])
 
     def create_network(self, arch: dict) -> nn.Module:
         """A fresh network of the spec's source, before the logged surgery."""
@@ -173,9 +172,7 @@ class TracedFamily(ModelFamily):
         state = {"net." + key: value for key, value in state.items()}
         if name not in self._made:
             return state
-        fresh = self.build(self._made[name]).state_dict()
-        fitted = {key: state[key] if key in state and state[key].shape == t.shape else t for key, t in fresh.items()}
-        kept = [key for key, t in fresh.items() if fitted[key] is t]
+        fitted, kept = fit_shapes(state, self.build(self._made[name]).state_dict())
         if kept:
             print(f"harness: {name}: published weights, except {', '.join(kept)} (their shapes differ here), "
                   "which start from fresh initialisation", file=sys.stderr)
