@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from harness import records
-from harness.bench import load_data, resolve_device
+from harness.checks import resolve_device
+from harness.session import load_data
 from harness.config import BenchConfig
-from harness.models import count_flops, count_parameters, load_model
+from harness.measure import count_flops, count_parameters
+from harness.models import load_model
 from harness.training import accuracy, predict
 
 

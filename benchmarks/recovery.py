@@ -21,7 +21,8 @@ import time
 import torch
 
 from harness import plugins
-from harness.bench import Session, build_candidates
+from harness.candidates import build_candidates
+from harness.session import Session
 from harness.config import BenchConfig
 from harness.training import Recipe, accuracy, resolve_precision, train
 

@@ -32,7 +32,7 @@ def main():
     import torch
 
     from harness import records
-    from harness.bench import run_bench
+    from harness.run import run_bench
     from harness.config import BenchConfig
 
     committed = Path(args.run)

@@ -1,11 +1,7 @@
 """prunebench: a plugin-based benchmarking harness for structured pruning."""
 
-__version__ = "0.1.0"
-
-import pluggy
-
-#: Decorator for plugin hook implementations: ``@harness.hookimpl``.
-hookimpl = pluggy.HookimplMarker("harness")
+from harness.hookspecs import hookimpl  # noqa: F401 - plugins decorate their hooks with @harness.hookimpl
+from harness.version import __version__  # noqa: F401
 
 
 def __getattr__(name):

@@ -1,20 +1,28 @@
 """The interfaces of the plugin kinds. A plugin object needs a ``name`` and the methods
-of its kind; subclassing these classes is convenient but not required.
+of its kind; subclassing these classes is convenient but not required. Every member a plugin
+may leave out is declared here with what its absence means.
 
-The hooks that hand these objects to the harness are in :mod:`harness.hookspecs`.
+The hooks that hand these objects to the harness are in :mod:`harness.hookspecs`; which hook
+registers which kind is the table in :mod:`harness.kinds`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from harness import checkpoints, measure, records, seeds, training
+from harness.data import DataSplits, TensorSplit  # plugins take the data types from here
 from harness.errors import HarnessError
+# what plugins take from here though it lives lower in the core
+from harness.networks import ChannelWidthNetwork, ResidualBlockNetwork  # noqa: F401
+from harness.step import Candidate, Step
+from harness.structure_types import Unit
+from harness.progress import progress as progress_lines
 
 
 # ---------------------------------------------------------------- options
@@ -47,8 +55,23 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+# ---------------------------------------------------------------- every kind
+class Plugin:
+    """What a plugin object of any kind has. A hook registers the class (or a factory: any
+    call without arguments that returns the object); the harness builds one object to list
+    and look up, and a fresh one for each run, which it configures with that run's options."""
+
+    name: str
+    description: str = ""  # one line for `harness plugins`
+    options: Sequence[Option] = ()  # the settings it adds to `harness bench` and config files
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Called once on the run's own object with every resolved option of the run, before
+        the run starts (a model family's sizes, a metric's bandwidth); default: nothing."""
+
+
 # ---------------------------------------------------------------- models
-class ModelFamily:
+class ModelFamily(Plugin):
     """Creates networks by name and rebuilds pruned ones from their architecture spec.
 
     ``arch`` is a JSON-able dict that fully describes the (possibly pruned) network; it
@@ -57,8 +80,6 @@ class ModelFamily:
     creates every model named ``<prefix><variant>``.
     """
 
-    name: str
-    description: str = ""
     default_dataset: str = "digits"
     # structure types the pruning methods use by default, in tie-break order
     default_structures: tuple[str, ...] = ("layer", "filter")
@@ -101,192 +122,73 @@ class ModelFamily:
 
 
 # ---------------------------------------------------------------- data
-@dataclass
-class TensorSplit:
-    """Inputs as float tensors (images in [0, 1] as (N, C, H, W); tabular rows as (N, F)),
-    labels as int64 (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, n: int | None, seed: int = 0) -> "TensorSplit":
-        if n is None or n >= len(self):
-            return self
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(self), generator=g)[:n].sort().values
-        return TensorSplit(self.images[idx], self.labels[idx])
-
-    def hold_out(self, n: int, seed: int) -> tuple["TensorSplit", "TensorSplit"]:
-        """(the rest, ``n`` samples held out of it), drawn with a fixed seed."""
-        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        held, rest = perm[:n].sort().values, perm[n:].sort().values
-        return TensorSplit(self.images[rest], self.labels[rest]), TensorSplit(self.images[held], self.labels[held])
-
-
-@dataclass
-class DataSplits:
-    train: TensorSplit
-    calib: TensorSplit  # held out of train: feeds the criteria and the similarity metric
-    test: TensorSplit  # reporting only: no decision inside a run reads it
-    mean: tuple[float, ...]  # per channel (images) or per feature (tabular)
-    std: tuple[float, ...]
-    num_classes: int
-    augment: str | None = None  # "cifar" = pad-4 random crop + horizontal flip
-    # what the data really is, for tables: "CIFAR-10 (JPEG)" is never mixed with "CIFAR-10"
-    label: str = ""
-    class_names: tuple[str, ...] = ()
-    # held out of train by the core (``--val-size``), disjoint from calib: every decision
-    # inside a run (stopping, the model kept, selectors that read accuracy) reads this split
-    val: TensorSplit | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.images.shape[1:])
-
-
-class Dataset:
-    name: str
-    description: str = ""
-
+class Dataset(Plugin):
     def load(self, data_dir: str | None, cache_dir: str, calib_size: int) -> DataSplits:
         raise NotImplementedError
 
 
 # ---------------------------------------------------------------- helpers for plugins
-# Plugins import harness, harness.api, harness.errors, harness.surgery and harness.testing
-# only (tests/test_docs.py checks it); these are the core's helpers they may use.
+# Plugins import harness, harness.api, harness.errors, harness.surgery, harness.export and
+# harness.testing only (tests/test_docs.py checks it); these are the core's helpers they may
+# use, with signatures that stay when the core's own functions change.
 
 def derive_seed(*parts) -> int:
     """A 32-bit seed from the parts' repr (the run's seed and the place it is used), so that
     a resumed run, or another process, draws the same numbers."""
-    from harness.bench import derive_seed as core_derive_seed
-
-    return core_derive_seed(*parts)
+    return seeds.derive_seed(*parts)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """Inputs standardised with a data set's ``mean`` and ``std`` (per channel for images
     (N, C, H, W), per feature for rows (N, F)): what models are fed."""
-    from harness.training import normalize as core_normalize
-
-    return core_normalize(x, mean, std)
+    return training.normalize(x, mean, std)
 
 
 def accuracy(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> float:
     """Top-1 accuracy (percent) of ``model`` on ``split``."""
-    from harness.training import accuracy as core_accuracy
-
-    return core_accuracy(model, split, data, device)
+    return training.accuracy(model, split, data, device)
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """FLOPs of one forward pass on one input (torch.utils.flop_counter; a multiply-add is 2)."""
-    from harness.models import count_flops as core_count_flops
-
-    return core_count_flops(model, input_shape)
+    return measure.count_flops(model, input_shape)
 
 
 def count_parameters(model: nn.Module) -> int:
-    from harness.models import count_parameters as core_count_parameters
-
-    return core_count_parameters(model)
+    return measure.count_parameters(model)
 
 
 def load_url_state_dict(url: str) -> dict:
     """Published weights through torch.hub's cache (no network when the file is there); a
     one-line error naming where to put the file when they cannot be had."""
-    from harness.models import load_url_state_dict as core_load
-
-    return core_load(url)
+    return checkpoints.load_url_state_dict(url)
 
 
 def write_file_atomically(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temporary file and a rename: a killed process
     never leaves half a file (caches of data sets, for instance)."""
-    from harness.records import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
+    records.atomic_write_bytes(path, data)
 
 
 def progress(items, desc: str, *, bar: bool, total: int | None = None, quiet: bool = False):
     """Iterates ``items`` reporting on long phases: a bar on a terminal (``bar=True``), else
     a line on stderr once a phase has run a few seconds and at least one a minute."""
-    from harness.progress import progress as core_progress
-
-    return core_progress(items, desc, bar=bar, total=total, quiet=quiet)
+    return progress_lines(items, desc, bar=bar, total=total, quiet=quiet)
 
 
 def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> torch.Tensor:
     """Logits of ``model`` on ``split`` (normalised with ``data``'s mean and std), in fp32 and
     eval mode, returned on the host: the evaluation helper plugins share with the core."""
-    from harness.training import predict as core_predict
-
-    return core_predict(model, split, data, device)
+    return training.predict(model, split, data, device)
 
 
 def evaluate(model: nn.Module, split: TensorSplit, data: DataSplits, device) -> dict[str, float]:
     """``{"accuracy": percent, "loss": mean cross-entropy}`` of ``model`` on ``split``."""
-    from harness.training import evaluate as core_evaluate
-
-    return core_evaluate(model, split, data, device)
-
-
-# ---------------------------------------------------------------- network protocols
-@runtime_checkable
-class ResidualBlockNetwork(Protocol):
-    """What the built-in ``resnet-block`` structure needs of a network: residual blocks whose
-    input and output shapes match can be removed (the shortcut remains). A network may offer
-    this protocol, :class:`ChannelWidthNetwork`, or both."""
-
-    arch: dict  # its JSON-able architecture spec
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """``[(site, block)]`` in forward order (site: the block's module path)."""
-
-    def removable_blocks(self) -> list[str]:
-        """Sites of the blocks with an identity shortcut: the ones that may go."""
-
-    def residual_bn(self, site: str) -> nn.Module:
-        """The last normalisation of a block's residual branch: zeroing it ablates the block."""
-
-    def arch_without_blocks(self, sites) -> tuple[dict, dict]:
-        """The spec without those blocks and the ``rename`` map of :func:`harness.surgery.rebuild`."""
-
-
-@runtime_checkable
-class ChannelWidthNetwork(Protocol):
-    """What the built-in ``resnet-filter`` structure needs of a network: convolutions whose
-    output channels can be removed together with their batch-norm channels and the matching
-    input channels of the next layer."""
-
-    arch: dict
-
-    def width_sites(self) -> list[tuple[str, nn.Module, nn.Module, nn.Module]]:
-        """``[(site, conv, bn, next_layer)]`` for every convolution whose width may change."""
-
-    def arch_with_widths(self, widths: dict[str, int]) -> dict:
-        """The spec with those convolutions narrowed to the given output channels."""
+    return training.evaluate(model, split, data, device)
 
 
 # ---------------------------------------------------------------- structures
-@dataclass(frozen=True)
-class Unit:
-    """One prunable unit: ``site`` is a module path, ``index`` a channel or head (None:
-    the whole site, e.g. a residual block)."""
-
-    structure: str
-    site: str
-    index: int | None = None
-
-    @property
-    def key(self) -> str:
-        return self.site if self.index is None else f"{self.site}:{self.index}"
-
-
-class Structure:
+class Structure(Plugin):
     """Lists, ablates and physically removes units of one type. Knows nothing about
     importance (that is the criteria's business).
 
@@ -298,7 +200,6 @@ class Structure:
     ``index`` share their site with others: the loop always leaves one of them.
     """
 
-    name: str
     type: str = ""
     # when several structures of one type support a model and its family names none of them,
     # the highest priority wins (equal priorities: a warning naming both, then the first by name)
@@ -342,11 +243,8 @@ class CriterionContext:
     progress: bool = False
 
 
-class Criterion:
+class Criterion(Plugin):
     """Scores units; lower means less important. Scores are comparable across layers."""
-
-    name: str
-    description: str = ""
 
     def supports(self, model: nn.Module, structure: "Structure") -> bool:
         """Whether it can score this structure's units on this model; checked before anything
@@ -359,12 +257,10 @@ class Criterion:
 
 
 # ---------------------------------------------------------------- similarity
-class Similarity:
+class Similarity(Plugin):
     """Similarity of two representations (n x p and n x q) of the same n inputs,
     higher = more similar; ``maximum`` is what identical inputs give."""
 
-    name: str
-    description: str = ""
     maximum: float = 1.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -384,82 +280,8 @@ class Similarity:
 
 
 # ---------------------------------------------------------------- methods
-@dataclass
-class Candidate:
-    type: str  # the type of the structure it removes: layer, filter, head, ... (Structure.type)
-    units: list[Unit]
-    model: nn.Module
-    similarity: float | None = None  # the run's metric, when the method used it
-    # JSON-able facts about the candidate, written to its decision record: the loop puts every
-    # metric's similarity, validation accuracy and loss, and the oracle's verdict here
-    info: dict[str, Any] = field(default_factory=dict)
-    finetuned_epochs: float | None = None  # set once the step has fine-tuned it
-
-    @property
-    def structure(self) -> str:
-        """The old name of :attr:`type` (a structure's *name* is ``Unit.structure``)."""
-        warnings.warn("Candidate.structure is Candidate.type", DeprecationWarning, stacklevel=2)
-        return self.type
-
-
-@dataclass
-class Step:
-    """What a method sees in one iteration: the parent and the services of the loop."""
-
-    iteration: int
-    parent: nn.Module
-    config: Any
-    rng: Any  # random.Random seeded from (seed, iteration)
-    finetune: Callable[[nn.Module, float], nn.Module]
-    similarity: Callable[[nn.Module, nn.Module], float]
-    # fine-tunes independent models, side by side on several GPUs when the run has them;
-    # ``tags`` (optional) name each one's seed
-    finetune_all: Callable[..., list[nn.Module]] | None = None
-    # accuracy (percent) and mean cross-entropy ``{"accuracy": ..., "loss": ...}`` of a model on
-    # the validation split: held out of training, never the test split
-    validation: Callable[[nn.Module], dict[str, float]] | None = None
-    data: DataSplits | None = None  # the run's data (train, calib, val; test is for reporting)
-    # the representation of a model on the calibration split that the similarity metrics compare
-    features: Callable[[nn.Module], torch.Tensor] | None = None
-    device: torch.device | None = None  # where the run's models live
-
-    def predict(self, model: nn.Module, split: TensorSplit) -> torch.Tensor:
-        """Logits of ``model`` on one of the run's splits (``step.data.val``, ``step.data.calib``)."""
-        return predict(model, split, self.data, self.device)
-
-    def finetune_candidates(self, candidates: list[Candidate], epochs: float) -> None:
-        """Fine-tunes every candidate's model (in place on each candidate), concurrently
-        where the run can. Each candidate's seed comes from its structure type, and a
-        candidate already fine-tuned for ``epochs`` in this step (the loop does so for its
-        decision records) is not trained again: every method sees the same candidates."""
-        todo = [c for c in candidates if c.finetuned_epochs != epochs]
-        if not todo:
-            return
-        models = [c.model for c in todo]
-        if self.finetune_all:
-            trained = self.finetune_all(models, epochs, tags=[("candidate", c.type) for c in todo])
-        else:
-            trained = [self.finetune(m, epochs) for m in models]
-        for cand, model in zip(todo, trained):
-            cand.model, cand.finetuned_epochs = model, epochs
-
-    def validate(self, candidate: Candidate) -> dict[str, float]:
-        """The candidate's validation accuracy and loss (``val_accuracy``, ``val_loss``), kept
-        in its ``info`` so that each is measured once."""
-        if "val_accuracy" not in candidate.info:
-            if self.validation is None:
-                raise HarnessError("this run has no validation split (a record from before it existed)")
-            result = self.validation(candidate.model)
-            candidate.info["val_accuracy"] = round(result["accuracy"], 4)
-            candidate.info["val_loss"] = round(result["loss"], 6)
-        return {"val_accuracy": candidate.info["val_accuracy"], "val_loss": candidate.info["val_loss"]}
-
-
-class Method:
+class Method(Plugin):
     """The decision rule of one pruning iteration."""
-
-    name: str
-    description: str = ""
 
     def structures(self, offered: Sequence[str]) -> list[str]:
         """Which of the structure types that have removable units now get a candidate
@@ -488,19 +310,18 @@ class EvalContext:
     unpruned: Callable[[], nn.Module] | None = None
 
 
-class Evaluator:
+class Evaluator(Plugin):
     """A measurement of a model, taken on the unpruned model and after each iteration
     (or only on the final model). ``evaluate`` returns a JSON-able dict; numbers at its
     top level become leaderboard columns ``<evaluator>.<key>``.
 
-    An evaluator may also define ``track(phase)``, a context manager the loop enters
-    around each phase of the run (``baseline``, ``criterion``, ``candidates``,
-    ``finetune``), to measure the work itself (energy, for instance).
     """
-
-    name: str
-    description: str = ""
-    options: Sequence[Option] = ()
 
     def evaluate(self, model: nn.Module, ctx: EvalContext) -> dict[str, Any]:
         raise NotImplementedError
+
+    def track(self, phase: str) -> contextlib.AbstractContextManager:
+        """A context manager the loop enters around each phase of the run (``baseline``,
+        ``criterion``, ``candidates``, ``oracle``, ``finetune``), to measure the work itself
+        (energy, for instance); default: nothing."""
+        return contextlib.nullcontext()

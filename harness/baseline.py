@@ -6,19 +6,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from harness import plugins, records
-from harness.checks import check_criterion_supports, check_model_takes_data, structure_types
+from harness.api import Option
+from harness.checks import check_criterion_supports, check_model_takes_data
 from harness.errors import HarnessError
 from harness.models import create_model, load_model, save_model
+from harness.seeds import derive_seed
+from harness.session import Session, measure_core
+from harness.structure_types import structure_type, structure_types
 from harness.training import train
 
-if TYPE_CHECKING:
-    from harness.bench import Session
 
 def content_key(*parts) -> str:
     """A cache key: 16 hex digits of the SHA-256 of the parts' repr."""
@@ -41,37 +42,38 @@ def split_digest(split) -> str:
     return digest.hexdigest()
 
 
-def training_options(s: Session) -> list:
-    """The run's plugin options that change the network or its training: the only ones that
-    key a cached baseline (an evaluator's option never retrains one)."""
-    declared = plugins.options_of(s.plugins.all())
-    return sorted((k, v) for k, v in s.cfg.options.items() if k in declared and declared[k].affects_training)
+def training_options(options: dict, declared: dict[str, Option]) -> list:
+    """The run's plugin options (``options``, by name) that change the network or its
+    training (as ``declared``): the only ones that key a cached baseline (an evaluator's
+    option never retrains one)."""
+    return sorted((k, v) for k, v in options.items() if k in declared and declared[k].affects_training)
 
 
 def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     """The unpruned model after the baseline step (fine-tuning given weights, or training from
     scratch), cached so that later runs with the same settings reuse it. Also returns the
     test accuracy of the weights before that step (None when trained from scratch)."""
-    from harness.bench import derive_seed, measure_core  # the loop's own helpers (bench imports this module)
-
     cfg, data, device = s.cfg, s.data, s.device
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # fresh weights (and heads) are seeded too
     model = create_model(cfg.model, data.num_classes, data.input_shape, cfg.dataset, checkpoint=cfg.checkpoint,
                          pretrained=cfg.pretrained, family=s.plugins.model).to(device)
-    check_model_takes_data(s, model)
-    missing = [t for t in cfg.structures if t not in s.structures(model)]
+    check_model_takes_data(model, data, device, cfg)
+    structures = s.structures(model)
+    missing = [t for t in cfg.structures if t not in structures]
     if missing:
-        offered = [getattr(st, "type", st.name) for st in s.plugins.structures if st.supports(model)]
+        offered = [structure_type(st) for st in s.plugins.structures if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
-    check_criterion_supports(s, model)
+    if hasattr(plugins.unwrap(s.plugins.criterion), "supports"):
+        check_criterion_supports(s.plugins.criterion, structures, model, cfg)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
     recipe = dataclasses.replace(s.recipe(scratch=not has_weights), distill=0.0)  # nothing to distil from
     # keyed by content, never by where things are: other weights at the same path, or a data
     # folder whose images changed, train a baseline of their own
     key = content_key(cfg.model, cfg.dataset, split_digest(data.train), cfg.checkpoint and file_digest(cfg.checkpoint),
-                      cfg.pretrained, epochs, recipe, cfg.seed, training_options(s))
+                      cfg.pretrained, epochs, recipe, cfg.seed,
+                      training_options(cfg.options, plugins.options_of(s.plugins.all())))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared

@@ -7,58 +7,24 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from harness import plugins, records
 from harness.config import BenchConfig
+from harness.data import DataSplits
 from harness.errors import HarnessError, first_line
-from harness.models import read_checkpoint
+from harness.checkpoints import read_checkpoint
+from harness.cluster import require_ray
+from harness.structure_types import check_decision_letters, structure_type, structure_types
 from harness.training import default_batch_size, normalize, resolve_precision
-
-if TYPE_CHECKING:
-    from harness.bench import Session
-
-# tie-break order of structure types: the paper gives a tie to the layer candidate
-TYPE_ORDER = ("layer", "filter", "head", "neuron")
-
-
-# how decisions are recorded (iterations.jsonl "decision", decision paths like "LFF")
-DECISION_LETTERS = {"layer": "L", "filter": "F", "head": "H", "neuron": "N"}
-
 
 CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
 
 
 def default_cache_dir() -> str:
     return os.environ.get("HARNESS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "prunebench"))
-
-
-def structure_types(names) -> list[str]:
-    return sorted(set(names), key=lambda t: (TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER), t))
-
-
-def decision_letter(structure_type: str) -> str:
-    """A built-in type's letter, else the one its structure declares (``letter``), else the
-    type's first letter, upper case."""
-    if structure_type in DECISION_LETTERS:
-        return DECISION_LETTERS[structure_type]
-    declared = [getattr(st, "letter", None) for st in plugins.registry("structure").values()
-                if getattr(st, "type", st.name) == structure_type]
-    return next((letter for letter in declared if letter), structure_type[0].upper())
-
-
-def check_decision_letters(types) -> None:
-    """Two structure types of one run must not share a letter: the decision path would lie."""
-    seen: dict[str, str] = {}
-    for t in types:
-        letter = decision_letter(t)
-        if letter in seen:
-            raise HarnessError(f"structure types {seen[letter]} and {t} would both be recorded as {letter!r}; "
-                               f"give the structure of type {t} a letter of its own (Structure.letter)")
-        seen[letter] = t
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,12 +49,12 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     cfg.evaluators = [n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS]
     for name in cfg.evaluators:
         plugins.get("evaluator", name)
-    known_types = {getattr(st, "type", st.name) for st in plugins.registry("structure").values()}
+    known_types = {structure_type(st) for st in plugins.registry("structure").values()}
     cfg.structures = structure_types(cfg.structures or family.default_structures)
     for t in cfg.structures:
         if t not in known_types:
             raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
-    check_decision_letters(cfg.structures)
+    check_decision_letters(cfg.structures, plugins.registry("structure").values())
     declared = plugins.all_options()
     for key in cfg.options:
         if key not in declared:
@@ -117,8 +83,6 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     if cfg.checkpoint:
         read_checkpoint(cfg.checkpoint)
     if cfg.parallel_candidates:
-        from harness.distributed import require_ray
-
         require_ray()
     return cfg
 
@@ -137,32 +101,29 @@ def parse_option(opt, value):
     return value
 
 
-def check_model_takes_data(s: Session, model: nn.Module) -> None:
+def check_model_takes_data(model: nn.Module, data: DataSplits, device: torch.device, cfg: BenchConfig) -> None:
     """Before anything is trained or written: two training samples go through the model and
-    give one score per class, or one line names the mismatch."""
-    data = s.data
+    give one score per class, or one line names the mismatch. Leaves the model in eval mode."""
     shape = tuple(data.input_shape)
     try:
         with torch.no_grad():
             model.eval()
-            out = model(normalize(data.train.images[:2].to(s.device), data.mean, data.std))
+            out = model(normalize(data.train.images[:2].to(device), data.mean, data.std))
     except Exception as exc:
-        raise HarnessError(f"model {s.cfg.model} cannot take data set {s.cfg.dataset} (inputs of shape {shape}): "
+        raise HarnessError(f"model {cfg.model} cannot take data set {cfg.dataset} (inputs of shape {shape}): "
                            f"{first_line(exc, 160)}; pick a model made for such inputs (see harness plugins)") from None
     if tuple(out.shape) != (min(2, len(data.train)), data.num_classes):
-        raise HarnessError(f"model {s.cfg.model} gives outputs of shape {tuple(out.shape[1:])} on data set "
-                           f"{s.cfg.dataset}, which has {data.num_classes} classes")
+        raise HarnessError(f"model {cfg.model} gives outputs of shape {tuple(out.shape[1:])} on data set "
+                           f"{cfg.dataset}, which has {data.num_classes} classes")
 
 
-def check_criterion_supports(s: Session, model: nn.Module) -> None:
+def check_criterion_supports(criterion, structures: dict, model: nn.Module, cfg: BenchConfig) -> None:
     """Before anything is trained: the criterion must be able to score every structure the
-    run prunes on this model (a criterion may declare ``supports(model, structure)``)."""
-    criterion = s.plugins.criterion
-    if not hasattr(plugins.unwrap(criterion), "supports"):
-        return
-    for t, structure in s.structures(model).items():
+    run prunes on this model (``structures``: type -> structure; a criterion may declare
+    ``supports(model, structure)``)."""
+    for t, structure in structures.items():
         if not criterion.supports(model, structure):
             able = [name for name, c in sorted(plugins.registry("criterion").items())
                     if not hasattr(c, "supports") or c.supports(model, structure)]
-            raise HarnessError(f"criterion {s.cfg.criterion} cannot score the {t} units ({structure.name}) of "
-                               f"{s.cfg.model}; valid choices: {', '.join(able) or '(none)'}")
+            raise HarnessError(f"criterion {cfg.criterion} cannot score the {t} units ({structure.name}) of "
+                               f"{cfg.model}; valid choices: {', '.join(able) or '(none)'}")

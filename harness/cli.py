@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from harness import __version__
+from harness.version import __version__
 from harness.errors import HarnessError
 from harness.settings import BENCH_SETTINGS, SEEDS, Setting
 
@@ -172,7 +172,7 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
     With no options: the offline demo (a small ResNet trained on scikit-learn's digits).
     Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed.
     """
-    from harness.bench import resume_bench, run_bench
+    from harness.run import resume_bench, run_bench
     from harness.configfile import config_from_options
     from harness.leaderboard import load_table, to_markdown
 

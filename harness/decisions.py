@@ -31,27 +31,15 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from harness.errors import HarnessError
-from typing import Callable
+from harness.oracle import oracle_verdict
 
 #: the run's own similarity metric of the paper, against which the others are compared
 REFERENCE = "most similar: cka"
 ORACLE_SPLITS = ("val", "test")
 BOOTSTRAP_SAMPLES = 4000
-
-
-def oracle_verdict(accuracies: list[list[float]]) -> dict:
-    """The oracle's answer from each candidate's accuracies (one per seed): the index of the
-    best candidate, or None for a tie (a gap between the two best means no larger than the
-    largest disagreement between one candidate's seeds, or no gap at all)."""
-    means = [statistics.fmean(a) for a in accuracies]
-    order = sorted(range(len(means)), key=lambda i: -means[i])  # stable: equal means keep their order
-    gap = means[order[0]] - means[order[1]] if len(means) > 1 else math.inf
-    disagreement = max(max(a) - min(a) for a in accuracies)
-    tie = len(means) > 1 and (gap == 0 or gap < disagreement)
-    return {"means": means, "best": None if tie else order[0], "gap": round(gap, 4),
-            "disagreement": round(disagreement, 4)}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Ray (an optional extra: ``pip install 'prunebench[ray]'``): a sweep's runs as Ray tasks on
-a local instance or a cluster, and a run's candidate fine-tunes as concurrent tasks.
+"""A sweep's runs as Ray tasks (an optional extra: ``pip install 'prunebench[ray]'``) on a
+local instance or a cluster.
 
 Every task is idempotent in the way ``harness sweep`` already is: a complete run is skipped,
 an interrupted one resumes from its last record, so Ray may retry a task whose worker or
@@ -10,65 +10,17 @@ node died, or that failed, without repeating finished work. Records go to the sw
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 
+import torch
+
+from harness.cluster import RETRIES, connect, node_name
 from harness.errors import HarnessError, RunsFailed, RunStopped, first_line
 from harness.records import NODE_ENV
-
-RETRIES = 2  # a failed task, or one whose worker or node died, runs again (and resumes)
-
-
-def require_ray():
-    try:
-        import ray
-    except ImportError:
-        raise HarnessError("--ray needs Ray: pip install 'prunebench[ray]' (or pip install ray)") from None
-    return ray
-
-
-def check_reachable(address: str | None) -> None:
-    """One line, before anything is written, when a cluster address (``host:port``, given or
-    in RAY_ADDRESS) takes no connection: Ray itself would retry for minutes."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address or address == "auto" or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"cannot reach the Ray cluster at {address} ({getattr(exc, 'strerror', None) or exc}); "
-                           "give the address ray start --head printed, or start one") from None
-
-
-def connect(address: str | None):
-    """Joins the cluster at ``address`` (``ray start --head`` prints it), else RAY_ADDRESS's,
-    else starts a local instance with this machine's CPUs and GPUs."""
-    ray = require_ray()
-    address = address or os.environ.get("RAY_ADDRESS") or None  # an empty RAY_ADDRESS is none
-    if not ray.is_initialized():
-        try:
-            # a run's output goes to its log file, not to the driver's terminal
-            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        except (ConnectionError, ValueError) as exc:
-            raise HarnessError(f"cannot reach the Ray cluster at {address} "
-                               f"({first_line(exc)}); start one with ray start --head") from None
-    return ray
-
-
-def node_name() -> str:
-    """This process's node: host name and the Ray node's short id (two nodes may share a host)."""
-    try:
-        import ray
-
-        node = ray.get_runtime_context().get_node_id()[:8] if ray.is_initialized() else None
-    except Exception:
-        node = None
-    return f"{socket.gethostname()}/{node}" if node else socket.gethostname()
+from harness.run import run_one, run_state
 
 
 # ---------------------------------------------------------------- a sweep's runs as tasks
@@ -76,10 +28,6 @@ def _sweep_task(cfg, log_dir: str, events, threads: int) -> dict:
     """One run of a sweep, inside a Ray worker: resumed or started with as many threads as
     the CPUs it asked for, its output in a log file; its start goes to the driver through
     ``events`` (an :class:`Events` actor)."""
-    import torch
-
-    from harness.sweep import run_state, run_one
-
     torch.set_num_threads(threads)
 
     os.environ[NODE_ENV] = node = node_name()
@@ -119,20 +67,16 @@ def run_sweep_on_ray(configs: list, resources: dict, address: str | None) -> tup
     """Every run as a Ray task with the sweep's resources; one line per finished run, then a
     summary table. Returns the summaries and whether every run ended well."""
     ray = connect(address)
-    configs = [copy.copy(cfg) for cfg in configs]
+    # every node writes the same folder: give it as one absolute path
+    configs = [dataclasses.replace(cfg, runs_dir=os.path.abspath(cfg.runs_dir),
+                                   cache_dir=cfg.cache_dir and os.path.abspath(cfg.cache_dir)) for cfg in configs]
     env = {}
-    for cfg in configs:  # every node writes the same folder: give it as one absolute path
-        cfg.runs_dir = os.path.abspath(cfg.runs_dir)
-        if cfg.cache_dir:
-            cfg.cache_dir = os.path.abspath(cfg.cache_dir)
     if os.environ.get("HARNESS_CACHE"):
         env["HARNESS_CACHE"] = os.path.abspath(os.environ["HARNESS_CACHE"])
     log_dir = str(Path(configs[0].runs_dir) / ".logs")
     task = ray.remote(_sweep_task).options(
         num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0), max_retries=RETRIES,
         retry_exceptions=True, runtime_env={"env_vars": env} if env else None)
-    from harness.sweep import run_state
-
     results, todo = [], []
     for cfg in configs:  # complete runs need no task
         if run_state(cfg) == "complete":
@@ -176,44 +120,3 @@ def summary_table(results: list[dict]) -> str:
     for r in results:
         lines.append(f"| {r['name']} | {r['status']} | {r['node']} | {'' if r['seconds'] is None else r['seconds']} |")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- a run's candidates as tasks
-def _finetune_task(model, data, epochs, recipe, seed, teacher, threads: int):
-    """One candidate's fine-tune in a Ray worker, with the threads of the run's own process so
-    that the arithmetic (and so the result) is the sequential one's."""
-    import torch
-
-    from harness.training import train
-
-    torch.set_num_threads(threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        trained = train(model.to(device), data, epochs, recipe=recipe, seed=seed, device=device,
-                        teacher=teacher.to(device) if teacher is not None else None, quiet=True)
-    return {k: v.cpu() for k, v in trained.state_dict().items()}
-
-
-class CandidatePool:
-    """Fine-tunes a run's candidates as concurrent Ray tasks (one CPU slot each, or one GPU
-    when the run uses CUDA); the data set goes into Ray's object store once."""
-
-    def __init__(self, data, gpu: bool):
-        self.ray = connect(None)
-        self.data = self.ray.put(data)
-        self.task = self.ray.remote(_finetune_task).options(num_cpus=1, num_gpus=1 if gpu else 0,
-                                                             max_retries=RETRIES)
-
-    def finetune_all(self, models, epochs, recipe, seeds, teacher):
-        """Fine-tunes copies of ``models`` side by side and loads the results into them."""
-        import torch
-
-        threads = torch.get_num_threads()
-        teacher_ref = self.ray.put(copy.deepcopy(teacher).cpu()) if teacher is not None else None
-        refs = [self.task.remote(copy.deepcopy(m).cpu(), self.data, epochs, recipe, seed, teacher_ref, threads)
-                for m, seed in zip(models, seeds)]
-        for model, state in zip(models, self.ray.get(refs)):
-            model.load_state_dict(state)
-            model.eval()
-        return models

@@ -1,4 +1,7 @@
-"""The errors the CLI turns into one line on stderr, without a traceback."""
+"""The errors the CLI turns into one line on stderr, without a traceback, and the one
+channel for warnings."""
+
+import sys
 
 
 class HarnessError(Exception):
@@ -33,3 +36,9 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def warn(message: str) -> None:
+    """The one channel for warnings to the user: ``harness: warning: <message>`` on stderr,
+    flushed at once (a run's own progress lines go to stdout and must not overtake it)."""
+    print(f"harness: warning: {message}", file=sys.stderr, flush=True)

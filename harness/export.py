@@ -15,7 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness import records
+from harness.checks import default_cache_dir
+from harness.config import BenchConfig
 from harness.errors import HarnessError, first_line
+from harness.models import load_model
+from harness.session import load_data
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
 TOLERANCE = 1e-4  # largest absolute difference of any output from the PyTorch model's
@@ -108,12 +113,6 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
                samples: int = 256) -> dict:
     """Exports one iteration's model of a run (default: the model it kept), checked on the
     first ``samples`` test inputs of the run's data set."""
-    from harness import records
-    from harness.bench import load_data
-    from harness.checks import default_cache_dir
-    from harness.config import BenchConfig
-    from harness.models import load_model
-
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")

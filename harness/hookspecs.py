@@ -9,6 +9,8 @@ unique ``name`` within its kind. The interfaces those objects follow are in
 import pluggy
 
 hookspec = pluggy.HookspecMarker("harness")
+#: Decorator for plugin hook implementations (``@harness.hookimpl``, the same object).
+hookimpl = pluggy.HookimplMarker("harness")
 
 
 @hookspec

@@ -186,7 +186,7 @@ def run_plugin_objects(cfg) -> list:
     """The registered plugin objects a run uses (by its resolved names): its model family,
     data set, method, criterion, similarity metrics (all of them when it records decisions),
     every structure and its evaluators, core ones included."""
-    from harness.bench import CORE_EVALUATORS
+    from harness.checks import CORE_EVALUATORS
 
     used = [get(kind, getattr(cfg, kind)) for kind in ("model", "dataset", "method", "criterion", "similarity")]
     if cfg.record_decisions:

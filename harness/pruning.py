@@ -39,7 +39,10 @@ from harness import plugins, records
 from harness.api import DataSplits, Dataset, TensorSplit
 from harness.baseline import split_digest
 from harness.config import BenchConfig
+from harness.checkpoints import load_state, read_checkpoint
 from harness.errors import HarnessError
+from harness.models import load_model
+from harness.run import resume_bench, run_bench
 from harness_plugins.models.traced import TracedFamily
 
 OWN_PREFIX = "own:"
@@ -65,8 +68,6 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
     (``candidate_epochs=0.5``, ``finetune_epochs=1``, ``round_to=8``, ``device="cuda"``,
     ``seed=1``, ``budget="quick"``). A run with ``name`` that was interrupted continues
     where it stopped when called again with the same arguments."""
-    from harness.bench import resume_bench, run_bench
-
     valid = {f.name for f in dataclasses.fields(BenchConfig)} - {"model", "dataset", "options"}
     unknown = sorted(set(settings) - valid)
     if unknown:
@@ -97,8 +98,6 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
         result = records.read_result(run_dir)
         rows = {r["iteration"]: r for r in records.read_iterations(run_dir)}
         kept = rows[result["final_iteration"]]
-        from harness.models import load_model
-
         pruned = load_model(records.model_path(run_dir, kept["iteration"]))
     return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch["removed"],
                        # the unpruned model's record has no reductions (a run that kept iteration 0)
@@ -112,8 +111,6 @@ def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None
     """The pruned network of a run (its kept model, or ``iteration``'s) or of one model file,
     rebuilt on ``model`` (a fresh instance of the class that was pruned, left untouched):
     the logged surgery is replayed on a copy, then the weights load (weights only)."""
-    from harness.models import load_state, read_checkpoint
-
     path = Path(path)
     if path.is_dir():
         result = records.read_result(path)

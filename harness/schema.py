@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from harness import records
+from harness.deprecation import moved_names
 
 # the schema versions (config.json's versions.schema_version), see harness.records.SCHEMA_VERSION:
 # 1: config, iterations, models, result. 2: adds evaluations.jsonl, the data set's label and
@@ -102,8 +103,8 @@ def candidate(*, structure: str, similarity: float | None, units: int, flops: in
                      finetuned=finetuned) | (info or {}) | Candidate(method_saw=method_saw)
 
 
-def baseline_iteration(measurements: Measurements, accuracy_before_baseline: float | None) -> Iteration:
-    """Iteration 0: the unpruned model."""
+def unpruned_iteration(measurements: Measurements, accuracy_before_baseline: float | None) -> Iteration:
+    """Iteration 0: the unpruned model (after the baseline step)."""
     return measurements | Iteration(iteration=0, decision=None, accuracy_before_baseline=accuracy_before_baseline)
 
 
@@ -241,3 +242,8 @@ class RunRecord:
     def data_label(self) -> str:
         """The data set's label, or for schema 1 (no label) its name."""
         return (self.config.get("data") or {}).get("label") or self.config["config"]["dataset"]
+
+
+__getattr__ = moved_names(__name__, {
+    "baseline_iteration": (unpruned_iteration, "harness.schema.unpruned_iteration"),
+})

@@ -3,7 +3,6 @@ surviving weights over. Structures decide *what* goes; this module only moves te
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 import weakref
@@ -12,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from harness.measure import evaluating  # structures take it from here
 from harness.models import build_from_arch
 
 # old parameter name -> [(dim, indices to keep), ...]
@@ -113,19 +113,6 @@ class PerModel:
 
 
 _GRAPHS = PerModel(keep=4)  # a parent and its candidates
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """The model in eval mode (batch norm on its running statistics, no dropout), every
-    module's own mode restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]):

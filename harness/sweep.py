@@ -4,12 +4,17 @@ so a sweep started again skips complete runs and resumes an interrupted one."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 
 from harness import records
+from harness.checks import resolve
+from harness.cluster import check_reachable, require_ray
 from harness.configfile import config_from_options, read_toml
+from harness.distributed import run_sweep_on_ray
 from harness.errors import HarnessError
+from harness.run import run_one, run_state
 
 AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")  # what each run asks of Ray (harness sweep --ray); not run options
@@ -66,14 +71,10 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
     whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
     (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel. With
     ``ray`` (an address, or "local"), every run of the shard is a Ray task."""
-    from harness.bench import resolve
-
     configs = [config_from_options(run) for run in expand(path)]
     for cfg in configs:  # every name and number is checked before the first run starts
         resolve(cfg)
     if ray is not None:
-        from harness.distributed import check_reachable, require_ray
-
         asks = resources(path)
         require_ray()
         check_reachable(None if ray == "local" else ray)
@@ -82,8 +83,6 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
     with sweep_lock(path, configs, shard):
         if ray is None:
             return _run_shard(configs, progress, False, shard)
-        from harness.distributed import run_sweep_on_ray
-
         mine = [cfg for i, cfg in enumerate(configs, start=1) if not (i - shard[0]) % shard[1]]
         _, ok = run_sweep_on_ray(mine, asks, None if ray == "local" else ray)
         return [Path(cfg.runs_dir) / cfg.name for cfg in mine], ok
@@ -100,27 +99,6 @@ def resources(path: str | Path) -> dict:
     return out
 
 
-def run_state(cfg) -> str:
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    return ("complete" if records.read_result(run_dir) is not None else
-            "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
-
-
-def run_one(cfg, progress: bool, state: str | None = None) -> bool:
-    """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
-    started when new (``state``: its :func:`run_state`, when the caller has read it). Returns
-    whether every evaluator succeeded."""
-    from harness.bench import any_failures, resume_bench, run_bench
-
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    state = state or run_state(cfg)
-    if state == "complete":
-        return not any_failures(run_dir)
-    if state == "interrupted" and records.read_iterations(run_dir):
-        return resume_bench(run_dir, progress)[1]
-    return run_bench(cfg, progress)[1]
-
-
 def run_dirs(path: str | Path) -> list[Path]:
     """Every run directory of the sweep (all shards)."""
     return [Path(cfg.runs_dir) / cfg.name for cfg in (config_from_options(run) for run in expand(path))]
@@ -135,8 +113,6 @@ def default_board(path: str | Path) -> Path:
 def sweep_lock(path, configs, shard: tuple[int, int]):
     """One process per shard of a sweep file: a second gets one line naming the first's pid
     (its runs would otherwise be written twice; each run's own lock also holds)."""
-    import hashlib
-
     k, n = shard
     where = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
     runs = Path(configs[0].runs_dir)

@@ -149,7 +149,7 @@ def check_structure(structure, model: nn.Module | None = None, input_shape: tupl
     ``ablate`` changes the output and restores every parameter exactly on exit; ``remove``
     returns a smaller network that runs, with the same output shape, leaving the parent
     untouched; ``weights`` gives tensors for every unit."""
-    from harness.models import count_parameters
+    from harness.measure import count_parameters
 
     model = model if model is not None else _default_model()
     x = _inputs(input_shape)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.api import DataSplits, TensorSplit
+from harness.data import DataSplits, TensorSplit
+from harness.measure import evaluating
 from harness.progress import progress as progress_bar
 from harness.settings import PRECISION_CHOICES  # noqa: F401 - re-exported for the benchmarks
 
@@ -247,14 +248,12 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
 def predict(model: nn.Module, split: TensorSplit, data: DataSplits, device, batch_size: int = 500,
             features: bool = False) -> torch.Tensor:
     """Logits (or ``forward_features``) in fp32 and eval mode, on the host."""
-    was_training = model.training
-    model.eval()
     fn = model.forward_features if features else model
     device = torch.device(device)
     split = _device_copy(split, device)
-    outs = [fn(normalize(split.images[i:i + batch_size], data.mean, data.std)).float()
-            for i in range(0, len(split), batch_size)]
-    model.train(was_training)
+    with evaluating(model):
+        outs = [fn(normalize(split.images[i:i + batch_size], data.mean, data.std)).float()
+                for i in range(0, len(split), batch_size)]
     return torch.cat(outs).cpu()
 
 

@@ -250,16 +250,15 @@ class TaylorCriterion(Criterion):
     description = "first-order Taylor estimate of the loss change (one backward pass)"
 
     def scores(self, model, structure, units, ctx):
-        was_training = model.training
-        model.eval()  # batch norm uses its running statistics, as the pruned model will
         params = [p for p in model.parameters()]
         grads = [torch.zeros_like(p) for p in params]
         n = len(ctx.calib_inputs)
-        for i in range(0, n, 256):
-            x, y = ctx.calib_inputs[i:i + 256], ctx.calib_labels[i:i + 256]
-            loss = F.cross_entropy(model(x), y, reduction="sum") / n
-            for g, dp in zip(grads, torch.autograd.grad(loss, params)):
-                g += dp
+        with evaluating(model):  # batch norm uses its running statistics, as the pruned model will
+            for i in range(0, n, 256):
+                x, y = ctx.calib_inputs[i:i + 256], ctx.calib_labels[i:i + 256]
+                loss = F.cross_entropy(model(x), y, reduction="sum") / n
+                for g, dp in zip(grads, torch.autograd.grad(loss, params)):
+                    g += dp
         out = []
         with torch.no_grad():
             before = [p.detach().clone() for p in params]
@@ -267,7 +266,6 @@ class TaylorCriterion(Criterion):
                 with structure.ablate(model, [unit]):
                     change = sum(float(((p - p0) * g).sum()) for p, p0, g in zip(params, before, grads))
                 out.append(abs(change))
-        model.train(was_training)
         return out
 
 

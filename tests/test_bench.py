@@ -43,9 +43,9 @@ def test_demo_run_writes_a_complete_record(demo_run):
 
 
 def test_recorded_models_reload_smaller_and_reproduce_the_recorded_accuracy(demo_run):
-    from harness.bench import load_data
+    from harness.session import load_data
     from harness.config import BenchConfig
-    from harness.models import count_flops, count_parameters
+    from harness.measure import count_flops, count_parameters
     from harness.training import accuracy
 
     run_dir, _ = demo_run
@@ -110,11 +110,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert (killed_dir / "result.json").read_text() == (tmp_path / "straight" / "result.json").read_text()
 
 
-def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_path, monkeypatch):
+def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_path):
     import subprocess
 
-    import harness
-    from harness.bench import git_revision
+    from harness.provenance import git_revision
 
     sha = git_revision()  # the tests run from a checkout of the project
     assert sha is None or len(sha.removesuffix("-dirty")) == 40
@@ -124,13 +123,11 @@ def test_git_revision_of_the_checkout_and_not_of_an_unrelated_repository(tmp_pat
     for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", *args], cwd=outer, check=True, capture_output=True)
     # an installed copy (site/harness) inside some other repository: its commit says nothing
-    monkeypatch.setattr(harness, "__file__", str(outer / "site" / "harness" / "__init__.py"))
-    assert git_revision() is None
-    monkeypatch.setattr(harness, "__file__", str(outer / "harness" / "__init__.py"))
+    assert git_revision(outer / "site" / "harness") is None
     (outer / "harness").mkdir()
     (outer / "harness" / "__init__.py").write_text("")
     subprocess.run(["git", "add", "."], cwd=outer, check=True)
-    sha = git_revision()
+    sha = git_revision(outer / "harness")
     assert sha is not None and sha.endswith("-dirty") and len(sha) == 40 + len("-dirty")
 
 

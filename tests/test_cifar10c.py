@@ -7,7 +7,7 @@ from scipy import ndimage
 from torch import nn
 
 from harness.api import DataSplits, EvalContext, TensorSplit
-from harness.bench import resolve
+from harness.checks import resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError
 from harness.training import accuracy

@@ -9,9 +9,10 @@ import torch
 
 from conftest import run_cli
 from harness import plugins, records
-from harness.bench import run_bench
+from harness.run import run_bench
 from harness.config import BenchConfig
-from harness.decisions import oracle_verdict, read_decisions, score, wilson, write_decisions
+from harness.decisions import read_decisions, score, wilson, write_decisions
+from harness.oracle import oracle_verdict
 
 FAST = ["--budget", "smoke", "--scratch-epochs", "10", "--candidate-epochs", "0.3", "--finetune-epochs", "0.5"]
 
@@ -185,7 +186,8 @@ def test_stop_on_drop_never_reads_the_test_split(tmp_path, monkeypatch):
 
 
 def test_validation_split_is_disjoint_from_calibration_and_sized_by_the_budget():
-    from harness.bench import load_data, resolve
+    from harness.checks import resolve
+    from harness.session import load_data
 
     cfg = resolve(BenchConfig(budget="smoke"))
     assert len(load_data(cfg).val) == cfg.val_size == 256  # the budget's
@@ -211,7 +213,7 @@ def test_impossible_validation_and_oracle_settings_are_one_line_errors(tmp_path)
 def test_records_from_before_the_validation_split_still_read():
     cfg = BenchConfig.from_dict({"model": "tiny-resnet", "stop_on_drop": 1.0})
     assert cfg.val_size == 0 and cfg.record_decisions is False
-    from harness.bench import final_iteration, stop_reason
+    from harness.loop import final_iteration, stop_reason
 
     rows = [{"iteration": 0, "accuracy": 90.0}, {"iteration": 1, "accuracy": 89.5}, {"iteration": 2, "accuracy": 88.0}]
     cfg.iterations = 5

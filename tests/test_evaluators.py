@@ -105,7 +105,7 @@ def test_bench_with_extra_evaluators_on_the_final_model_only(tmp_path):
     evaluations = records.read_evaluations(run)
     assert sorted(evaluations) == [0, 2]
     assert set(evaluations[2]["results"]) == {"fgsm", "latency", "co2"} and not evaluations[2]["errors"]
-    from harness.bench import load_data
+    from harness.session import load_data
     from harness.config import BenchConfig
     from harness.models import load_model
 

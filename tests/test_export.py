@@ -38,7 +38,7 @@ def test_export_writes_a_file_its_own_runtime_runs_like_the_model(pruned_run, fm
 
     raw = torch.tensor(load_digits().images[:7], dtype=torch.float32).div(16).unsqueeze(1)
     model = load_model(records.model_path(pruned_run, 2))
-    from harness.bench import load_data
+    from harness.session import load_data
     from harness.config import BenchConfig
 
     data = load_data(BenchConfig.from_dict(records.read_config(pruned_run)["config"]))

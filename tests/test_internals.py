@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness import bench, checks, plugins
+from harness import plugins, session
 from harness.api import Candidate, Structure
 from harness.errors import HarnessError
+from harness.structure_types import check_decision_letters, decision_letter
 
 
 class _Leaf(Structure):
@@ -20,25 +21,17 @@ class _Gate(Structure):
 
 
 @pytest.fixture
-def extra_structures(monkeypatch):
-    real = plugins.registry
-
-    def registry(kind):
-        reg = dict(real(kind))
-        if kind == "structure":
-            reg |= {"leaf-structure": _Leaf(), "gate-structure": _Gate()}
-        return reg
-
-    monkeypatch.setattr(plugins, "registry", registry)
+def structures():
+    return [*plugins.registry("structure").values(), _Leaf(), _Gate()]
 
 
-def test_decision_letters_never_collide(extra_structures):
+def test_decision_letters_never_collide(structures):
     """Letters were type[0].upper(): a new type "leaf" would have been recorded as L, like a layer."""
-    assert [checks.decision_letter(t) for t in ("layer", "filter", "head", "neuron")] == ["L", "F", "H", "N"]
-    assert checks.decision_letter("leaf") == "L" and checks.decision_letter("logit-gate") == "G"
-    checks.check_decision_letters(["layer", "filter", "logit-gate"])
+    assert [decision_letter(t, structures) for t in ("layer", "filter", "head", "neuron")] == ["L", "F", "H", "N"]
+    assert decision_letter("leaf", structures) == "L" and decision_letter("logit-gate", structures) == "G"
+    check_decision_letters(["layer", "filter", "logit-gate"], structures)
     with pytest.raises(HarnessError, match="structure types layer and leaf would both be recorded as 'L'"):
-        checks.check_decision_letters(["layer", "leaf"])
+        check_decision_letters(["layer", "leaf"], structures)
 
 
 def test_candidate_type_and_its_old_name():
@@ -52,7 +45,7 @@ def test_candidate_type_and_its_old_name():
 
 def test_measure_refuses_an_unknown_word():
     """measure() counted filters for any word it did not know ("flop" would have been filters)."""
-    s = bench.Session.__new__(bench.Session)
+    s = session.Session.__new__(session.Session)
     with pytest.raises(ValueError, match="unknown measure 'flop'"):
         s.measure(nn.Conv2d(1, 2, 3), "flop")
 
@@ -67,7 +60,7 @@ def test_fused_attention_is_counted_without_any_plugin_imported():
 import sys, torch
 from torch import nn
 import torch.nn.functional as F
-from harness.models import count_flops
+from harness.measure import count_flops
 
 class Attention(nn.Module):
     def __init__(self):

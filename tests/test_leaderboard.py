@@ -19,7 +19,7 @@ def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", labe
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
              decisions=None, final=None, stop_on_drop=None, version=2, evaluations=None, complete=True,
              wall=10.0, hardware=None) -> Path:
-    """A run directory as harness/bench.py writes it, built through harness.schema: config.json,
+    """A run directory as harness/run.py writes it, built through harness.schema: config.json,
     iterations.jsonl (0 is the unpruned model), evaluations.jsonl when given, and result.json
     when complete. ``version=1`` leaves out what schema 1 lacked (data label, final_iteration,
     and the keys added since: hardware, option defaults, val_accuracy, chosen_on)."""
@@ -42,7 +42,7 @@ def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", labe
         if version >= 2:
             measured["val_accuracy"] = acc
         if i == 0:
-            records.append_iteration(run_dir, schema.baseline_iteration(measured, accuracy_before_baseline=None))
+            records.append_iteration(run_dir, schema.unpruned_iteration(measured, accuracy_before_baseline=None))
             continue
         measured |= {"flops_reduction_pct": 100 * (1 - fl / flops[0]),
                      "params_reduction_pct": 100 * (1 - pa / params[0]), "accuracy_delta": acc - accuracies[0]}
@@ -400,7 +400,7 @@ def test_schema_constructors_rebuild_a_committed_record_exactly():
     run = schema.RunRecord.read(run_dir)
     measured = set(schema.Measurements.__annotations__)
     base = run.iterations[0]
-    assert schema.baseline_iteration({k: v for k, v in base.items() if k in measured},
+    assert schema.unpruned_iteration({k: v for k, v in base.items() if k in measured},
                                      base["accuracy_before_baseline"]) == base
     for row in run.iterations[1:]:
         candidates = [schema.candidate(**{k: c[k] for k in ("structure", "similarity", "units", "flops", "params",

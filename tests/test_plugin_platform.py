@@ -3,7 +3,7 @@
 import pytest
 
 from harness import plugins
-from harness.bench import CORE_EVALUATORS, resolve
+from harness.checks import CORE_EVALUATORS, resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError, PluginError
 
@@ -58,7 +58,7 @@ class Claims:
 
 
 def test_the_structure_of_a_type_does_not_depend_on_discovery_order(capsys):
-    from harness.bench import choose_structures
+    from harness.structure_types import choose_structures
 
     a, b, high = Claims("a-block"), Claims("b-block"), Claims("z-block", priority=5)
     for order in ([a, b], [b, a]):
@@ -82,7 +82,7 @@ def test_a_resumed_co2_run_keeps_its_country(tmp_path):
     """The case that lost --country: a sweep resolves its runs first (the last one with the
     default), then resumes an interrupted one, which must measure under its own country."""
     from harness import records
-    from harness.bench import session_for
+    from harness.session import session_for
 
     fra = resolve(BenchConfig(budget="smoke", evaluators=["co2"], options={"country": "FRA"},
                               runs_dir=str(tmp_path)))

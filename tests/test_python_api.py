@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import harness
 from harness import plugins, records
 from harness.errors import HarnessError
-from harness.models import count_flops, count_parameters
+from harness.measure import count_flops, count_parameters
 
 
 class TinyResidualNet(nn.Module):

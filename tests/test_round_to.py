@@ -6,7 +6,7 @@ import torch
 from conftest import run_cli
 from harness import records
 from harness.api import Unit
-from harness.bench import aligned_steps
+from harness.candidates import aligned_steps
 from harness.models import load_model
 
 
@@ -30,20 +30,18 @@ def test_steps_bring_each_layer_down_to_the_next_multiple_lowest_scores_first():
 
 
 def test_a_candidate_stops_within_one_step_of_its_target():
-    from harness.bench import fill_to_target
+    from harness.candidates import fill_to_target
 
-    class Sized:  # every unit of layer a costs 1, of b 2; the model's size is irrelevant here
-        cfg = type("Cfg", (), {"match": "flops", "round_to": 8})()
-
-        def measure(self, model, what):
-            return model
+    def size(model):  # every unit of layer a costs 1, of b 2; the model is its own size here
+        return model
 
     class Structure:
         def remove(self, model, us):
             return model - (1 if us[0].site == "a" else 2)
 
     a, b = units("a", 16), units("b", 16)
-    chosen = fill_to_target(Sized(), 100, Structure(), a + b, [0.1 * i for i in range(16)] + [0.15 * i for i in range(16)], 10)
+    chosen = fill_to_target(size, 100, Structure(), a + b, [0.1 * i for i in range(16)] + [0.15 * i for i in range(16)], 10,
+                            round_to=8)
     removed = sum(1 if u.site == "a" else 2 for u in chosen)
     assert 10 <= removed < 10 + 16 and len([u for u in chosen if u.site == "a"]) in (0, 8)
     assert len([u for u in chosen if u.site == "b"]) in (0, 8)

@@ -3,7 +3,8 @@ import torch
 
 from conftest import seeded_resnet
 from harness import plugins
-from harness.models import count_flops, count_parameters, load_model, save_model
+from harness.measure import count_flops, count_parameters
+from harness.models import load_model, save_model
 
 LAYER = plugins.get("structure", "resnet-block")
 FILTER = plugins.get("structure", "resnet-filter")

@@ -66,9 +66,10 @@ def test_bench_prunes_the_tabular_transformer(shuttle_run):
 
 
 def test_final_tabular_model_reloads_and_reproduces_its_accuracy(shuttle_run):
-    from harness.bench import load_data
+    from harness.session import load_data
     from harness.config import BenchConfig
-    from harness.models import count_flops, count_parameters, load_model
+    from harness.measure import count_flops, count_parameters
+    from harness.models import load_model
     from harness.training import accuracy
 
     cfg = BenchConfig.from_dict(records.read_config(shuttle_run)["config"])

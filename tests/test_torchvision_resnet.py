@@ -10,7 +10,8 @@ from conftest import needs_shared, run_cli, seeded_resnet
 from harness import plugins, records
 from harness.api import CriterionContext, Unit
 from harness.errors import HarnessError
-from harness.models import count_flops, count_parameters, create_model, load_model, save_model
+from harness.measure import count_flops, count_parameters
+from harness.models import create_model, load_model, save_model
 from harness_plugins.models import torchvision_resnet
 from test_criteria import Opaque
 

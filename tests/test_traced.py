@@ -10,7 +10,8 @@ from torch import nn
 
 from conftest import needs_shared, run_cli
 from harness import plugins, records
-from harness.models import build_from_arch, count_flops, count_parameters, create_model, load_model, save_model
+from harness.measure import count_flops, count_parameters
+from harness.models import build_from_arch, create_model, load_model, save_model
 
 SHAPE = (3, 32, 32)
 

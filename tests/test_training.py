@@ -108,7 +108,7 @@ def test_distillation_pulls_the_student_towards_the_teacher():
 def test_candidates_fine_tuned_side_by_side_equal_one_after_another(tmp_path):
     """Several devices (here two CPU 'devices' in threads, as several GPUs would be used)
     give each candidate exactly what sequential fine-tuning gives."""
-    from harness.bench import Session
+    from harness.session import Session
 
     data = small_cifar()
     cfg = BenchConfig(lr=0.05, batch_size=32, optimizer="sgd", precision="fp32", train_subset=None, seed=5)

@@ -16,7 +16,8 @@ from conftest import needs_shared, run_cli
 from harness import plugins, records
 from harness.api import CriterionContext, Unit
 from harness.errors import HarnessError
-from harness.models import count_flops, count_parameters, create_model, load_model, save_model
+from harness.measure import count_flops, count_parameters
+from harness.models import create_model, load_model, save_model
 
 BLOCK = plugins.get("structure", "transformer-block")
 HEAD = plugins.get("structure", "attention-head")
@@ -385,7 +386,7 @@ def test_plain_timm_checkpoints_are_accepted(tmp_path):
 # ---------------------------------------------------------------- a whole run
 @needs_shared
 def test_bench_prunes_a_tiny_vit_on_cifar(cifar_subset, tmp_path):
-    from harness.bench import load_data
+    from harness.session import load_data
     from harness.config import BenchConfig
     from harness.training import accuracy
 

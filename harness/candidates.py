@@ -1,0 +1,116 @@
+"""The candidates of one iteration: a layer candidate and, for each other structure type, a
+candidate that removes the lowest-scoring units until it saves as much (``--match``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from harness.api import Candidate, CriterionContext, Method, Structure, Unit
+from harness.seeds import derive_seed
+from harness.session import Session
+from harness.training import normalize
+
+
+def build_candidates(s: Session, model: nn.Module, iteration: int, method: Method) -> list[Candidate]:
+    """A layer candidate (the ``p_layer`` lowest-scoring blocks) and, for each other
+    structure type, a candidate of the lowest-scoring units until its reduction matches
+    the layer candidate's (``--match``). Returned in tie-break order."""
+    cfg = s.cfg
+    criterion = s.plugins.criterion
+    cctx = CriterionContext(normalize(s.data.calib.images.to(s.device), s.data.mean, s.data.std),
+                            s.data.calib.labels.to(s.device), derive_seed(cfg.seed, iteration, "criterion"),
+                            progress=s.progress)
+    structures = s.structures(model)
+    units = {t: st.units(model) for t, st in structures.items()}
+    offered = [t for t in structures if units[t]]
+    wanted = method.structures(offered)
+    if wanted and cfg.record_decisions:  # the records describe every candidate, not only the method's
+        wanted = offered
+    def size(m: nn.Module) -> float:  # what the candidates match (--match)
+        return s.measure(m, cfg.match)
+
+    parent_size = size(model)
+    candidates, target = [], None
+
+    if "layer" in offered:
+        layer = structures["layer"]
+        scores = criterion.scores(model, layer, units["layer"], cctx)
+        chosen = [u for _, u in sorted(zip(scores, units["layer"]), key=lambda p: p[0])[: cfg.p_layer]]
+        child = layer.remove(model, chosen)
+        target = parent_size - size(child)
+        if "layer" in wanted:
+            candidates.append(Candidate("layer", chosen, child))
+    if target is None:  # no block left: width only, a fixed share per iteration
+        target = cfg.filter_step * parent_size
+
+    for t in wanted:
+        if t == "layer":
+            continue
+        structure = structures[t]
+        scores = criterion.scores(model, structure, units[t], cctx)
+        chosen = fill_to_target(size, model, structure, units[t], scores, target, cfg.round_to)
+        if chosen:
+            candidates.append(Candidate(t, chosen, structure.remove(model, chosen)))
+    order = {t: i for i, t in enumerate(offered)}
+    return sorted(candidates, key=lambda c: order[c.type])
+
+
+def fill_to_target(size: Callable[[nn.Module], float], model: nn.Module, structure: Structure, units: list[Unit],
+                   scores: list[float], target: float, round_to: int) -> list[Unit]:
+    """The lowest-scoring units until their removal saves ``target`` of ``size`` (the
+    ``--match`` measure),
+    always leaving one unit per site. Every unit of a site costs the same (a filter of a
+    convolution, a head of an attention), so one trial removal per site prices them all.
+    Under ``--round-to N`` the units come in aligned steps (:func:`aligned_steps`), so the
+    candidate reaches its target with every layer it touches keeping a multiple of N."""
+    per_site: dict[str, list[Unit]] = {}
+    for u in units:
+        per_site.setdefault(u.site, []).append(u)
+    parent_size = size(model)
+    cost = {site: parent_size - size(structure.remove(model, [us[0]])) for site, us in per_site.items() if len(us) > 1}
+    chosen, removed = [], 0.0
+    if round_to > 1:
+        for step in aligned_steps(units, scores, round_to):
+            if removed >= target:
+                break
+            chosen += step
+            removed += cost[step[0].site] * len(step)
+        return chosen
+    left = {site: len(us) - 1 for site, us in per_site.items()}
+    ranked = [u for _, u in sorted(zip(scores, units), key=lambda p: p[0])]
+    for unit in ranked:
+        if removed >= target:
+            break
+        if left[unit.site] > 0:
+            chosen.append(unit)
+            left[unit.site] -= 1
+            removed += cost[unit.site]
+    return chosen
+
+
+def aligned_steps(units: list[Unit], scores: list[float], multiple: int) -> list[list[Unit]]:
+    """Removal steps under ``--round-to``, in the order a width candidate takes them: each
+    step takes the next lowest-scoring units of one layer, as many as bring its kept count
+    down to the next multiple of ``multiple`` (rounded down, as Torch-Pruning's ``round_to``;
+    never below ``multiple``); steps are ordered by their mean score. A layer narrower than
+    ``multiple`` goes one unit at a time, down to one. Filling step by step keeps the
+    candidate near its target: rounding a finished selection down overshoots it (a 16-channel
+    layer that keeps 15 would keep 8)."""
+    per_site: dict[str, list[tuple[float, Unit]]] = {}
+    for score, u in sorted(zip(scores, units), key=lambda p: p[0]):
+        per_site.setdefault(u.site, []).append((score, u))
+    steps = []
+    for site, mine in per_site.items():
+        size = len(mine)
+        if size >= multiple:
+            levels = range((size - 1) // multiple * multiple, multiple - 1, -multiple)
+        else:
+            levels = range(size - 1, 0, -1)
+        start = 0
+        for order, kept in enumerate(levels):
+            step = mine[start:size - kept]
+            steps.append((sum(sc for sc, _ in step) / len(step), site, order, [u for _, u in step]))
+            start = size - kept
+    return [step for *_, step in sorted(steps, key=lambda t: t[:3])]

@@ -1,0 +1,66 @@
+"""Weights files: weights-only state dicts read safely, published weights through torch.hub's
+cache, and a state dict loaded into a network with one line naming what does not match."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError, first_line
+
+
+def load_state(model: nn.Module, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
+        raise HarnessError(f"checkpoint {source} does not match model {model.arch['model']}: {detail[:300]}") from None
+
+
+def load_error(exc: Exception) -> str:
+    """What went wrong in torch.load, without its advice to load untrusted files with
+    ``weights_only=False`` (the unpickler's own complaint is the useful part)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                       if line.strip()), "")
+        return f"the weights-only unpickler refused it: {detail}"
+    if text.startswith("Weights only load failed"):  # the reason is the paragraph after torch's advice
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        reason = next((p for p in paragraphs[1:] if not p.startswith("Check the documentation")), "")
+        return f"the weights-only unpickler refused it: {' '.join(reason.split())[:300]}"
+    return first_line(exc)
+
+
+def read_checkpoint(path: str) -> dict:
+    if os.path.isdir(path):
+        raise HarnessError(f"checkpoint {path} is a directory; give the weights file inside it")
+    if not os.path.isfile(path):
+        raise HarnessError(f"checkpoint {path} does not exist")
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol notice would be a second line
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise HarnessError(f"checkpoint {path} is corrupt or not a weights-only state dict "
+                           f"({load_error(exc)})") from None
+    if not isinstance(state, dict):
+        raise HarnessError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_url_state_dict(url: str) -> dict:
+    """Published weights through torch.hub's cache: a file already in
+    ``$TORCH_HOME/hub/checkpoints/`` is used without any network; its name's hash is checked."""
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
+                                                  weights_only=True, progress=False)
+    except Exception as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        raise HarnessError(f"cannot get pretrained weights {url} ({first_line(exc, 160)}); "
+                           f"put the file at {cache}") from None

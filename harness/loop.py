@@ -1,0 +1,213 @@
+"""The pruning loop: the paper's Algorithm 1, with the decision delegated to a method plugin.
+Each iteration builds the candidates, lets the method choose, fine-tunes the kept one and
+appends its record; the stopping rules read the records alone, so a resumed run stops where
+an uninterrupted one would."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+import time
+
+import torch
+from torch import nn
+
+from harness import records, schema
+from harness.api import Candidate, Step
+from harness.candidates import build_candidates
+from harness.config import BenchConfig
+from harness.errors import HarnessError, first_line, warn
+from harness.models import save_model
+from harness.oracle import oracle_verdict
+from harness.seeds import derive_seed
+from harness.session import Session, measure_core
+from harness.structure_types import decision_letter
+from harness.training import accuracy
+
+
+def selection_key(rows: list[schema.Iteration]) -> str:
+    """The accuracy that decisions read: validation accuracy; test accuracy only in records
+    from before the validation split existed (they are resumed as they were started)."""
+    return "val_accuracy" if "val_accuracy" in rows[0] else "accuracy"
+
+
+def stop_reason(cfg: BenchConfig, rows: list[schema.Iteration]) -> str | None:
+    """Why the run stops after these iterations, or None to go on."""
+    last, unpruned = rows[-1], rows[0]
+    key = selection_key(rows)
+    if cfg.stop_on_drop is not None and last[key] < unpruned[key] - cfg.stop_on_drop:
+        split = "validation" if key == "val_accuracy" else "test"
+        return f"{split} accuracy fell more than {cfg.stop_on_drop:g} points below the unpruned model"
+    if cfg.target_flops is not None and last.get("flops_reduction_pct", 0.0) >= cfg.target_flops:
+        return f"reached target FLOPs reduction {cfg.target_flops:g}%"
+    if last["iteration"] >= cfg.iterations:
+        return f"finished {cfg.iterations} iterations"
+    return None
+
+
+def final_iteration(cfg: BenchConfig, rows: list[schema.Iteration]) -> int:
+    """The iteration whose model the run keeps (result.json's ``final_iteration``): the last
+    one within the validation-accuracy tolerance under ``--stop-on-drop`` (the paper's Table
+    III protocol, decided on held-out training data rather than the test split), else the
+    last one."""
+    if cfg.stop_on_drop is None:
+        return rows[-1]["iteration"]
+    key = selection_key(rows)
+    floor = rows[0][key] - cfg.stop_on_drop
+    return max(r["iteration"] for r in rows if r[key] >= floor)
+
+
+def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple[str, list[schema.Iteration]]:
+    """Prunes ``model`` one iteration after another, after the recorded ``rows``, until a
+    stopping rule fires; returns the stop reason and every row, the new ones included."""
+    cfg = s.cfg
+    method = s.plugins.method
+    rows = list(rows)
+    for it in itertools.count(rows[-1]["iteration"] + 1):
+        reason = stop_reason(cfg, rows)
+        if reason:
+            return reason, rows
+        t0 = time.perf_counter()
+        torch.manual_seed(derive_seed(cfg.seed, it))
+        with s.phase("criterion"):
+            candidates = build_candidates(s, model, it, method)
+        mine = [c for c in candidates if c.type in method.structures([c.type for c in candidates])]
+        if not mine:
+            return "nothing left to remove", rows
+        step = make_step(s, model, it)
+        with s.phase("candidates"):
+            if cfg.record_decisions:
+                describe_candidates(s, step, candidates)
+            winner = method.select(step, mine)
+        oracle = None
+        if cfg.oracle_epochs > 0:
+            with s.phase("oracle"):
+                oracle = run_oracle(s, step, candidates)
+        with s.phase("finetune"):
+            model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(cfg, step.parent))
+        record = schema.pruned_iteration(
+            measure_core(s, model, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures),
+            removed=[u.key for u in winner.units],
+            candidates=[candidate_record(s, c, any(c is m for m in mine)) for c in candidates],
+            wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle)
+        save_model(model, records.model_path(s.run_dir, it))
+        records.append_iteration(s.run_dir, record)
+        rows.append(record)
+        report_iteration(record, s.plugins.structures)
+        if cfg.evaluate == "every":
+            run_evaluators(s, model, it)
+    raise AssertionError("unreachable")
+
+
+def teacher_for(cfg: BenchConfig, parent: nn.Module) -> nn.Module | None:
+    """What fine-tuning distils from: the parent, when the run has --distill."""
+    return parent if cfg.distill > 0 else None
+
+
+def make_step(s: Session, parent: nn.Module, it: int) -> Step:
+    """The services a method gets in iteration ``it``. Representations are computed once
+    per model and forgotten when the model trains again."""
+    cfg = s.cfg
+    similarity = s.plugins.similarity
+    features: dict[int, torch.Tensor] = {}
+    counter = itertools.count()
+    teacher = teacher_for(cfg, parent)
+
+    def feats(m):
+        if id(m) not in features:
+            features[id(m)] = s.features(m)
+        return features[id(m)]
+
+    def finetune(m, epochs):
+        features.pop(id(m), None)
+        return s.finetune(m, epochs, (it, "candidate", next(counter)), teacher)
+
+    def finetune_all(ms, epochs, tags=None):
+        for m in ms:
+            features.pop(id(m), None)
+        tags = [(it, *t) for t in tags] if tags else [(it, "candidate", next(counter)) for _ in ms]
+        return s.finetune_all(ms, epochs, tags, teacher)
+
+    return Step(iteration=it, parent=parent, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
+                finetune=finetune, similarity=lambda p, c: similarity(feats(p), feats(c)),
+                finetune_all=finetune_all, validation=s.validation if s.data.val is not None else None,
+                data=s.data, features=feats, device=s.device)
+
+
+def describe_candidates(s: Session, step: Step, candidates: list[Candidate]) -> None:
+    """The decision record of every candidate: all of them get the method's brief fine-tune
+    (one fine-tune serves every metric), then every registered similarity metric, the
+    validation accuracy and loss."""
+    step.finetune_candidates(candidates, s.cfg.candidate_epochs)
+    parent = step.features(step.parent)
+    for cand in candidates:
+        child = step.features(cand.model)
+        sims = {}
+        for name, metric in s.plugins.similarities.items():
+            try:
+                sims[name] = round(float(metric(parent, child)), 6)
+            except Exception as exc:  # one broken metric must not take the run down
+                warn(f"similarity {name} failed: {type(exc).__name__}: {first_line(exc)}")
+                sims[name] = None
+        cand.info["similarities"] = sims
+        if step.validation is not None:
+            step.validate(cand)
+
+
+def run_oracle(s: Session, step: Step, candidates: list[Candidate]) -> schema.DecisionCheck:
+    """The oracle: every candidate, as briefly fine-tuned, trains ``--oracle-epochs`` more
+    with two seeds; each copy's validation (and, for reporting, test) accuracy is recorded.
+    Copies only, under a forked random state: the run goes on exactly as without it."""
+    cfg = s.cfg
+    copies = [copy.deepcopy(c.model) for c in candidates for _ in range(2)]
+    tags = [(step.iteration, "oracle", c.type, k) for c in candidates for k in range(2)]
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if s.device.type == "cuda" else []):
+        trained = s.finetune_all(copies, cfg.oracle_epochs, tags, teacher_for(cfg, step.parent))
+    for i, cand in enumerate(candidates):
+        pair = trained[2 * i: 2 * i + 2]
+        cand.info["oracle"] = {
+            "val_accuracy": [round(s.validation(m)["accuracy"], 4) for m in pair],
+            "test_accuracy": [round(accuracy(m, s.data.test, s.data, s.device), 4) for m in pair],
+        }
+    verdict = oracle_verdict([c.info["oracle"]["val_accuracy"] for c in candidates])
+    answer = None if verdict["best"] is None else candidates[verdict["best"]].type
+    return schema.DecisionCheck(epochs=cfg.oracle_epochs, seeds=2, split="val", answer=answer, gap=verdict["gap"],
+                                disagreement=verdict["disagreement"])
+
+
+def candidate_record(s: Session, c: Candidate, method_saw: bool) -> schema.Candidate:
+    return schema.candidate(structure=c.type, similarity=c.similarity, units=len(c.units),
+                            flops=s.measure(c.model, "flops"), params=s.measure(c.model, "params"),
+                            finetuned=c.finetuned_epochs is not None, method_saw=method_saw, info=c.info)
+
+
+def run_evaluators(s: Session, model: nn.Module, iteration: int) -> schema.Evaluation | None:
+    """Runs the extra evaluators on one model and records their results. A failing evaluator
+    is recorded and reported; the run goes on."""
+    if not s.evaluators:
+        return None
+    unpruned_results = records.read_evaluations(s.run_dir).get(0, {}).get("results", {})
+    results, errors = {}, {}
+    for ev in s.evaluators:
+        ctx = s.eval_context(iteration, unpruned_results.get(ev.name) if iteration else None,
+                             s.unpruned if iteration else None)
+        try:
+            results[ev.name] = ev.evaluate(model, ctx)
+        except HarnessError as exc:
+            errors[ev.name] = str(exc)
+        except Exception as exc:  # a broken evaluator must not take the run down
+            errors[ev.name] = f"{type(exc).__name__}: {first_line(exc)}"
+        if ev.name in errors:
+            warn(f"evaluator {ev.name} failed at iteration {iteration}: {errors[ev.name]}")
+    row = schema.evaluation(iteration, results, errors)
+    records.append_evaluation(s.run_dir, row)
+    return row
+
+
+def report_iteration(r: schema.Iteration, structures) -> None:
+    sims = " ".join(f"{decision_letter(c['structure'], structures)}={c['similarity']:.4f}" for c in r["candidates"]
+                    if c["similarity"] is not None)
+    print(f"iteration {r['iteration']}: {r['decision']} {sims} removed {len(r['removed'])} unit(s); "
+          f"FLOPs -{r['flops_reduction_pct']:.2f}% params -{r['params_reduction_pct']:.2f}% "
+          f"accuracy {r['accuracy']:.2f} ({r['accuracy_delta']:+.2f}) [{r['wall_time_s']:.0f}s]", flush=True)

@@ -1,0 +1,178 @@
+"""A run's session: its configuration, its data, its devices and its own plugins, and the
+services the baseline step and the loop use (training, validation, measurements)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness import plugins, records, schema
+from harness.api import EvalContext, Structure
+from harness.candidate_pool import CandidatePool
+from harness.checks import CORE_EVALUATORS, resolve_device
+from harness.config import BUDGETS, BenchConfig
+from harness.data import DataSplits
+from harness.errors import HarnessError
+from harness.measure import count_filters, count_flops, count_parameters
+from harness.models import load_model
+from harness.seeds import derive_seed, seeded_train
+from harness.structure_types import choose_structures
+from harness.training import Recipe, accuracy, evaluate, predict, scaled_lr
+
+# share of the steps that warm the learning rate up when SGD trains from random weights: deep
+# ResNets at lr 0.1 need it (He et al. 2016). Not for AdamW: a 48-step tabular transformer run
+# stayed at the majority class with it (Shuttle test accuracy 92.50% against 97.80% without).
+SCRATCH_WARMUP = 0.1
+
+VAL_SEED = 20261127  # fixed: every run of a data set holds out the same validation samples
+
+
+@dataclass
+class Session:
+    """Everything one run needs, resolved once."""
+
+    cfg: BenchConfig
+    data: DataSplits
+    device: torch.device
+    run_dir: Path
+    progress: bool
+    # this run's own configured plugin objects (session_for sets them): the loop reads no others
+    plugins: plugins.RunPlugins | None = None
+    evaluators: list = field(default_factory=list)  # the extra evaluators asked for
+    # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
+    devices: list = field(default_factory=list)
+    pool: CandidatePool | None = None  # the Ray tasks of --parallel-candidates, started on first use
+    unpruned_model: nn.Module | None = None  # iteration 0's model, read once when an evaluator asks
+
+    def unpruned(self) -> nn.Module:
+        """The run's unpruned model (its record's iteration 0), loaded on first use."""
+        if self.unpruned_model is None:
+            self.unpruned_model = load_model(records.model_path(self.run_dir, 0), self.device)
+        return self.unpruned_model
+
+    def measure(self, model: nn.Module, what: str) -> float:
+        """The model's size in one of the ``--match`` choices: FLOPs, parameters or filters."""
+        if what == "flops":
+            return count_flops(model, self.data.input_shape)
+        if what == "params":
+            return count_parameters(model)
+        if what == "filters":
+            return count_filters(model)
+        raise ValueError(f"unknown measure {what!r}; valid choices: flops, params, filters")
+
+    def recipe(self, scratch: bool = False) -> Recipe:
+        """How this run trains: fine-tuning, or (``scratch``) training from random weights,
+        which gets its own learning rate, a warm-up (SGD) and no distillation."""
+        c = self.cfg
+        return Recipe(lr=scaled_lr(c.scratch_lr if scratch else c.lr, c.batch_size, c.optimizer),
+                      batch_size=c.batch_size, weight_decay=c.weight_decay, optimizer=c.optimizer,
+                      precision=c.precision, train_subset=c.train_subset, label_smoothing=c.label_smoothing,
+                      distill=0.0 if scratch else c.distill, distill_temperature=c.distill_temperature,
+                      warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0)
+
+    def finetune(self, model, epochs, tag, teacher=None, device=None):
+        """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
+        when ``--distill`` is on, under a random state seeded from the run's seed and ``tag``."""
+        return seeded_train(model, self.data, epochs, recipe=self.recipe(), seed=derive_seed(self.cfg.seed, tag),
+                            device=device or self.device, teacher=teacher, desc=f"fine-tune {tag}",
+                            progress=self.progress)
+
+    def validation(self, model) -> dict[str, float]:
+        """Accuracy and loss on the validation split: what decisions inside the run read."""
+        return evaluate(model, self.data.val, self.data, self.device)
+
+    def finetune_all(self, models, epochs, tags, teacher=None):
+        """Fine-tunes independent models, side by side on several GPUs when there are, else one
+        after another; each keeps its own seed, so the result does not depend on which."""
+        if self.cfg.parallel_candidates and len(models) >= 2:  # Ray tasks, one CPU slot or GPU each
+            if self.pool is None:
+                self.pool = CandidatePool(self.data, gpu=self.device.type == "cuda")
+            trained = self.pool.finetune_all(models, epochs, self.recipe(), [derive_seed(self.cfg.seed, t) for t in tags],
+                                             teacher)
+            return [m.to(self.device) for m in trained]
+        if len(self.devices) < 2 or len(models) < 2:
+            return [self.finetune(m, epochs, tag, teacher) for m, tag in zip(models, tags)]
+
+        def one(i):
+            device = self.devices[i % len(self.devices)]
+            own_teacher = copy.deepcopy(teacher).to(device) if teacher is not None else None
+            trained = self.finetune(models[i].to(device), epochs, tags[i], own_teacher, device)
+            return trained.to(self.device)
+
+        with ThreadPoolExecutor(max_workers=len(self.devices)) as pool:
+            return list(pool.map(one, range(len(models))))
+
+    def features(self, model):
+        return predict(model, self.data.calib, self.data, self.device, features=True)
+
+    def structures(self, model) -> dict[str, Structure]:
+        """The structure plugin of each asked-for type that supports this model."""
+        return choose_structures(self.plugins.structures, self.cfg.structures, model,
+                                 getattr(self.plugins.model, "structure_names", None) or {})
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Lets evaluators that measure the work itself (energy) track this phase."""
+        with contextlib.ExitStack() as stack:
+            for ev in self.evaluators:
+                if hasattr(ev, "track"):
+                    stack.enter_context(ev.track(name))
+            yield
+
+    def eval_context(self, iteration: int, baseline: dict | None, unpruned=None) -> EvalContext:
+        return EvalContext(self.data, self.device, self.cfg.options, self.cfg.seed, self.cfg.cache_dir,
+                           iteration, baseline, self.progress, unpruned)
+
+
+def measure_core(s: Session, model: nn.Module, unpruned: schema.Iteration | None) -> schema.Measurements:
+    """The measurements every iteration records, taken by the core itself: test accuracy,
+    FLOPs and parameters, validation accuracy and loss, and the reductions against the
+    unpruned model's record (``unpruned``, None for the unpruned model itself)."""
+    out = schema.Measurements(flops=count_flops(model, s.data.input_shape), params=count_parameters(model),
+                              accuracy=round(accuracy(model, s.data.test, s.data, s.device), 4))
+    if s.data.val is not None:
+        val = s.validation(model)
+        out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
+    if unpruned:
+        out["flops_reduction_pct"] = round(100 * (1 - out["flops"] / unpruned["flops"]), 4)
+        out["params_reduction_pct"] = round(100 * (1 - out["params"] / unpruned["params"]), 4)
+        out["accuracy_delta"] = round(out["accuracy"] - unpruned["accuracy"], 4)
+    return out
+
+
+def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
+    """The data set's splits, with the validation split held out of its training split
+    (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
+    number held out: the budget's by default, at most a fifth of the training split."""
+    dataset = dataset or plugins.get("dataset", cfg.dataset)
+    data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
+    data.test = data.test.subset(cfg.test_subset, seed=0)
+    if data.val is not None:  # the data set brings its own (harness.prune's val_loader)
+        cfg.val_size = len(data.val)
+        return data
+    if cfg.val_size is None:
+        cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
+    if cfg.val_size:
+        if cfg.val_size > len(data.train) // 2:
+            raise HarnessError(f"--val-size {cfg.val_size} would leave too little to train on: the training split "
+                               f"of {cfg.dataset} has {len(data.train)} samples; give at most {len(data.train) // 2}")
+        data.train, data.val = data.train.hold_out(cfg.val_size, VAL_SEED)
+    return data
+
+
+def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
+    """The run's session: its own configured plugins (from its own resolved options, for a new
+    run and a resumed one alike), its data and its devices."""
+    own = plugins.for_run(cfg, [*CORE_EVALUATORS, *cfg.evaluators])
+    data = load_data(cfg, own.dataset)
+    evaluators = [own.evaluators[name] for name in cfg.evaluators]
+    device = resolve_device(cfg.device)
+    devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+               if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
+    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices)
