@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import plugins
+from harness import registry
 from harness.checks import default_cache_dir
 from harness.models import create_model
 
@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 def load(args):
     """(data splits, pretrained model) as a run with these settings would have them."""
-    data = plugins.get("dataset", "cifar10").load(args.data_dir, default_cache_dir(), args.calib_size)
+    data = registry.get("dataset", "cifar10").load(args.data_dir, default_cache_dir(), args.calib_size)
     checkpoint = args.checkpoint or str(CHECKPOINTS[args.model])
     model = create_model(args.model, data.num_classes, data.input_shape, "cifar10", checkpoint=checkpoint)
     return data, model

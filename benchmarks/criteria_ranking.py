@@ -19,7 +19,7 @@ from collections import defaultdict
 import torch
 from scipy.stats import spearmanr
 
-from harness import plugins
+from harness import registry
 from harness.api import CriterionContext
 from harness.checks import default_cache_dir
 from harness.models import create_model
@@ -36,19 +36,19 @@ def main():
     parser.add_argument("--criteria", default="taylor,l1", help="compared with kl")
     args = parser.parse_args()
 
-    data = plugins.get("dataset", args.dataset).load(args.data_dir, default_cache_dir(), args.calib_size)
+    data = registry.get("dataset", args.dataset).load(args.data_dir, default_cache_dir(), args.calib_size)
     model = create_model(args.model, data.num_classes, data.input_shape, args.dataset, checkpoint=args.checkpoint).eval()
     ctx = CriterionContext(normalize(data.calib.images, data.mean, data.std), data.calib.labels, seed=0)
     names = ["kl", *args.criteria.split(",")]
     print(f"{args.model} on {data.label}, {len(data.calib)} calibration images, torch threads {torch.get_num_threads()}")
     for stype in ("filter", "layer"):
-        structure = next(s for s in plugins.registry("structure").values()
+        structure = next(s for s in registry.registry("structure").values()
                          if s.type == stype and s.supports(model))
         units = structure.units(model)
         scores, seconds = {}, {}
         for name in names:
             t0 = time.perf_counter()
-            scores[name] = plugins.get("criterion", name).scores(model, structure, units, ctx)
+            scores[name] = registry.get("criterion", name).scores(model, structure, units, ctx)
             seconds[name] = time.perf_counter() - t0
         print(f"\n{stype}: {len(units)} units")
         groups = defaultdict(list)

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from harness import plugins
+from harness import registry
 from harness.models import create_model
 from harness.training import normalize
 from harness_plugins.criteria import KL_IMAGES_PER_FORWARD, _log_probs, kl_scores_batched, kl_scores_loop
@@ -90,7 +90,7 @@ def main():
 
     device = torch.device(args.device)
     if args.data_dir:
-        data = plugins.get("dataset", args.dataset).load(args.data_dir, args.cache_dir, args.calib)
+        data = registry.get("dataset", args.dataset).load(args.data_dir, args.cache_dir, args.calib)
         x = normalize(data.calib.images[: args.calib], data.mean, data.std)
         num_classes, shape, what = data.num_classes, tuple(data.input_shape), f"{len(x)} {data.label} images"
     else:
@@ -119,7 +119,7 @@ def main():
     if args.skip_no_prefix:
         del methods["loop-no-prefix"]
     for stype in args.structures.split(","):
-        structure = next((s for s in plugins.registry("structure").values() if s.type == stype and s.supports(model)),
+        structure = next((s for s in registry.registry("structure").values() if s.type == stype and s.supports(model)),
                          None)
         if structure is None:
             print(f"{stype}: no structure of that type supports {args.model}")

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from harness import plugins
+from harness import registry
 from harness.candidates import build_candidates
 from harness.session import Session
 from harness.config import BenchConfig
@@ -53,7 +53,7 @@ def main() -> None:
     t0 = time.perf_counter()
     train(parent, data, 2.0, recipe=s.recipe(), seed=0, device=device, quiet=True)  # the quick baseline step
     base = accuracy(parent, data.test, data, device)
-    candidates = build_candidates(s, parent, 1, plugins.get("method", "cka"))
+    candidates = build_candidates(s, parent, 1, registry.get("method", "cka"))
     flops = {c.type: s.measure(c.model, "flops") for c in candidates}
     parent_flops = s.measure(parent, "flops")
     print(f"parent: test accuracy {base:.2f} ({time.perf_counter() - t0:.0f} s); candidates: " + ", ".join(

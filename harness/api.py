@@ -164,6 +164,12 @@ def load_url_state_dict(url: str) -> dict:
     return checkpoints.load_url_state_dict(url)
 
 
+def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
+    """A checkpoint's tensors (inside a ``state_dict`` or ``model`` entry when there is one,
+    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``)."""
+    return checkpoints.checkpoint_tensors(state, prefix)
+
+
 def write_file_atomically(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temporary file and a rename: a killed process
     never leaves half a file (caches of data sets, for instance)."""

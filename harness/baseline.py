@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness import plugins, records
+from harness import records
 from harness.api import Option
 from harness.checks import check_criterion_supports, check_model_takes_data
 from harness.errors import HarnessError
 from harness.models import create_model, load_model, save_model
+from harness.runplugins import unwrap
 from harness.seeds import derive_seed
 from harness.session import Session, measure_core
 from harness.structure_types import structure_type, structure_types
@@ -61,10 +62,10 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     structures = s.structures(model)
     missing = [t for t in cfg.structures if t not in structures]
     if missing:
-        offered = [structure_type(st) for st in s.plugins.structures if st.supports(model)]
+        offered = [structure_type(st) for st in s.plugins.structures.values() if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
-    if hasattr(plugins.unwrap(s.plugins.criterion), "supports"):
+    if hasattr(unwrap(s.plugins.criterion), "supports"):
         check_criterion_supports(s.plugins.criterion, structures, model, cfg)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)
     epochs = cfg.baseline_epochs if has_weights else cfg.scratch_epochs
@@ -73,7 +74,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     # folder whose images changed, train a baseline of their own
     key = content_key(cfg.model, cfg.dataset, split_digest(data.train), cfg.checkpoint and file_digest(cfg.checkpoint),
                       cfg.pretrained, epochs, recipe, cfg.seed,
-                      training_options(cfg.options, plugins.options_of(s.plugins.all())))
+                      training_options(cfg.options, s.plugins.options()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
     before = measure_core(s, model, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared

@@ -64,3 +64,14 @@ def load_url_state_dict(url: str) -> dict:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
         raise HarnessError(f"cannot get pretrained weights {url} ({first_line(exc, 160)}); "
                            f"put the file at {cache}") from None
+
+
+def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
+    """A checkpoint's tensors (inside a ``state_dict`` or ``model`` entry when there is one,
+    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``)."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {key if key.startswith(prefix) else prefix + key: value for key, value in state.items()}

@@ -11,16 +11,16 @@ import sys
 import torch
 from torch import nn
 
-from harness import plugins, records
+from harness import records, registry
 from harness.config import BenchConfig
 from harness.data import DataSplits
+from harness.essentials import CORE_EVALUATORS
 from harness.errors import HarnessError, first_line
 from harness.checkpoints import read_checkpoint
 from harness.cluster import require_ray
+from harness.runplugins import build_run_plugins
 from harness.structure_types import check_decision_letters, structure_type, structure_types
 from harness.training import default_batch_size, normalize, resolve_precision
-
-CORE_EVALUATORS = ("accuracy", "flops")  # measured on every iteration: the loop needs them
 
 
 def default_cache_dir() -> str:
@@ -39,28 +39,28 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     """Fill every default that depends on plugins, and fail on unknown names before
     anything is loaded or written."""
     cfg = cfg.resolved()
-    family = plugins.get("model", cfg.model)
+    family = registry.get("model", cfg.model)
     if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
         family.check_name(cfg.model)
     if cfg.dataset is None:
         cfg.dataset = family.default_dataset
     for kind in ("dataset", "method", "criterion", "similarity"):
-        plugins.get(kind, getattr(cfg, kind))
+        registry.get(kind, getattr(cfg, kind))
     cfg.evaluators = [n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS]
     for name in cfg.evaluators:
-        plugins.get("evaluator", name)
-    known_types = {structure_type(st) for st in plugins.registry("structure").values()}
+        registry.get("evaluator", name)
+    known_types = {structure_type(st) for st in registry.registry("structure").values()}
     cfg.structures = structure_types(cfg.structures or family.default_structures)
     for t in cfg.structures:
         if t not in known_types:
             raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
-    check_decision_letters(cfg.structures, plugins.registry("structure").values())
-    declared = plugins.all_options()
+    check_decision_letters(cfg.structures, registry.registry("structure").values())
+    declared = registry.all_options()
     for key in cfg.options:
         if key not in declared:
             raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
     # only the options of the plugins this run uses are its settings (and its record's)
-    used = plugins.options_of(plugins.run_plugin_objects(cfg))
+    used = build_run_plugins(cfg).options()
     given, cfg.options = cfg.options, {}
     for name in sorted(set(given) - set(used)):  # still checked: an impossible value is a mistake either way
         parse_option(declared[name], given[name])
@@ -123,7 +123,7 @@ def check_criterion_supports(criterion, structures: dict, model: nn.Module, cfg:
     ``supports(model, structure)``)."""
     for t, structure in structures.items():
         if not criterion.supports(model, structure):
-            able = [name for name, c in sorted(plugins.registry("criterion").items())
+            able = [name for name, c in sorted(registry.registry("criterion").items())
                     if not hasattr(c, "supports") or c.supports(model, structure)]
             raise HarnessError(f"criterion {cfg.criterion} cannot score the {t} units ({structure.name}) of "
                                f"{cfg.model}; valid choices: {', '.join(able) or '(none)'}")

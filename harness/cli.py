@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+import weakref
 from pathlib import Path
 
 import click
 
-from harness.version import __version__
 from harness.errors import HarnessError
+from harness.kinds import BY_NAME, KINDS
 from harness.settings import BENCH_SETTINGS, SEEDS, Setting
+from harness.version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_EVALUATOR_FAILED = 3
@@ -52,19 +54,23 @@ class HarnessGroup(click.Group):
 
 
 class PluginOptionsCommand(click.Command):
-    """A command that also takes the options plugins declare (harness.api.Option), loaded
-    only when the command runs or shows its help."""
+    """A command that also takes the options the invocation's plugins declare
+    (harness.api.Option), loaded only when the command runs or shows its help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plugin_params = weakref.WeakKeyDictionary()  # registry -> its options as click options
 
     def get_params(self, ctx):
-        if not getattr(self, "_plugin_params", None):
-            from harness import plugins
+        from harness import registry
 
-            self._plugin_params = [
+        current = registry.current()
+        if current not in self._plugin_params:
+            self._plugin_params[current] = [
                 click.Option([opt.flag], default=None, help=f"{opt.help} [default: {_show(opt.default)}]")
-                for opt in plugins.all_options().values()
-            ]
-            self.params = self.params + self._plugin_params
-        return super().get_params(ctx)
+                for opt in current.all_options().values()]
+        params = super().get_params(ctx)  # the command's own, then its help option
+        return params[:len(self.params)] + self._plugin_params[current] + params[len(self.params):]
 
 
 def _show(value) -> str:
@@ -80,20 +86,13 @@ def _show(value) -> str:
                    "comma-separated).")
 @click.option("--builtin-only", is_flag=True, default=False,
               help="Load the built-in plugins only (also $HARNESS_BUILTIN_PLUGINS_ONLY=1).")
-def main(blocked, builtin_only):
+@click.pass_context
+def main(ctx, blocked, builtin_only):
     """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
-    import os
+    from harness import registry
 
-    from harness import plugins
-
-    if blocked or builtin_only:
-        # through the environment, so that subprocesses (sweep shards) load the same plugins
-        if blocked:
-            names = set(filter(None, os.environ.get(plugins.BLOCK_ENV, "").split(","))) | set(blocked)
-            os.environ[plugins.BLOCK_ENV] = ",".join(sorted(names))
-        if builtin_only:
-            os.environ[plugins.BUILTIN_ONLY_ENV] = "1"
-        plugins.reload()
+    # this command's own plugins, with its blocking settings (pytest's Config per invocation)
+    ctx.with_resource(registry.activated(registry.Registry.from_environment(blocked, builtin_only)))
 
 
 def _progress() -> bool:
@@ -288,17 +287,15 @@ def export_command(run_dir, fmt, iteration, out, check_samples):
 
 
 @main.command("check-plugin")
-@click.argument("kind", type=click.Choice(["similarity", "criterion", "structure", "evaluator"]))
+@click.argument("kind", type=click.Choice([kind.name for kind in KINDS if kind.conformance]))
 @click.argument("name")
 def check_plugin(kind, name):
     """Run the conformance kit (harness.testing) on an installed plugin: the invariants every
     plugin of its kind must keep. Exit status 0 when it conforms, 1 when it does not."""
-    from harness import plugins
-    from harness.testing import CHECKS
+    from harness import registry, testing
 
-    obj = plugins.get(kind, name)
-    problems = CHECKS[kind](obj)
-    info = plugins.info(kind, name)
+    problems = getattr(testing, BY_NAME[kind].conformance)(registry.build(kind, name))
+    info = registry.info(kind, name)
     where = f" ({info.package} {info.version})" if info else ""
     for problem in problems:
         click.echo(f"FAIL {kind} {name}{where}: {problem}")
@@ -310,9 +307,9 @@ def check_plugin(kind, name):
 @main.command("plugins")
 def plugins_command():
     """List every plugin: kind, name and the package (and version) it came from."""
-    from harness import plugins
+    from harness import registry
 
-    rows = sorted(plugins.all_plugins(), key=lambda p: (p.kind, p.name))
+    rows = sorted(registry.all_plugins(), key=lambda p: (p.kind, p.name))
     width = max(len(p.name) for p in rows) if rows else 4
     click.echo(f"{'kind':<11} {'name':<{width}} package")
     for p in rows:

@@ -87,14 +87,14 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
         with s.phase("finetune"):
             model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(cfg, step.parent))
         record = schema.pruned_iteration(
-            measure_core(s, model, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures),
+            measure_core(s, model, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures.values()),
             removed=[u.key for u in winner.units],
             candidates=[candidate_record(s, c, any(c is m for m in mine)) for c in candidates],
             wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle)
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
         rows.append(record)
-        report_iteration(record, s.plugins.structures)
+        report_iteration(record, s.plugins.structures.values())
         if cfg.evaluate == "every":
             run_evaluators(s, model, it)
     raise AssertionError("unreachable")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness import checkpoints, measure, plugins
+from harness import checkpoints, measure, registry
 from harness.checkpoints import load_state, read_checkpoint
 from harness.deprecation import moved_names
 from harness.errors import HarnessError
@@ -18,14 +18,14 @@ from harness.records import atomic_write_bytes
 
 def build_from_arch(arch: dict) -> nn.Module:
     """A network with fresh weights from an architecture spec (``arch["model"]`` names the family)."""
-    return plugins.get("model", arch["model"]).build(arch)
+    return registry.get("model", arch["model"]).build(arch)
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], dataset: str,
                  checkpoint: str | None = None, pretrained: bool = False, family=None) -> nn.Module:
     """A new network by name; ``family`` is a run's own model family (default: the registered
     one)."""
-    family = family or plugins.get("model", name)
+    family = family or registry.get("model", name)
     if checkpoint and pretrained:
         raise HarnessError("give either --checkpoint or --pretrained, not both")
     model = family.build(family.default_arch(name, num_classes, tuple(input_shape)))

@@ -28,22 +28,24 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
-from harness import plugins, records
+from harness import records, registry
 from harness.api import DataSplits, Dataset, TensorSplit
 from harness.baseline import split_digest
-from harness.config import BenchConfig
 from harness.checkpoints import load_state, read_checkpoint
+from harness.config import BenchConfig
 from harness.errors import HarnessError
 from harness.models import load_model
 from harness.run import resume_bench, run_bench
-from harness_plugins.models.traced import TracedFamily
+from harness.traced import TracedFamily
 
 OWN_PREFIX = "own:"
 
@@ -80,13 +82,14 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
                            f"val {tuple(val.images.shape[1:])}, test {tuple(test.images.shape[1:])}")
     digest = _digest(model, train, val)
     model_name = f"{OWN_PREFIX}{type(model).__name__}-{digest}"
-    family = OwnModelFamily(model_name, model)
-    dataset = OwnDataset(f"{OWN_PREFIX}data-{digest}", train, val, test,
-                         num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
-                         tested_on_val=test_loader is None)
+    family = functools.partial(OwnModelFamily, model_name, model)
+    dataset_name = f"{OWN_PREFIX}data-{digest}"
+    dataset = functools.partial(OwnDataset, dataset_name, train, val, test,
+                                num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
+                                tested_on_val=test_loader is None)
     defaults = dict(budget="quick", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
                     test_subset=None, val_size=len(val))
-    cfg = BenchConfig(model=model_name, dataset=dataset.name, method=method, criterion=criterion, similarity=similarity,
+    cfg = BenchConfig(model=model_name, dataset=dataset_name, method=method, criterion=criterion, similarity=similarity,
                       iterations=iterations, calib_size=calib_size, runs_dir=str(runs_dir),
                       name=name or f"{type(model).__name__}-{digest}", **{**defaults, **settings})
     with registered(family, dataset):
@@ -132,8 +135,6 @@ class OwnModelFamily(TracedFamily):
     """The caller's network as a traced model family: fresh networks are copies of it (their
     weights replaced on load), its own weights are the 'pretrained' ones."""
 
-    fallback_for = ()
-
     def __init__(self, name: str, module: nn.Module):
         super().__init__()
         self.name, self.module = name, module
@@ -174,10 +175,10 @@ class OwnDataset(Dataset):
 
 
 @contextlib.contextmanager
-def registered(family, dataset):
-    """The caller's model and data as plugins for the length of a ``with``."""
-    with plugins.temporarily_registered("model", family, "harness.prune"), \
-            plugins.temporarily_registered("dataset", dataset, "harness.prune"):
+def registered(family: Callable[[], OwnModelFamily], dataset: Callable[[], OwnDataset]):
+    """The caller's model and data (factories of them) as plugins for the length of a ``with``."""
+    with registry.temporarily_registered("model", family, "harness.prune"), \
+            registry.temporarily_registered("dataset", dataset, "harness.prune"):
         yield
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from harness import plugins, records, schema
+from harness import records, schema
 from harness.baseline import baseline_model
 from harness.checks import resolve
 from harness.config import BenchConfig
@@ -44,7 +44,7 @@ def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bo
     records.atomic_write_json(run_dir / records.CONFIG_FILE, schema.run_config(
         config=cfg.to_dict(), versions=versions(), hardware=hardware(s.device), command=sys.argv,
         # the defaults of the run's plugin options: tables show the options a run changed
-        option_defaults={k: o.default for k, o in sorted(plugins.options_of(s.plugins.all()).items())
+        option_defaults={k: o.default for k, o in sorted(s.plugins.options().items())
                          if k in cfg.options},
         data=schema.DataInfo(label=data.label or cfg.dataset, input_shape=list(data.input_shape),
                              num_classes=data.num_classes, train=len(data.train), calib=len(data.calib),

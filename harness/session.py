@@ -12,15 +12,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness import plugins, records, schema
+from harness import records, registry, schema
 from harness.api import EvalContext, Structure
 from harness.candidate_pool import CandidatePool
-from harness.checks import CORE_EVALUATORS, resolve_device
+from harness.checks import resolve_device
 from harness.config import BUDGETS, BenchConfig
 from harness.data import DataSplits
 from harness.errors import HarnessError
 from harness.measure import count_filters, count_flops, count_parameters
 from harness.models import load_model
+from harness.runplugins import RunPlugins, build_run_plugins
 from harness.seeds import derive_seed, seeded_train
 from harness.structure_types import choose_structures
 from harness.training import Recipe, accuracy, evaluate, predict, scaled_lr
@@ -43,7 +44,7 @@ class Session:
     run_dir: Path
     progress: bool
     # this run's own configured plugin objects (session_for sets them): the loop reads no others
-    plugins: plugins.RunPlugins | None = None
+    plugins: RunPlugins | None = None
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
     devices: list = field(default_factory=list)
@@ -113,7 +114,7 @@ class Session:
 
     def structures(self, model) -> dict[str, Structure]:
         """The structure plugin of each asked-for type that supports this model."""
-        return choose_structures(self.plugins.structures, self.cfg.structures, model,
+        return choose_structures(self.plugins.structures.values(), self.cfg.structures, model,
                                  getattr(self.plugins.model, "structure_names", None) or {})
 
     @contextlib.contextmanager
@@ -150,7 +151,7 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     """The data set's splits, with the validation split held out of its training split
     (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
     number held out: the budget's by default, at most a fifth of the training split."""
-    dataset = dataset or plugins.get("dataset", cfg.dataset)
+    dataset = dataset or registry.get("dataset", cfg.dataset)
     data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
     if data.val is not None:  # the data set brings its own (harness.prune's val_loader)
@@ -169,9 +170,10 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
 def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
     """The run's session: its own configured plugins (from its own resolved options, for a new
     run and a resumed one alike), its data and its devices."""
-    own = plugins.for_run(cfg, [*CORE_EVALUATORS, *cfg.evaluators])
+    own = build_run_plugins(cfg)
+    own.configure(cfg.options)
     data = load_data(cfg, own.dataset)
-    evaluators = [own.evaluators[name] for name in cfg.evaluators]
+    evaluators = list(own.evaluators.values())
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])

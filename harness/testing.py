@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.kinds import KINDS
 
 Problems = list[str]
 
@@ -203,12 +204,12 @@ def check_criterion(criterion, structures=None, model: nn.Module | None = None,
     """A criterion on every structure given (default: the built-in block and filter structures
     on a seeded ResNet-20): one finite float per unit, the same scores for the same seed, and
     the model's parameters unchanged afterwards."""
-    from harness import plugins
+    from harness import registry
     from harness.api import CriterionContext
 
     model = model if model is not None else _default_model()
     if structures is None:
-        structures = [plugins.get("structure", "resnet-block"), plugins.get("structure", "resnet-filter")]
+        structures = [registry.get("structure", "resnet-block"), registry.get("structure", "resnet-filter")]
     x = _inputs(input_shape, 16)
     labels = torch.arange(16) % 10
     checks = []
@@ -259,5 +260,5 @@ def check_evaluator(evaluator, model: nn.Module | None = None, ctx=None) -> Prob
     return _checks([("evaluate", runs)])
 
 
-CHECKS = {"similarity": check_similarity, "structure": check_structure, "criterion": check_criterion,
-          "evaluator": check_evaluator}
+#: the check of each kind that has one, by kind (harness.kinds names them)
+CHECKS = {kind.name: globals()[kind.conformance] for kind in KINDS if kind.conformance}

@@ -281,4 +281,4 @@ class RandomCriterion(Criterion):
 
 @hookimpl
 def register_criteria():
-    return [KLCriterion(), L1Criterion(), TaylorCriterion(), RandomCriterion()]
+    return [KLCriterion, L1Criterion, TaylorCriterion, RandomCriterion]

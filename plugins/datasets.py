@@ -308,4 +308,4 @@ class BreastCancer(Dataset):
 
 @hookimpl
 def register_datasets():
-    return [Cifar10(), Digits(), Shuttle(), BreastCancer()]
+    return [Cifar10, Digits, Shuttle, BreastCancer]

@@ -1,7 +1,9 @@
 """Pruning methods: the decision of one iteration, given its candidates. All share the
-loop in harness/bench.py, the budget and the criterion, so only the decision differs."""
+loop in harness/loop.py, the budget and the criterion, so only the decision differs."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from harness import hookimpl
 from harness.api import Method
@@ -83,13 +85,13 @@ class LayersThenFilters(SingleStructure):
 @hookimpl
 def register_methods():
     return [
-        CKAGuided(),
-        RandomWalk(),
-        SingleStructure("layer-only", "layer", "remove blocks only"),
-        SingleStructure("filter-only", "filter", "remove filters only, at the layer candidate's reduction"),
-        LayersThenFilters(),
-        ValidationGreedy("accuracy-greedy", "val_accuracy", 1.0,
-                         "keep the candidate with the higher validation accuracy after the brief fine-tune"),
-        ValidationGreedy("loss-greedy", "val_loss", -1.0,
-                         "keep the candidate with the lower validation loss after the brief fine-tune"),
+        CKAGuided,
+        RandomWalk,
+        partial(SingleStructure, "layer-only", "layer", "remove blocks only"),
+        partial(SingleStructure, "filter-only", "filter", "remove filters only, at the layer candidate's reduction"),
+        LayersThenFilters,
+        partial(ValidationGreedy, "accuracy-greedy", "val_accuracy", 1.0,
+                "keep the candidate with the higher validation accuracy after the brief fine-tune"),
+        partial(ValidationGreedy, "loss-greedy", "val_loss", -1.0,
+                "keep the candidate with the lower validation loss after the brief fine-tune"),
     ]

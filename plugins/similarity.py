@@ -289,4 +289,4 @@ class BuresWasserstein(Similarity):
 
 @hookimpl
 def register_similarities():
-    return [LinearCKA(), RbfCKA(), DebiasedCKA(), ProcrustesShape(), BuresWasserstein()]
+    return [LinearCKA, RbfCKA, DebiasedCKA, ProcrustesShape, BuresWasserstein]

@@ -483,5 +483,4 @@ class TracedChannels(Structure):
 
 @hookimpl
 def register_structures():
-    return [ResidualBlocks(), ConvFilters(), TransformerBlocks(), AttentionHeads(), MlpNeurons(), TracedBlocks(),
-            TracedChannels()]
+    return [ResidualBlocks, ConvFilters, TransformerBlocks, AttentionHeads, MlpNeurons, TracedBlocks, TracedChannels]

@@ -46,16 +46,17 @@ def cifar_subset(tmp_path_factory) -> Path:
     return out
 
 
-# what decides which plugins load: read once per process, so a run that changes it needs its own
-PLUGIN_LOADING = ("HARNESS_BLOCK_PLUGINS", "HARNESS_BUILTIN_PLUGINS_ONLY", "PYTHONPATH")
+# which packages are installed is per process (sys.path); which of them load is per command
+# (each `harness` invocation has its own plugin registry), so only the path needs a process
+PLUGIN_LOADING = ("PYTHONPATH",)
 
 
 def run_cli(*args, env=None, cwd=None, timeout=600, isolated=False):
     """Run the `harness` command; returns a CompletedProcess. In this process through click's
     CliRunner (a subprocess costs seconds of imports), except with ``isolated`` or when the
-    run changes which plugins load (that state is per process): then `python -m harness.cli`."""
+    run installs packages (PYTHONPATH): then `python -m harness.cli`."""
     args = [str(a) for a in args]
-    if isolated or any(k in (env or {}) for k in PLUGIN_LOADING) or {"--block", "--builtin-only"} & set(args):
+    if isolated or any(k in (env or {}) for k in PLUGIN_LOADING):
         full_env = dict(os.environ, **(env or {}))
         return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
                               env=full_env, cwd=cwd, timeout=timeout)

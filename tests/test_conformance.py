@@ -4,25 +4,25 @@ that plugin authors run on theirs; the kit itself catches broken plugins."""
 import pytest
 import torch
 
-from harness import plugins
+from harness import registry
 from harness.api import Similarity
 from harness.testing import check_criterion, check_evaluator, check_similarity, check_structure, _default_model
 
 
-@pytest.mark.parametrize("name", sorted(plugins.registry("criterion")))
+@pytest.mark.parametrize("name", sorted(registry.registry("criterion")))
 def test_every_criterion_conforms(name):
-    assert check_criterion(plugins.get("criterion", name)) == []
+    assert check_criterion(registry.get("criterion", name)) == []
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in plugins.registry("structure").items()
+@pytest.mark.parametrize("name", sorted(n for n, s in registry.registry("structure").items()
                                         if s.supports(_default_model())))
 def test_every_structure_of_a_resnet_conforms(name):
-    assert check_structure(plugins.get("structure", name)) == []
+    assert check_structure(registry.get("structure", name)) == []
 
 
 @pytest.mark.parametrize("name", ["accuracy", "flops"])
 def test_the_core_evaluators_conform(name):
-    assert check_evaluator(plugins.get("evaluator", name)) == []
+    assert check_evaluator(registry.get("evaluator", name)) == []
 
 
 class Unbounded(Similarity):
@@ -49,7 +49,7 @@ class Leaky:
         return True
 
     def units(self, model):
-        return plugins.get("structure", "resnet-filter").units(model)
+        return registry.get("structure", "resnet-filter").units(model)
 
     def ablate(self, model, units):
         import contextlib

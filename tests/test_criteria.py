@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from conftest import seeded_resnet
-from harness import plugins
+from harness import registry
 from harness.api import CriterionContext
 
-LAYER = plugins.get("structure", "resnet-block")
-FILTER = plugins.get("structure", "resnet-filter")
-KL = plugins.get("criterion", "kl")
+LAYER = registry.get("structure", "resnet-block")
+FILTER = registry.get("structure", "resnet-filter")
+KL = registry.get("criterion", "kl")
 
 
 def ctx(seed=0):
@@ -74,7 +74,7 @@ def test_l1_prefers_small_weights_and_is_size_normalised():
     block = dict(model.blocks())["layer3.1"]
     block.conv1.weight.data[5] *= 0.01
     units = FILTER.units(model)
-    scores = dict(zip([u.key for u in units], plugins.get("criterion", "l1").scores(model, FILTER, units, ctx())))
+    scores = dict(zip([u.key for u in units], registry.get("criterion", "l1").scores(model, FILTER, units, ctx())))
     assert min(scores, key=scores.get) == "layer3.1.conv1:5"
     expected = float(block.conv1.weight[7].detach().abs().mean())
     assert scores["layer3.1.conv1:7"] == pytest.approx(expected, rel=1e-6)
@@ -83,12 +83,12 @@ def test_l1_prefers_small_weights_and_is_size_normalised():
 def test_random_is_seeded():
     model = seeded_resnet()
     units = FILTER.units(model)
-    rnd = plugins.get("criterion", "random")
+    rnd = registry.get("criterion", "random")
     assert rnd.scores(model, FILTER, units, ctx(1)) == rnd.scores(model, FILTER, units, ctx(1))
     assert rnd.scores(model, FILTER, units, ctx(1)) != rnd.scores(model, FILTER, units, ctx(2))
 
 
-TAYLOR = plugins.get("criterion", "taylor")
+TAYLOR = registry.get("criterion", "taylor")
 
 
 def labelled_ctx():

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import run_cli
-from harness import plugins
+from harness import registry
 
 CLASSES = ["cat", "airplane"]  # sorted: airplane=0, cat=1
 
@@ -34,7 +34,7 @@ def test_packed_image_folders_are_unpacked_once(tmp_path):
     data_dir.mkdir()
     pack(data_dir, "train", 6)
     pack(data_dir, "test", 3)
-    cifar = plugins.get("dataset", "cifar10")
+    cifar = registry.get("dataset", "cifar10")
     data = cifar.load(str(data_dir), str(cache), 4)
     assert (len(data.train), len(data.calib), len(data.test)) == (8, 4, 6)
     assert data.label == "CIFAR-10 (JPEG)"

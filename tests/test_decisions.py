@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from harness import plugins, records
+from harness import records, registry
 from harness.run import run_bench
 from harness.config import BenchConfig
 from harness.decisions import read_decisions, score, wilson, write_decisions
@@ -128,7 +128,7 @@ def test_decisions_without_any_oracle_is_a_one_line_error(tmp_path):
 def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothing(tmp_path):
     plain, plain_result = bench(tmp_path, "plain", "--iterations", "2")
     checked, checked_result = bench(tmp_path, "checked", "--iterations", "2", "--oracle-epochs", "0.2")
-    metrics = sorted(plugins.registry("similarity"))
+    metrics = sorted(registry.registry("similarity"))
     config = records.read_config(tmp_path / "checked")
     assert config["data"]["val"] == 256 and config["data"]["splits"]["val_accuracy"] == "val"
     for row in checked[1:]:
@@ -166,11 +166,11 @@ def test_stop_on_drop_never_reads_the_test_split(tmp_path, monkeypatch):
     settings = dict(budget="smoke", scratch_epochs=10, candidate_epochs=0.3, finetune_epochs=0.5, iterations=8,
                     stop_on_drop=0.5, p_layer=2, filter_step=0.3, runs_dir=str(tmp_path))
     run_bench(BenchConfig(name="clean", **settings))
-    digits = plugins.get("dataset", "digits")
+    digits = type(registry.get("dataset", "digits"))  # each run builds its own object of the class
     load = digits.load
 
-    def corrupted(*args, **kwargs):
-        data = load(*args, **kwargs)
+    def corrupted(self, *args, **kwargs):
+        data = load(self, *args, **kwargs)
         data.test.labels = torch.full_like(data.test.labels, data.num_classes)
         return data
 

@@ -45,7 +45,8 @@ def test_every_interface_member_is_documented(cls, member):
         f"docs/plugins.md never mentions {cls.__name__}.{member}"
 
 
-PUBLIC = {"harness", "harness.api", "harness.errors", "harness.export", "harness.surgery", "harness.testing"}
+PUBLIC = {"harness", "harness.api", "harness.errors", "harness.export", "harness.surgery", "harness.testing",
+          "harness.traced"}
 
 
 def plugin_sources():

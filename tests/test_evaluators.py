@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from harness import plugins, records
+from harness import records, registry
 from harness.api import DataSplits, EvalContext, TensorSplit
 from harness.training import accuracy
 
@@ -30,7 +30,7 @@ def context(data, options, baseline=None):
 
 def test_fgsm_at_epsilon_zero_is_the_clean_accuracy_of_its_subset():
     data, model = tiny_data(), tiny_model()
-    fgsm = plugins.get("evaluator", "fgsm")
+    fgsm = registry.get("evaluator", "fgsm")
     out = fgsm.evaluate(model, context(data, {"fgsm_eps": [0.0, 8 / 255], "fgsm_subset": 50}))
     clean = accuracy(model, data.test.subset(50, seed=1), data, "cpu")
     assert out["n"] == 50 and out["eps_0_255"] == pytest.approx(clean, abs=1e-3)
@@ -48,7 +48,7 @@ def test_fgsm_epsilons_parse_fractions_and_reject_impossible_values():
 
 def test_latency_reports_a_speedup_against_its_baseline():
     data, model = tiny_data(), tiny_model()
-    latency = plugins.get("evaluator", "latency")
+    latency = registry.get("evaluator", "latency")
     options = {"latency_repeats": 5, "latency_batch": 200}  # more than the split holds: it is repeated
     base = latency.evaluate(model, context(data, options))
     assert base["latency_ms"] > 0 and base["throughput_per_s"] > 0 and base["batch"] == 200
@@ -72,7 +72,7 @@ def test_speedups_are_timed_side_by_side_with_the_unpruned_model(name):
 
     ctx = EvalContext(data, torch.device("cpu"), options, seed=0, cache_dir="/nonexistent", iteration=2,
                       baseline=recorded, unpruned=unpruned)
-    out = plugins.get("evaluator", name).evaluate(model, ctx)
+    out = registry.get("evaluator", name).evaluate(model, ctx)
     assert out["latency_speedup"] == pytest.approx(out["unpruned_latency_ms"] / out["latency_ms"], rel=1e-3)
     assert out["throughput_speedup"] == pytest.approx(out["throughput_per_s"] / out["unpruned_throughput_per_s"],
                                                       rel=1e-3)
@@ -82,7 +82,7 @@ def test_speedups_are_timed_side_by_side_with_the_unpruned_model(name):
 
 def test_co2_measures_tracked_phases_and_the_inference_workload():
     data, model = tiny_data(), tiny_model()
-    co2 = plugins.get("evaluator", "co2")
+    co2 = registry.get("evaluator", "co2")
     co2.configure({"country": "FRA"})
     with co2.track("finetune"):
         torch.randn(400, 400) @ torch.randn(400, 400)

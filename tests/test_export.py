@@ -60,10 +60,10 @@ def test_export_writes_a_file_its_own_runtime_runs_like_the_model(pruned_run, fm
 def test_a_pruned_resnet20_exports_to_onnx_within_tolerance(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from harness import plugins
+    from harness import registry
 
     model = seeded_resnet("resnet20")
-    structure = plugins.get("structure", "resnet-filter")
+    structure = registry.get("structure", "resnet-filter")
     units = structure.units(model)
     pruned = structure.remove(model, units[::3])  # a third of the filters: odd channel counts
     inputs = torch.rand(32, 3, 32, 32)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import plugins, session
+from harness import registry, session
 from harness.api import Candidate, Structure
 from harness.errors import HarnessError
 from harness.structure_types import check_decision_letters, decision_letter
@@ -22,7 +22,7 @@ class _Gate(Structure):
 
 @pytest.fixture
 def structures():
-    return [*plugins.registry("structure").values(), _Leaf(), _Gate()]
+    return [*registry.registry("structure").values(), _Leaf(), _Gate()]
 
 
 def test_decision_letters_never_collide(structures):

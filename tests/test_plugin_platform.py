@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import plugins
+from harness import plugins, registry, runplugins
 from harness.checks import CORE_EVALUATORS, resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError, PluginError
@@ -13,15 +13,15 @@ def rbf_run(sigma: str):
 
 
 def test_each_run_configures_its_own_copies_of_its_plugins():
-    registered = plugins.get("similarity", "rbf-cka")
+    registered = registry.get("similarity", "rbf-cka")
     default = registered.sigma_fraction
     a, b = rbf_run("0.25"), rbf_run("2.0")  # a sweep resolves every run before the first starts
     assert registered.sigma_fraction == default, "resolving a run must not configure the shared plugin"
     run_a, run_b = plugins.for_run(a, list(CORE_EVALUATORS)), plugins.for_run(b, list(CORE_EVALUATORS))
-    assert plugins.unwrap(run_a.similarity).sigma_fraction == 0.25
-    assert plugins.unwrap(run_b.similarity).sigma_fraction == 2.0
+    assert runplugins.unwrap(run_a.similarity).sigma_fraction == 0.25
+    assert runplugins.unwrap(run_b.similarity).sigma_fraction == 2.0
     assert run_a.similarities["rbf-cka"] is run_a.similarity  # configured once, used by the method and the records
-    assert plugins.unwrap(run_a.similarity) is not registered and registered.sigma_fraction == default
+    assert runplugins.unwrap(run_a.similarity) is not registered and registered.sigma_fraction == default
 
 
 class Flaky:
@@ -36,14 +36,14 @@ class Flaky:
 
 
 def test_a_guarded_plugin_names_itself_when_it_fails_and_passes_harness_errors_through():
-    guarded = plugins.Guarded(Flaky(), "criterion")
+    guarded = runplugins.Guarded(Flaky(), "criterion")
     assert guarded.name == "flaky" and guarded.label == "kept"
     with pytest.raises(PluginError, match=r"^criterion 'flaky' \(from an unregistered plugin\) failed: "
                                           r"ZeroDivisionError: division by zero$"):
         guarded.scores(None)
     with pytest.raises(HarnessError, match="^bad input stays as it is$"):
         guarded.refuse()
-    kl = plugins.Guarded(plugins.get("criterion", "kl"), "criterion")
+    kl = runplugins.Guarded(registry.get("criterion", "kl"), "criterion")
     assert "(from prunebench" in kl._label
 
 
@@ -73,9 +73,9 @@ def test_the_structure_of_a_type_does_not_depend_on_discovery_order(capsys):
 
 def test_builtin_families_name_their_structures():
     for name in ("resnet20", "tiny-resnet", "tabular-transformer", "timm:", "torchvision:"):
-        family = plugins.get("model", name)
+        family = registry.get("model", name)
         assert set(family.default_structures) <= set(family.structure_names), name
-        assert all(plugins.get("structure", s).type == t for t, s in family.structure_names.items())
+        assert all(registry.get("structure", s).type == t for t, s in family.structure_names.items())
 
 
 def test_a_resumed_co2_run_keeps_its_country(tmp_path):
@@ -89,6 +89,6 @@ def test_a_resumed_co2_run_keeps_its_country(tmp_path):
     resolve(BenchConfig(budget="smoke", evaluators=["co2"]))  # another run of the sweep, default country
     stored = BenchConfig.from_dict(fra.to_dict())  # what --resume reads back from config.json
     session = session_for(stored, tmp_path / "run", progress=False)
-    assert plugins.unwrap(session.plugins.evaluators["co2"])._country == "FRA"
-    assert plugins.unwrap(session.evaluators[0])._country == "FRA"
+    assert runplugins.unwrap(session.plugins.evaluators["co2"])._country == "FRA"
+    assert runplugins.unwrap(session.evaluators[0])._country == "FRA"
     assert not records.read_iterations(tmp_path / "run")

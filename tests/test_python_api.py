@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import harness
-from harness import plugins, records
+from harness import records, registry
 from harness.errors import HarnessError
 from harness.measure import count_flops, count_parameters
 
@@ -64,7 +64,7 @@ def test_an_unseen_module_is_pruned_from_python_and_reloads_from_the_records(tmp
     # the decisions read the validation loader, which the records name as such
     config = records.read_config(result.run_dir)
     assert config["data"]["val"] == 100 and "validation loader" in config["data"]["label"]
-    assert not any(name.startswith("own:") for name in plugins.registry("model")), "registered only during the run"
+    assert not any(name.startswith("own:") for name in registry.registry("model")), "registered only during the run"
 
 
 def test_calling_it_again_continues_the_same_run(tmp_path):

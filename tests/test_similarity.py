@@ -7,14 +7,14 @@ import scipy.linalg
 import torch
 from scipy.spatial.distance import pdist, squareform
 
-from harness import plugins
+from harness import registry
 from harness.errors import HarnessError
 from harness.testing import check_similarity
 from harness_plugins.similarity import (SIGMA_OPTION, RbfCKA, bures_wasserstein_distance,
                                         bures_wasserstein_similarity, debiased_cka, linear_cka,
                                         procrustes_similarity, rbf_cka)
 
-METRICS = sorted(plugins.registry("similarity"))
+METRICS = sorted(registry.registry("similarity"))
 # metrics whose docstrings claim invariance to translating either representation
 TRANSLATION_INVARIANT = ["cka", "rbf-cka", "debiased-cka", "procrustes", "bures-wasserstein"]
 
@@ -91,7 +91,7 @@ def test_unrelated_representations_score_low():
 
 
 def test_registered_as_similarity_plugin(xy):
-    metric = plugins.get("similarity", "cka")
+    metric = registry.get("similarity", "cka")
     assert metric(*xy) == pytest.approx(linear_cka(*xy))
 
 
@@ -102,7 +102,7 @@ def test_builtin_metrics_are_registered():
 
 @pytest.fixture(params=METRICS)
 def metric(request):
-    return plugins.get("similarity", request.param)
+    return registry.get("similarity", request.param)
 
 
 def test_every_registered_metric_passes_the_conformance_kit(metric):
@@ -114,7 +114,7 @@ def test_every_registered_metric_passes_the_conformance_kit(metric):
 
 @pytest.mark.parametrize("name", TRANSLATION_INVARIANT)
 def test_invariant_to_translation_of_either_input(name, wide_xy):
-    metric = plugins.get("similarity", name)
+    metric = registry.get("similarity", name)
     x, y = wide_xy
     g = torch.Generator().manual_seed(5)
     shifted = metric(x + 10 * randn(g, 1, 20), y - 10 * randn(g, 1, 35))
@@ -155,7 +155,7 @@ def test_rbf_cka_bandwidth_changes_the_value(wide_xy):
 
 
 def test_rbf_cka_option_is_declared_and_configures_the_metric(wide_xy):
-    assert plugins.all_options()["rbf_cka_sigma"] is SIGMA_OPTION
+    assert registry.all_options()["rbf_cka_sigma"] is SIGMA_OPTION
     assert SIGMA_OPTION.default == 0.5 and SIGMA_OPTION.parse("0.3") == 0.3
     metric = RbfCKA()
     metric.configure({"rbf_cka_sigma": 0.25})

@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from conftest import seeded_resnet
-from harness import plugins
+from harness import registry
 from harness.measure import count_flops, count_parameters
 from harness.models import load_model, save_model
 
-LAYER = plugins.get("structure", "resnet-block")
-FILTER = plugins.get("structure", "resnet-filter")
+LAYER = registry.get("structure", "resnet-block")
+FILTER = registry.get("structure", "resnet-filter")
 X = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 

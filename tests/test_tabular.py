@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import run_cli
-from harness import plugins, records
+from harness import records, registry
 from harness.training import normalize
 
 
 def test_shuttle_rows_are_standardised_with_training_statistics(tmp_path):
-    shuttle = plugins.get("dataset", "shuttle")
+    shuttle = registry.get("dataset", "shuttle")
     data = shuttle.load(None, str(tmp_path), 256)
     assert data.input_shape == (9,) and data.num_classes == 2 and data.augment is None
     assert len(data.train) + len(data.calib) + len(data.test) == 49_097
@@ -29,7 +29,7 @@ def test_shuttle_rows_are_standardised_with_training_statistics(tmp_path):
 
 
 def test_breast_cancer_rows(tmp_path):
-    data = plugins.get("dataset", "breast-cancer").load(None, str(tmp_path), 64)
+    data = registry.get("dataset", "breast-cancer").load(None, str(tmp_path), 64)
     assert data.input_shape == (30,) and data.num_classes == 2
     assert (len(data.train), len(data.calib), len(data.test)) == (569 - 114 - 64, 64, 114)
     train = normalize(data.train.images, data.mean, data.std)

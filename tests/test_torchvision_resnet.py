@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from conftest import needs_shared, run_cli, seeded_resnet
-from harness import plugins, records
+from harness import records, registry
 from harness.api import CriterionContext, Unit
 from harness.errors import HarnessError
 from harness.measure import count_flops, count_parameters
@@ -15,10 +15,10 @@ from harness.models import create_model, load_model, save_model
 from harness_plugins.models import torchvision_resnet
 from test_criteria import Opaque
 
-FAMILY = plugins.get("model", "torchvision:resnet18")
-LAYER = plugins.get("structure", "resnet-block")
-FILTER = plugins.get("structure", "resnet-filter")
-KL = plugins.get("criterion", "kl")
+FAMILY = registry.get("model", "torchvision:resnet18")
+LAYER = registry.get("structure", "resnet-block")
+FILTER = registry.get("structure", "resnet-filter")
+KL = registry.get("criterion", "kl")
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -88,7 +88,7 @@ def test_unknown_variant_is_a_one_line_error_listing_the_valid_names():
     # names close to it, then the rule: any other torchvision network goes to the traced family
     assert "'resnet19'" in message and "torchvision:resnet18" in message and "\n" not in message
     assert "list_models()" in message
-    assert plugins.get("model", "torchvision:resnet34") is FAMILY
+    assert registry.get("model", "torchvision:resnet34") is FAMILY
 
 
 def test_downsampling_blocks_are_not_layer_units():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import needs_shared, run_cli
-from harness import plugins, records
+from harness import records, registry
 from harness.measure import count_flops, count_parameters
 from harness.models import build_from_arch, create_model, load_model, save_model
 
@@ -17,7 +17,7 @@ SHAPE = (3, 32, 32)
 
 
 def structure(name):
-    return plugins.get("structure", name)
+    return registry.get("structure", name)
 
 
 def randomise_batch_norms(model, seed=0):
@@ -47,7 +47,7 @@ def outputs(model, seed=1):
                                           ("timm:convnext_atto", "traced:"), ("timm:vit_tiny_patch16_224", "timm:"),
                                           ("traced:torchvision:resnet18", "traced:")])
 def test_names_go_to_the_family_that_claims_them(name, family):
-    assert plugins.get("model", name).name == family
+    assert registry.get("model", name).name == family
 
 
 def test_unknown_network_is_a_one_line_error_naming_examples():
@@ -113,7 +113,7 @@ def test_pruned_convnext_reloads_from_its_log_through_several_operations(tmp_pat
 def cifar_resnet18_pair():
     """The built-in torchvision:resnet18 (CIFAR stem) and the same network, same weights,
     as a traced network."""
-    from harness_plugins.models.traced import TracedNetwork
+    from harness.traced import TracedNetwork
 
     builtin = randomise_batch_norms(create_model("torchvision:resnet18", 10, SHAPE, "cifar10"))
     assert builtin.arch["stem"] == "cifar"
@@ -165,7 +165,7 @@ def test_criteria_read_a_traced_channel_through_its_whole_group():
 
     ctx = CriterionContext(ctx_inputs, torch.arange(8) % 10, seed=0)
     for name in ("l1", "taylor", "kl"):
-        scores = plugins.get("criterion", name).scores(model, channels, units, ctx)
+        scores = registry.get("criterion", name).scores(model, channels, units, ctx)
         # a channel a random network never activates scores 0 under kl and taylor: some must not
         assert len(scores) == 3 and all(s >= 0 for s in scores) and max(scores) > 0, name
         assert name != "l1" or len(set(scores)) == 3

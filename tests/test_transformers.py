@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import needs_shared, run_cli
-from harness import plugins, records
+from harness import records, registry
 from harness.api import CriterionContext, Unit
 from harness.errors import HarnessError
 from harness.measure import count_flops, count_parameters
 from harness.models import create_model, load_model, save_model
 
-BLOCK = plugins.get("structure", "transformer-block")
-HEAD = plugins.get("structure", "attention-head")
-NEURON = plugins.get("structure", "mlp-neuron")
+BLOCK = registry.get("structure", "transformer-block")
+HEAD = registry.get("structure", "attention-head")
+NEURON = registry.get("structure", "mlp-neuron")
 VIT = "timm:vit_tiny_patch16_224"
 TINY_VIT = {"patch_size": 8, "embed_dim": 32, "num_heads": 4, "depth": 3}
 TINY_TABULAR = {"tt_depth": 3, "tt_heads": 4, "tt_head_dim": 8, "tt_mlp_ratio": 2.0}
@@ -30,7 +30,7 @@ TINY_TABULAR = {"tt_depth": 3, "tt_heads": 4, "tt_head_dim": 8, "tt_mlp_ratio": 
 @contextlib.contextmanager
 def configured(name: str, options: dict):
     """The model family of ``name`` configured with plugin options, back to its defaults after."""
-    family = plugins.get("model", name)
+    family = registry.get("model", name)
     family.configure(options)
     try:
         yield family
@@ -243,7 +243,7 @@ def test_kl_scores_equal_full_forwards_and_find_a_dead_head(kind):
         block.attn.proj.weight[:, 2 * 8:3 * 8] = 0  # head 2 of block 1 contributes nothing
     x = inputs(shape, n=32)
     ctx = CriterionContext(x, torch.zeros(32, dtype=torch.long), seed=0)
-    kl = plugins.get("criterion", "kl")
+    kl = registry.get("criterion", "kl")
     assert hasattr(model, "forward_from"), "the prefix shortcut is what is checked here"
     for structure in (BLOCK, HEAD, NEURON):
         units = structure.units(model)[:40]
@@ -259,7 +259,7 @@ def test_kl_scores_equal_full_forwards_and_find_a_dead_head(kind):
 @pytest.mark.parametrize("kind", MODELS)
 def test_l1_scores_are_the_mean_weight_of_each_unit(kind):
     model, _ = MODELS[kind]()
-    l1 = plugins.get("criterion", "l1")
+    l1 = registry.get("criterion", "l1")
     ctx = CriterionContext(torch.zeros(1), torch.zeros(1, dtype=torch.long), seed=0)
     site, block = model.blocks()[2]
     head = Unit("attention-head", site + ".attn", 1)
@@ -288,14 +288,14 @@ def test_attention_variants_and_other_networks_are_refused():
     assert not any(s.supports(model) for s in (BLOCK, HEAD, NEURON))
     resnet = create_model("resnet20", 10, (3, 32, 32), "cifar10")
     assert not any(s.supports(resnet) for s in (BLOCK, HEAD, NEURON))
-    assert not plugins.get("structure", "resnet-block").supports(model)
+    assert not registry.get("structure", "resnet-block").supports(model)
 
 
 def test_timm_names_options_and_input_shapes():
     with pytest.raises(HarnessError, match="unknown timm model 'not_a_model'; valid choices: .*timm:vit_tiny"):
         create_model("timm:not_a_model", 10, (3, 32, 32), "cifar10")
     # timm's other networks are not refused: the traced family prunes them
-    assert plugins.get("model", "timm:resnet18").name == "traced:"
+    assert registry.get("model", "timm:resnet18").name == "traced:"
     with pytest.raises(HarnessError, match="takes images"):
         create_model(VIT, 2, (9,), "shuttle")
     with pytest.raises(HarnessError, match="takes rows of features"):
@@ -303,7 +303,7 @@ def test_timm_names_options_and_input_shapes():
     with configured(VIT, {"timm_kwargs": {"not_an_argument": 1}}):
         with pytest.raises(HarnessError, match="not_an_argument"):
             create_model(VIT, 10, (3, 32, 32), "cifar10")
-    option = plugins.all_options()["timm_kwargs"]
+    option = registry.all_options()["timm_kwargs"]
     assert option.parse("patch_size=4, depth=6,global_pool=avg,qkv_bias=False,drop_rate=0.1") == {
         "patch_size": 4, "depth": 6, "global_pool": "avg", "qkv_bias": False, "drop_rate": 0.1}
     assert option.parse({"depth": 2}) == {"depth": 2}

@@ -73,10 +73,10 @@ def options_text(record: schema.RunConfig) -> str:
     options = record["config"].get("options") or {}
     defaults = record.get("option_defaults")
     if defaults is None:
-        from harness import plugins
+        from harness import registry
 
         try:
-            defaults = {k: o.default for k, o in plugins.all_options().items()}
+            defaults = {k: o.default for k, o in registry.all_options().items()}
         except HarnessError:
             defaults = {}
     changed = {k: v for k, v in options.items() if k in defaults and v != defaults[k]}

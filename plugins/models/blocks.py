@@ -48,17 +48,6 @@ def arch_with_block_sizes(model, key: str, sizes: dict[str, int]) -> dict:
     return arch
 
 
-def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
-    """A checkpoint's tensors (inside a ``state_dict`` or ``model`` entry when there is one,
-    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``)."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    return {key if key.startswith(prefix) else prefix + key: value for key, value in state.items()}
-
-
 def fit_shapes(state: dict, fresh: dict) -> tuple[dict, list[str]]:
     """Published weights fitted to a model's fresh state dict: each tensor whose shape differs
     here (a classifier for other classes, another stem) keeps its fresh initialisation.

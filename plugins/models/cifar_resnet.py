@@ -9,6 +9,8 @@ block's ``mid`` is the width of its inner convolution (what filter pruning shrin
 from __future__ import annotations
 
 import copy
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,13 +174,13 @@ class CifarResNetFamily(ModelFamily):
         return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def cifar_resnets() -> list[CifarResNetFamily]:
+def cifar_resnets() -> list[Callable[[], CifarResNetFamily]]:
     return [
-        CifarResNetFamily("resnet20", 20, pretrained_file="resnet20-12fca82f.th"),
-        CifarResNetFamily("resnet32", 32, pretrained_file="resnet32-d509ac18.th"),
-        CifarResNetFamily("resnet44", 44, pretrained_file="resnet44-014dd654.th"),
-        CifarResNetFamily("resnet56", 56, pretrained_file="resnet56-4bfd9763.th"),
-        CifarResNetFamily("resnet110", 110, pretrained_file="resnet110-1d1ed7c2.th"),
-        CifarResNetFamily("tiny-resnet", 20, width=8, default_dataset="digits",
-                          description="ResNet-20 layout at width 8, trained on the fly (the offline demo)"),
+        partial(CifarResNetFamily, "resnet20", 20, pretrained_file="resnet20-12fca82f.th"),
+        partial(CifarResNetFamily, "resnet32", 32, pretrained_file="resnet32-d509ac18.th"),
+        partial(CifarResNetFamily, "resnet44", 44, pretrained_file="resnet44-014dd654.th"),
+        partial(CifarResNetFamily, "resnet56", 56, pretrained_file="resnet56-4bfd9763.th"),
+        partial(CifarResNetFamily, "resnet110", 110, pretrained_file="resnet110-1d1ed7c2.th"),
+        partial(CifarResNetFamily, "tiny-resnet", 20, width=8, default_dataset="digits",
+                description="ResNet-20 layout at width 8, trained on the fly (the offline demo)"),
     ]

@@ -129,5 +129,5 @@ class TabularTransformerFamily(ModelFamily):
         return TabularTransformer(arch)
 
 
-def tabular_transformers() -> list[TabularTransformerFamily]:
-    return [TabularTransformerFamily()]
+def tabular_transformers() -> list[type[TabularTransformerFamily]]:
+    return [TabularTransformerFamily]

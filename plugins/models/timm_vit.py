@@ -20,11 +20,10 @@ import functools
 import torch
 from torch import nn
 
-from harness.api import ModelFamily, Option
+from harness.api import ModelFamily, Option, checkpoint_tensors
 from harness.errors import HarnessError, first_line
 from harness_plugins.structures import transformer_block_problem
-from harness_plugins.models.blocks import (arch_with_block_sizes, block_index, checkpoint_tensors,
-                                           listed_arch_without_blocks)
+from harness_plugins.models.blocks import arch_with_block_sizes, block_index, listed_arch_without_blocks
 
 PREFIX = "timm:"
 EXAMPLES = "timm:vit_tiny_patch16_224, timm:deit_tiny_patch16_224 (the names of timm.list_models('vit_*'))"
@@ -241,5 +240,5 @@ def _where_weights_come_from(timm_name: str) -> str:
             f"($HF_HOME/hub, filled by `hf download {hub_id}` where there is network) and set HF_HUB_OFFLINE=1")
 
 
-def timm_models() -> list[TimmFamily]:
-    return [TimmFamily()]
+def timm_models() -> list[type[TimmFamily]]:
+    return [TimmFamily]

@@ -244,5 +244,5 @@ class TorchvisionResNetFamily(ModelFamily):
         return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def torchvision_resnets() -> list[TorchvisionResNetFamily]:
-    return [TorchvisionResNetFamily()]
+def torchvision_resnets() -> list[type[TorchvisionResNetFamily]]:
+    return [TorchvisionResNetFamily]

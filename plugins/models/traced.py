@@ -19,61 +19,19 @@ The networks keep their ImageNet stems: on 32x32 images the last feature maps ar
 
 from __future__ import annotations
 
-import copy
 import difflib
-import sys
 
-import torch
 from torch import nn
 
-from harness.api import ModelFamily, load_url_state_dict
-from harness.errors import HarnessError, first_line
-from harness.surgery import replay
-from harness_plugins.models.blocks import checkpoint_tensors, fit_shapes
+from harness.api import load_url_state_dict
+from harness.errors import HarnessError, first_line, warn
+from harness.traced import TracedFamily
+from harness_plugins.models.blocks import fit_shapes
 
 PREFIX = "traced:"
 SOURCES = ("torchvision", "timm")
 EXAMPLES = {"torchvision": "torchvision:mobilenet_v2, torchvision:efficientnet_b0",
             "timm": "timm:convnext_atto, timm:vit_tiny_patch16_224"}
-
-
-class TracedNetwork(nn.Module):
-    """A network and the spec it was built from. ``forward_features`` is what its classifier
-    reads (the last linear layer's input): the representation similarity compares."""
-
-    def __init__(self, arch: dict, net: nn.Module, classifier: str | None = None):
-        super().__init__()
-        self.arch = copy.deepcopy(arch)
-        self.net = net
-        self.classifier = classifier or last_linear(net)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        seen = []
-        hook = self.net.get_submodule(self.classifier).register_forward_pre_hook(
-            lambda module, args: seen.append(args[0]))
-        try:
-            self.net(x)
-        finally:
-            hook.remove()
-        return seen[-1].flatten(1)
-
-    # sites of the traced structures are module paths of this wrapper ("net.features.3")
-    def traced_input_shape(self) -> tuple[int, ...]:
-        return tuple(self.arch["input_shape"])
-
-    def traced_ignored(self) -> list[str]:
-        """Layers whose outputs never shrink: the classifier (its outputs are the classes)."""
-        return [f"net.{self.classifier}"]
-
-
-def last_linear(net: nn.Module) -> str:
-    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise HarnessError(f"{type(net).__name__} has no linear classifier to read features from")
-    return linears[-1]
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -94,18 +52,13 @@ def create(source: str, variant: str, kwargs: dict, pretrained: bool = False) ->
     return torchvision.models.get_model(variant, **kwargs)
 
 
-class TracedFamily(ModelFamily):
+class TracedLibraryFamily(TracedFamily):
+    """torchvision's and timm's networks, traced (the core's :class:`harness.traced.TracedFamily`
+    gives the spec, the replayed surgery, the structures and the training defaults)."""
+
     name = PREFIX
     description = ("any other torchvision or timm network (torchvision:mobilenet_v2, timm:convnext_atto): channel "
                    "groups of Torch-Pruning's dependency graph and probed residual blocks")
-    default_dataset = "cifar10"
-    default_structures = ("layer", "filter")
-    structure_names = {"layer": "traced-block", "filter": "traced-channel"}
-    # AdamW, as timm trains these networks: ConvNeXt's layer norms and layer scales are
-    # not made for SGD at 0.1
-    optimizer = "adamw"
-    finetune_lr = 5e-4
-    scratch_lr = 1e-3
     # names of these prefixes that their own family does not claim come here
     fallback_for = ("torchvision:", "timm:")
 
@@ -144,14 +97,6 @@ class TracedFamily(ModelFamily):
         self._made[name] = arch
         return arch
 
-    def build(self, arch: dict) -> nn.Module:
-        try:
-            net = self.create_network(arch)
-        except Exception as exc:
-            raise HarnessError(f"cannot create {arch['source']} model {arch['variant']} with {arch['kwargs']} "
-                               f"({first_line(exc)})") from None
-        return replay(TracedNetwork(arch, net), arch["input_shape"], arch["removed"])
-
     def create_network(self, arch: dict) -> nn.Module:
         """A fresh network of the spec's source, before the logged surgery."""
         return create(arch["source"], arch["variant"], arch["kwargs"])
@@ -174,15 +119,11 @@ class TracedFamily(ModelFamily):
             return state
         fitted, kept = fit_shapes(state, self.build(self._made[name]).state_dict())
         if kept:
-            print(f"harness: {name}: published weights, except {', '.join(kept)} (their shapes differ here), "
-                  "which start from fresh initialisation", file=sys.stderr)
+            warn(f"{name}: published weights, except {', '.join(kept)} (their shapes differ here), which start "
+                 "from fresh initialisation")
         return fitted
 
-    def adapt_state_dict(self, state: dict) -> dict:
-        """This wrapper's state dicts and plain torchvision/timm ones (also inside a
-        ``state_dict`` or ``model`` entry, with a ``module.`` prefix)."""
-        return checkpoint_tensors(state, "net.")
 
 
-def traced_models() -> list[TracedFamily]:
-    return [TracedFamily()]
+def traced_models() -> list[type[TracedLibraryFamily]]:
+    return [TracedLibraryFamily]

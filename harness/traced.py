@@ -1,0 +1,90 @@
+"""The traced wrapper: any ``nn.Module`` with a linear classifier as a network the harness can
+prune without an architecture spec of its own. Its spec is the fresh network's recipe plus
+the log of every removal (``arch["removed"]``), and :class:`TracedFamily` builds a network by
+creating the fresh one and replaying the log (:func:`harness.surgery.replay`), so pruned
+networks reload from weights alone. The built-in ``traced:`` family (torchvision and timm
+networks) and ``harness.prune`` (the caller's own module) are traced families."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from harness.api import ModelFamily
+from harness.checkpoints import checkpoint_tensors
+from harness.errors import HarnessError, first_line
+from harness.surgery import replay
+
+
+class TracedNetwork(nn.Module):
+    """A network and the spec it was built from. ``forward_features`` is what its classifier
+    reads (the last linear layer's input): the representation similarity compares."""
+
+    def __init__(self, arch: dict, net: nn.Module, classifier: str | None = None):
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.net = net
+        self.classifier = classifier or last_linear(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        seen = []
+        hook = self.net.get_submodule(self.classifier).register_forward_pre_hook(
+            lambda module, args: seen.append(args[0]))
+        try:
+            self.net(x)
+        finally:
+            hook.remove()
+        return seen[-1].flatten(1)
+
+    # sites of the traced structures are module paths of this wrapper ("net.features.3")
+    def traced_input_shape(self) -> tuple[int, ...]:
+        return tuple(self.arch["input_shape"])
+
+    def traced_ignored(self) -> list[str]:
+        """Layers whose outputs never shrink: the classifier (its outputs are the classes)."""
+        return [f"net.{self.classifier}"]
+
+
+def last_linear(net: nn.Module) -> str:
+    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise HarnessError(f"{type(net).__name__} has no linear classifier to read features from")
+    return linears[-1]
+
+
+class TracedFamily(ModelFamily):
+    """Networks built by replaying their surgery log on a fresh network, which
+    :meth:`create_network` makes from the spec. Spec: ``{"model": name, "family": "traced",
+    "source": ..., "variant": ..., "kwargs": {...}, "input_shape": [C, H, W], "removed":
+    [operation, ...]}``; :meth:`create_network` reads source, variant and kwargs. Pruned through the traced structures (``traced-block``,
+    ``traced-channel``), trained with AdamW, as timm trains such networks: ConvNeXt's layer
+    norms and layer scales are not made for SGD at 0.1."""
+
+    default_dataset = "cifar10"
+    default_structures = ("layer", "filter")
+    structure_names = {"layer": "traced-block", "filter": "traced-channel"}
+    optimizer = "adamw"
+    finetune_lr = 5e-4
+    scratch_lr = 1e-3
+
+    def create_network(self, arch: dict) -> nn.Module:
+        """A fresh network of the spec, before the logged surgery."""
+        raise NotImplementedError
+
+    def build(self, arch: dict) -> nn.Module:
+        try:
+            net = self.create_network(arch)
+        except Exception as exc:
+            raise HarnessError(f"cannot create {arch['source']} model {arch['variant']} with {arch['kwargs']} "
+                               f"({first_line(exc)})") from None
+        return replay(TracedNetwork(arch, net), arch["input_shape"], arch["removed"])
+
+    def adapt_state_dict(self, state: dict) -> dict:
+        """This wrapper's state dicts and plain ones (also inside a ``state_dict`` or ``model``
+        entry, with a ``module.`` prefix)."""
+        return checkpoint_tensors(state, "net.")
