@@ -13,6 +13,7 @@ the project's root).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import sys
@@ -42,7 +43,7 @@ def main():
     torch.set_num_threads(record["hardware"]["threads"])  # the arithmetic depends on it
     work = Path(tempfile.mkdtemp(prefix="rerun-"))
     cfg = BenchConfig.from_dict(record["config"])
-    cfg.runs_dir, cfg.cache_dir = str(work / "runs"), str(work / "cache")
+    cfg = dataclasses.replace(cfg, runs_dir=str(work / "runs"), cache_dir=str(work / "cache"))
     t0 = time.perf_counter()
     run_dir, _ = run_bench(cfg)
     seconds = time.perf_counter() - t0

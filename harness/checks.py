@@ -1,26 +1,20 @@
-"""A run's configuration resolved and every input checked before anything loads or is
-written: names, numbers, folders, the checkpoint, what the criterion can score, the model
-against the data, the letters decisions are recorded with."""
+"""The checks of a run's inputs that need more than its settings' declarations: the device,
+the cache folder, plugin options' values, what the criterion can score and the model against
+the data; :mod:`harness.resolve` and the baseline step run them before anything is written."""
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 
 import torch
 from torch import nn
 
-from harness import records, registry
+from harness import registry
 from harness.config import BenchConfig
 from harness.data import DataSplits
-from harness.essentials import CORE_EVALUATORS
 from harness.errors import HarnessError, first_line
-from harness.checkpoints import read_checkpoint
-from harness.cluster import require_ray
-from harness.runplugins import build_run_plugins
-from harness.structure_types import check_decision_letters, structure_type, structure_types
-from harness.training import default_batch_size, normalize, resolve_precision
+from harness.training import normalize
 
 
 def default_cache_dir() -> str:
@@ -33,58 +27,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError("--device cuda was asked for but no CUDA device is available; valid choices here: auto, cpu")
     return torch.device(name)
-
-
-def resolve(cfg: BenchConfig) -> BenchConfig:
-    """Fill every default that depends on plugins, and fail on unknown names before
-    anything is loaded or written."""
-    cfg = cfg.resolved()
-    family = registry.get("model", cfg.model)
-    if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
-        family.check_name(cfg.model)
-    if cfg.dataset is None:
-        cfg.dataset = family.default_dataset
-    for kind in ("dataset", "method", "criterion", "similarity"):
-        registry.get(kind, getattr(cfg, kind))
-    cfg.evaluators = [n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS]
-    for name in cfg.evaluators:
-        registry.get("evaluator", name)
-    known_types = {structure_type(st) for st in registry.registry("structure").values()}
-    cfg.structures = structure_types(cfg.structures or family.default_structures)
-    for t in cfg.structures:
-        if t not in known_types:
-            raise HarnessError(f"unknown structure type {t!r}; valid choices: {', '.join(structure_types(known_types))}")
-    check_decision_letters(cfg.structures, registry.registry("structure").values())
-    declared = registry.all_options()
-    for key in cfg.options:
-        if key not in declared:
-            raise HarnessError(f"unknown option {key!r}; valid choices: {', '.join(sorted(declared)) or '(none)'}")
-    # only the options of the plugins this run uses are its settings (and its record's)
-    used = build_run_plugins(cfg).options()
-    given, cfg.options = cfg.options, {}
-    for name in sorted(set(given) - set(used)):  # still checked: an impossible value is a mistake either way
-        parse_option(declared[name], given[name])
-        print(f"harness: warning: {declared[name].flag} is ignored: no plugin of this run declares it",
-              file=sys.stderr, flush=True)
-    for name, opt in sorted(used.items()):
-        cfg.options[name] = parse_option(opt, given.get(name, opt.default))
-    cfg.optimizer = cfg.optimizer or family.optimizer
-    device = resolve_device(cfg.device)
-    cfg.precision = resolve_precision(cfg.precision, device)
-    cfg.batch_size = cfg.batch_size or default_batch_size(device)
-    cfg.round_to = cfg.round_to or (8 if device.type == "cuda" else 1)
-    cfg.lr = cfg.lr or family.finetune_lr
-    cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
-    from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ
-    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
-    # before any data loads or anything is written: the folders can take files, the weights load
-    records.check_folder("--runs-dir", cfg.runs_dir)
-    records.check_folder("$HARNESS_CACHE" if from_env else "--cache-dir", cfg.cache_dir)
-    if cfg.checkpoint:
-        read_checkpoint(cfg.checkpoint)
-    if cfg.parallel_candidates:
-        require_ray()
-    return cfg
 
 
 def parse_option(opt, value):

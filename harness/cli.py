@@ -121,41 +121,17 @@ def _click_option(setting: Setting):
 
 def collect_config(ctx: click.Context, options: dict, config_file: str | None) -> dict:
     """Options from a config file, overridden by those given on the command line."""
-    from harness.configfile import read_toml
+    from harness.configfile import file_value, read_toml
 
     from_file = read_toml(config_file) if config_file else {}
-    params = {p.name: p for p in ctx.command.get_params(ctx)}
     merged = {}
     for key, value in options.items():
         given = ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)
         in_file = from_file.pop(key, None)
         if in_file is not None and not given:
-            value = _convert(params[key], in_file, config_file, ctx)
+            value = file_value(key, in_file, config_file)
         merged[key] = value
     return merged | from_file  # keys the command line does not know stay, to be reported
-
-
-def _convert(param: click.Parameter, value, source: str, ctx: click.Context):
-    """A config file's value checked and converted like the same option on the command line."""
-    setting = BENCH_SETTINGS.get(param.name)
-    kind = setting.type if setting else str  # a plugin option is parsed from text by its plugin
-    where = f"{param.opts[0]} {value!r} in {source}"
-    if setting is not None and setting.path:
-        if not isinstance(value, str):
-            raise HarnessError(f"{where}: must be a path")
-    elif isinstance(value, list) and kind in (str, list):
-        value = ",".join(str(v) for v in value)
-    # click would turn 2.5 into 2 and true into 1: a config file's value must be what it says
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise HarnessError(f"{where}: must be a whole number")
-    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise HarnessError(f"{where}: must be a number")
-    if kind is bool and not isinstance(value, bool):
-        raise HarnessError(f"{where}: must be true or false")
-    try:
-        return param.type.convert(value, param, ctx)
-    except click.BadParameter as exc:
-        raise HarnessError(f"{where}: {exc.message}") from None
 
 
 @main.command(cls=PluginOptionsCommand)
@@ -169,7 +145,8 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
     """Prune a model and record every iteration.
 
     With no options: the offline demo (a small ResNet trained on scikit-learn's digits).
-    Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed.
+    Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed, 4 stopped partway
+    (its records are kept: continue it with --resume).
     """
     from harness.run import resume_bench, run_bench
     from harness.configfile import config_from_options

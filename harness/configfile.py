@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.settings import RUN_SETTINGS
+from harness.settings import BENCH_SETTINGS, RUN_SETTINGS
 
 try:
     import tomllib
@@ -25,6 +25,15 @@ def read_toml(path: str | Path) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise HarnessError(f"config file {path} is not valid TOML ({exc})") from None
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def file_value(name: str, value, source: str):
+    """A config file's value of the option ``name``, as the command line would have it: a
+    setting's checked and converted by its declaration (harness.settings), a plugin option's
+    as text, which its plugin parses as it parses the command line's."""
+    if name in BENCH_SETTINGS:
+        return BENCH_SETTINGS[name].from_file(value, source)
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def config_from_options(options: dict) -> BenchConfig:

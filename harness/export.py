@@ -6,6 +6,7 @@ with its own runtime, run on real inputs, and its outputs compared with the PyTo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -130,8 +131,9 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     out = Path(out) if out else run_dir / "exported" / f"iter_{iteration:03d}{FORMATS[fmt]}"
     model = load_model(records.model_path(run_dir, iteration), "cpu")
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    cfg.cache_dir = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
-    data = load_data(cfg)
+    # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
+    cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
+    data = load_data(dataclasses.replace(cfg, cache_dir=cache))
     report = export_checked(model, data.mean, data.std, data.test.images[:samples], fmt, out)
     return report | {"iteration": iteration, "flops": rows[recorded.index(iteration)]["flops"],
                      "params": rows[recorded.index(iteration)]["params"]}

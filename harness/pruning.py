@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from harness.config import BenchConfig
 from harness.errors import HarnessError
 from harness.models import load_model
 from harness.run import resume_bench, run_bench
+from harness.settings import RUN_SETTINGS
 from harness.traced import TracedFamily
 
 OWN_PREFIX = "own:"
@@ -62,15 +62,25 @@ class PruneResult:
     decision_path: str  # one letter per iteration: L (blocks removed) or F (channels removed)
 
 
-def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", criterion: str = "l1",
-          similarity: str = "cka", iterations: int = 3, test_loader=None, calib_size: int = 256,
-          runs_dir: str | Path = "runs", name: str | None = None, **settings) -> PruneResult:
+# How harness.prune differs from `harness bench`, whose defaults (harness.settings) it takes
+# otherwise: the model as given is the unpruned model (its weights are the "pretrained" ones,
+# no baseline step trains it), an epoch is the whole train_loader, the reported accuracy reads
+# the whole test_loader, calibration takes 256 samples whatever the budget; and l1 (kl runs a
+# forward pass per unit, slow on the networks people bring) and 3 iterations, its defaults
+# since its first release.
+PRUNE_DEFAULTS = dict(pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None, test_subset=None,
+                      calib_size=256, criterion="l1", iterations=3)
+
+
+def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_dir: str | Path = "runs",
+          name: str | None = None, **settings) -> PruneResult:
     """Prune ``model`` with the harness's loop (depth and width candidates each iteration,
     the method choosing). ``settings`` are ``harness bench`` settings by their Python names
-    (``candidate_epochs=0.5``, ``finetune_epochs=1``, ``round_to=8``, ``device="cuda"``,
-    ``seed=1``, ``budget="quick"``). A run with ``name`` that was interrupted continues
+    (``method="cka"``, ``criterion="l1"``, ``iterations=3``, ``candidate_epochs=0.5``,
+    ``round_to=8``, ``device="cuda"``, ``seed=1``, ``budget="quick"``), with the command line's
+    defaults but for :data:`PRUNE_DEFAULTS`. A run with ``name`` that was interrupted continues
     where it stopped when called again with the same arguments."""
-    valid = {f.name for f in dataclasses.fields(BenchConfig)} - {"model", "dataset", "options"}
+    valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"}
     unknown = sorted(set(settings) - valid)
     if unknown:
         raise HarnessError(f"unknown setting {', '.join(unknown)} of harness.prune; valid choices: "
@@ -87,11 +97,8 @@ def prune(model: nn.Module, train_loader, val_loader, *, method: str = "cka", cr
     dataset = functools.partial(OwnDataset, dataset_name, train, val, test,
                                 num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
                                 tested_on_val=test_loader is None)
-    defaults = dict(budget="quick", pretrained=True, baseline_epochs=0.0, scratch_epochs=0.0, train_subset=None,
-                    test_subset=None, val_size=len(val))
-    cfg = BenchConfig(model=model_name, dataset=dataset_name, method=method, criterion=criterion, similarity=similarity,
-                      iterations=iterations, calib_size=calib_size, runs_dir=str(runs_dir),
-                      name=name or f"{type(model).__name__}-{digest}", **{**defaults, **settings})
+    cfg = BenchConfig(model=model_name, dataset=dataset_name, runs_dir=str(runs_dir),
+                      name=name or f"{type(model).__name__}-{digest}", **(PRUNE_DEFAULTS | settings))
     with registered(family, dataset):
         run_dir = Path(cfg.runs_dir) / cfg.name
         if records.read_iterations(run_dir):
@@ -119,7 +126,7 @@ def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None
         result = records.read_result(path)
         if iteration is None and result is None:
             raise HarnessError(f"run {path} has not finished; give iteration=N (its model files: "
-                               f"{', '.join(p.name for p in sorted(path.glob('model_*.pt')))})")
+                               f"{', '.join(p.name for p in sorted((path / records.MODELS_DIR).glob('iter_*.pt')))})")
         path = records.model_path(path, result["final_iteration"] if iteration is None else iteration)
     blob = read_checkpoint(str(path))
     arch = blob.get("arch")

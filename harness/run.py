@@ -13,13 +13,13 @@ from torch import nn
 
 from harness import records, schema
 from harness.baseline import baseline_model
-from harness.checks import resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError, RunStopped, warn
 from harness.loop import final_iteration, iterate, run_evaluators, selection_key
 from harness.models import load_model, save_model
 from harness.provenance import hardware, versions
-from harness.session import Session, measure_core, session_for
+from harness.resolve import ResolvedRun, resolve
+from harness.session import Session, measure_core, open_session
 
 
 def run_name(cfg: BenchConfig) -> str:
@@ -27,20 +27,21 @@ def run_name(cfg: BenchConfig) -> str:
                         f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
-    """Runs a new benchmark; returns its directory and whether every evaluator succeeded."""
-    cfg = resolve(cfg)
-    run_dir = Path(cfg.runs_dir) / run_name(cfg)
+def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False) -> tuple[Path, bool]:
+    """Runs a new benchmark (a configuration, resolved here, or a run a sweep resolved before
+    its first run started); returns its directory and whether every evaluator succeeded."""
+    run = cfg if isinstance(cfg, ResolvedRun) else resolve(cfg)
+    run_dir = Path(run.config.runs_dir) / run_name(run.config)
     with records.run_lock(run_dir):
-        return start_run(cfg, run_dir, progress)
+        return start_run(run, run_dir, progress)
 
 
-def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bool]:
+def start_run(run: ResolvedRun, run_dir: Path, progress: bool) -> tuple[Path, bool]:
     if records.read_iterations(run_dir):  # a run killed before its first record is simply started again
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
-    s = session_for(cfg, run_dir, progress)
+    s = open_session(run, run_dir, progress)
     model, before = baseline_model(s)
-    data = s.data
+    cfg, data = s.cfg, s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, schema.run_config(
         config=cfg.to_dict(), versions=versions(), hardware=hardware(s.device), command=sys.argv,
         # the defaults of the run's plugin options: tables show the options a run changed
@@ -78,8 +79,8 @@ def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
     if records.read_result(run_dir) is not None:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
-    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    s = session_for(cfg, run_dir, progress)  # its plugins configured from its own record
+    recorded = BenchConfig.from_dict(records.read_config(run_dir)["config"])
+    s = open_session(ResolvedRun.from_record(recorded), run_dir, progress)
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
@@ -141,14 +142,15 @@ def run_state(cfg: BenchConfig) -> str:
             "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
 
 
-def run_one(cfg: BenchConfig, progress: bool, state: str | None = None) -> bool:
+def run_one(run: BenchConfig | ResolvedRun, progress: bool, state: str | None = None) -> bool:
     """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
     started when new (``state``: its :func:`run_state`, when the caller has read it). Returns
     whether every evaluator succeeded."""
+    cfg = run.config if isinstance(run, ResolvedRun) else run
     run_dir = Path(cfg.runs_dir) / cfg.name
     state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)
     if state == "interrupted" and records.read_iterations(run_dir):
         return resume_bench(run_dir, progress)[1]
-    return run_bench(cfg, progress)[1]
+    return run_bench(run, progress)[1]

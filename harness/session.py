@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from harness.data import DataSplits
 from harness.errors import HarnessError
 from harness.measure import count_filters, count_flops, count_parameters
 from harness.models import load_model
-from harness.runplugins import RunPlugins, build_run_plugins
+from harness.resolve import ResolvedRun
+from harness.runplugins import RunPlugins
 from harness.seeds import derive_seed, seeded_train
 from harness.structure_types import choose_structures
 from harness.training import Recipe, accuracy, evaluate, predict, scaled_lr
@@ -43,7 +45,7 @@ class Session:
     device: torch.device
     run_dir: Path
     progress: bool
-    # this run's own configured plugin objects (session_for sets them): the loop reads no others
+    # this run's own configured plugin objects: the loop reads no others
     plugins: RunPlugins | None = None
     evaluators: list = field(default_factory=list)  # the extra evaluators asked for
     # where candidates fine-tune side by side: every GPU when the run uses CUDA and has several
@@ -149,32 +151,28 @@ def measure_core(s: Session, model: nn.Module, unpruned: schema.Iteration | None
 
 def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     """The data set's splits, with the validation split held out of its training split
-    (after the calibration split, so the two are disjoint). Sets ``cfg.val_size`` to the
-    number held out: the budget's by default, at most a fifth of the training split."""
+    (after the calibration split, so the two are disjoint): ``--val-size`` samples, by default
+    the budget's number, at most a fifth of the training split."""
     dataset = dataset or registry.get("dataset", cfg.dataset)
     data = dataset.load(cfg.data_dir, cfg.cache_dir, cfg.calib_size)
     data.test = data.test.subset(cfg.test_subset, seed=0)
     if data.val is not None:  # the data set brings its own (harness.prune's val_loader)
-        cfg.val_size = len(data.val)
         return data
-    if cfg.val_size is None:
-        cfg.val_size = min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
-    if cfg.val_size:
-        if cfg.val_size > len(data.train) // 2:
-            raise HarnessError(f"--val-size {cfg.val_size} would leave too little to train on: the training split "
+    held_out = cfg.val_size if cfg.val_size is not None else min(BUDGETS[cfg.budget]["val_size"], len(data.train) // 5)
+    if held_out:
+        if held_out > len(data.train) // 2:
+            raise HarnessError(f"--val-size {held_out} would leave too little to train on: the training split "
                                f"of {cfg.dataset} has {len(data.train)} samples; give at most {len(data.train) // 2}")
-        data.train, data.val = data.train.hold_out(cfg.val_size, VAL_SEED)
+        data.train, data.val = data.train.hold_out(held_out, VAL_SEED)
     return data
 
 
-def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
-    """The run's session: its own configured plugins (from its own resolved options, for a new
-    run and a resumed one alike), its data and its devices."""
-    own = build_run_plugins(cfg)
-    own.configure(cfg.options)
-    data = load_data(cfg, own.dataset)
-    evaluators = list(own.evaluators.values())
+def open_session(run: ResolvedRun, run_dir: Path, progress: bool) -> Session:
+    """The session of a resolved run: its data (its configuration completed with the size of
+    the validation split it holds), its devices and its own plugins."""
+    data = load_data(run.config, run.plugins.dataset)
+    cfg = dataclasses.replace(run.config, val_size=len(data.val) if data.val is not None else run.config.val_size or 0)
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
-    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices)
+    return Session(cfg, data, device, run_dir, progress, run.plugins, list(run.plugins.evaluators.values()), devices)

@@ -1,7 +1,9 @@
 """Every core setting of a bench run, declared once (after pytest's option declarations):
-name, type, default, help and check. The options of `harness bench`, the fields of
-:class:`harness.config.BenchConfig`, the conversion of config-file values and the checks of
-a resolved run all come from :data:`RUN_SETTINGS`."""
+name, type, default, help, check and the value runs recorded before it existed had. The
+options of `harness bench`, the fields of :class:`harness.config.BenchConfig`, the reading of
+config-file values and of older records, and the checks of a resolved run all come from
+:data:`RUN_SETTINGS`: a new setting is a row here and the code that reads it (a training
+setting whose name is a field of harness.training.Recipe reaches the engine by that name)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ ZERO_OR_MORE = must(lambda v: v >= 0, "must be 0 or more")
 POSITIVE = must(lambda v: v > 0, "must be positive")
 
 
+NOT_RECORDED = object()  # a setting every record has
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: ``--flag`` on the command line, a key of config files (``flag_name`` or
@@ -69,6 +74,9 @@ class Setting:
     choices: tuple[str, ...] | None = None
     check: Check | None = None
     path: bool = False  # names a file or folder (PATH in --help)
+    # the value of runs recorded before the setting existed (their records lack it), when it
+    # differs from the default: a resumed old run goes on as it was started
+    old_records: object = NOT_RECORDED
 
     @property
     def flag(self) -> str:
@@ -96,6 +104,28 @@ class Setting:
             ok = ok and all(isinstance(v, str) for v in value)
         if not ok:
             raise HarnessError(f"{self.flag} {value!r} must be of type {TYPE_NAMES[self.type]}")
+
+    def from_file(self, value, source: str):
+        """A config file's value, checked and converted as the same option on the command
+        line would be (a list setting becomes comma-separated text, as typed there)."""
+        where = f"{self.flag} {value!r} in {source}"
+        if self.path:
+            if not isinstance(value, str):
+                raise HarnessError(f"{where}: must be a path")
+            return value
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise HarnessError(f"{where}: must be true or false")
+            return value
+        if self.type in (int, float):
+            # a file's value must be what it says: 2.5 is no count and true is no number
+            if isinstance(value, bool) or not isinstance(value, int if self.type is int else (int, float)):
+                raise HarnessError(f"{where}: must be {'a whole number' if self.type is int else 'a number'}")
+            return self.type(value)
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        if self.choices is not None and text not in self.choices:
+            raise HarnessError(f"{where}: {text!r} is not one of {', '.join(map(repr, self.choices))}.")
+        return text
 
     def check_value(self, value) -> None:
         """A one-line error unless the (typed) value is possible; None always is."""
@@ -149,7 +179,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
             "Width candidates keep a multiple of this many channels (heads, neurons) in every layer they "
             "touch, taking each layer down to its next multiple as Torch-Pruning rounds (a layer narrower than it "
             "goes one unit at a time); default: 8 on CUDA (tensor cores want multiples of 8), 1 on the CPU (see the README).",
-            check=at_least(1)),
+            check=at_least(1), old_records=1),
     Setting("candidate_epochs", float, None, "Fine-tuning epochs of each candidate.", check=ZERO_OR_MORE),
     Setting("finetune_epochs", float, None, "Fine-tuning epochs of the kept candidate.", check=ZERO_OR_MORE),
     Setting("baseline_epochs", float, None, "Fine-tuning epochs of given weights before pruning.", check=ZERO_OR_MORE),
@@ -161,14 +191,15 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     # 0 only in records from before it existed: none
     Setting("val_size", int, None,
             "Validation samples held out of the training split (disjoint from the calibration split) for every "
-            "decision inside a run (by default at most a fifth of the training split).", check=at_least(1)),
+            "decision inside a run (by default at most a fifth of the training split).", check=at_least(1),
+            old_records=0),
     Setting("oracle_epochs", float, 0.0,
             "Check every decision: fine-tune each candidate this many epochs more with two seeds and record its "
             "validation accuracy (see `harness decisions`); 0 = off. The run itself goes on exactly as without it.",
             check=ZERO_OR_MORE),
     Setting("record_decisions", bool, True,
             "Fine-tune and describe every candidate of every iteration (every similarity metric, validation "
-            "accuracy and loss), also those a method would not look at."),
+            "accuracy and loss), also those a method would not look at.", old_records=False),
     Setting("parallel_candidates", bool, False,
             "Fine-tune an iteration's candidates as concurrent Ray tasks (one CPU slot, or one GPU, each; "
             "RAY_ADDRESS or a local instance); the result is the sequential one. Needs pip install "
@@ -181,15 +212,16 @@ RUN_SETTINGS: tuple[Setting, ...] = (
             check=POSITIVE),
     Setting("batch_size", int, None,
             "Training batch size [default: 128 on a CPU, 512 on a GPU]; learning rates are given for 128 and "
-            "scaled with it (linearly for SGD, by the square root for AdamW).", check=at_least(1)),
+            "scaled with it (linearly for SGD, by the square root for AdamW).", check=at_least(1),
+            old_records=128),
     Setting("weight_decay", float, 5e-4, check=ZERO_OR_MORE),
     Setting("precision", str, "auto",
             "Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), "
-            "else fp32. Evaluation is always fp32.", choices=PRECISION_CHOICES),
+            "else fp32. Evaluation is always fp32.", choices=PRECISION_CHOICES, old_records="fp32"),
     Setting("distill", float, 0.5,
             "Weight (0-1) of distillation from the parent when fine-tuning candidates and the kept model: KL "
             "between softened outputs on the same batch; 0 = off.",
-            check=must(lambda v: 0 <= v <= 1, "must be between 0 and 1")),
+            check=must(lambda v: 0 <= v <= 1, "must be between 0 and 1"), old_records=0.0),
     Setting("distill_temperature", float, 4.0, "Softmax temperature of --distill.", check=POSITIVE),
     Setting("label_smoothing", float, 0.0, "Label smoothing of the cross-entropy when training.",
             check=must(lambda v: 0 <= v < 1, "must be in [0, 1)")),
@@ -226,4 +258,4 @@ def with_run_settings(cls):
             setattr(cls, s.name, dataclasses.field(default_factory=lambda d=s.default: list(d)))
         else:
             setattr(cls, s.name, s.default)
-    return dataclass(cls)
+    return dataclass(cls, frozen=True)

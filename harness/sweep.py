@@ -9,11 +9,11 @@ import itertools
 from pathlib import Path
 
 from harness import records
-from harness.checks import resolve
 from harness.cluster import check_reachable, require_ray
 from harness.configfile import config_from_options, read_toml
 from harness.distributed import run_sweep_on_ray
 from harness.errors import HarnessError
+from harness.resolve import ResolvedRun, resolve
 from harness.run import run_one, run_state
 
 AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
@@ -72,17 +72,16 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
     (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel. With
     ``ray`` (an address, or "local"), every run of the shard is a Ray task."""
     configs = [config_from_options(run) for run in expand(path)]
-    for cfg in configs:  # every name and number is checked before the first run starts
-        resolve(cfg)
+    runs = [resolve(cfg) for cfg in configs]  # every name and number is checked before the first run starts
     if ray is not None:
         asks = resources(path)
         require_ray()
         check_reachable(None if ray == "local" else ray)
     if dry_run:
-        return _run_shard(configs, progress, True, shard)
+        return _run_shard(runs, progress, True, shard)
     with sweep_lock(path, configs, shard):
         if ray is None:
-            return _run_shard(configs, progress, False, shard)
+            return _run_shard(runs, progress, False, shard)
         mine = [cfg for i, cfg in enumerate(configs, start=1) if not (i - shard[0]) % shard[1]]
         _, ok = run_sweep_on_ray(mine, asks, None if ray == "local" else ray)
         return [Path(cfg.runs_dir) / cfg.name for cfg in mine], ok
@@ -121,15 +120,17 @@ def sweep_lock(path, configs, shard: tuple[int, int]):
                                   f"sweep {path} (shard {k}/{n})")
 
 
-def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -> tuple[list[Path], bool]:
+def _run_shard(runs: list[ResolvedRun], progress: bool, dry_run: bool,
+               shard: tuple[int, int]) -> tuple[list[Path], bool]:
     k, n = shard
     dirs, ok = [], True
-    for i, cfg in enumerate(configs, start=1):
+    for i, run in enumerate(runs, start=1):
         if (i - k) % n:
             continue
+        cfg = run.config
         dirs.append(Path(cfg.runs_dir) / cfg.name)
         state = run_state(cfg)
-        print(f"sweep {i}/{len(configs)}: {cfg.name} ({state})", flush=True)
+        print(f"sweep {i}/{len(runs)}: {cfg.name} ({state})", flush=True)
         if not dry_run:
-            ok = run_one(cfg, progress, state) and ok
+            ok = run_one(run, progress, state) and ok
     return dirs, ok

@@ -7,7 +7,7 @@ from scipy import ndimage
 from torch import nn
 
 from harness.api import DataSplits, EvalContext, TensorSplit
-from harness.checks import resolve
+from harness.resolve import resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError
 from harness.training import accuracy
@@ -259,6 +259,6 @@ def test_bad_options_are_refused_before_the_run(option, value, message):
 
 
 def test_options_from_the_command_line_are_parsed():
-    options = resolve(BenchConfig(evaluators=["cifar10c"], options={"cifar10c_subset": "25"})).options
+    options = resolve(BenchConfig(evaluators=["cifar10c"], options={"cifar10c_subset": "25"})).config.options
     assert options["cifar10c_subset"] == 25
     assert options["cifar10c_dir"] is None and options["cifar10c_corruptions"] == "all"

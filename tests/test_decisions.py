@@ -1,6 +1,7 @@
 """Decision quality: the validation split, decision records, the oracle, the validation-greedy
 methods and `harness decisions`."""
 
+import dataclasses
 import json
 import math
 
@@ -185,14 +186,14 @@ def test_stop_on_drop_never_reads_the_test_split(tmp_path, monkeypatch):
     assert all(r["accuracy"] == 0 for r in corrupt) and all(r["accuracy"] > 50 for r in clean)
 
 
-def test_validation_split_is_disjoint_from_calibration_and_sized_by_the_budget():
-    from harness.checks import resolve
-    from harness.session import load_data
+def test_validation_split_is_disjoint_from_calibration_and_sized_by_the_budget(tmp_path):
+    from harness.resolve import resolve
+    from harness.session import open_session
 
-    cfg = resolve(BenchConfig(budget="smoke"))
-    assert len(load_data(cfg).val) == cfg.val_size == 256  # the budget's
-    cfg = resolve(BenchConfig(budget="smoke", dataset="breast-cancer"))
-    data = load_data(cfg)
+    s = open_session(resolve(BenchConfig(budget="smoke")), tmp_path / "digits", progress=False)
+    assert len(s.data.val) == s.cfg.val_size == 256  # the budget's
+    s = open_session(resolve(BenchConfig(budget="smoke", dataset="breast-cancer")), tmp_path / "bc", progress=False)
+    cfg, data = s.cfg, s.data
     assert cfg.val_size == len(data.val) == 65  # at most a fifth of the 327 training rows left
     rows = lambda split: {tuple(x.tolist()) for x in split.images}  # noqa: E731
     assert len(rows(data.val)) == 65
@@ -216,7 +217,7 @@ def test_records_from_before_the_validation_split_still_read():
     from harness.loop import final_iteration, stop_reason
 
     rows = [{"iteration": 0, "accuracy": 90.0}, {"iteration": 1, "accuracy": 89.5}, {"iteration": 2, "accuracy": 88.0}]
-    cfg.iterations = 5
+    cfg = dataclasses.replace(cfg, iterations=5)
     assert stop_reason(cfg, rows).startswith("test accuracy fell")  # as it was started
     assert final_iteration(cfg, rows) == 1
     assert json.dumps(cfg.to_dict())  # still a record

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness import plugins, registry, runplugins
-from harness.checks import CORE_EVALUATORS, resolve
+from harness import registry, runplugins
+from harness.resolve import ResolvedRun, resolve
 from harness.config import BenchConfig
 from harness.errors import HarnessError, PluginError
 
@@ -17,7 +17,7 @@ def test_each_run_configures_its_own_copies_of_its_plugins():
     default = registered.sigma_fraction
     a, b = rbf_run("0.25"), rbf_run("2.0")  # a sweep resolves every run before the first starts
     assert registered.sigma_fraction == default, "resolving a run must not configure the shared plugin"
-    run_a, run_b = plugins.for_run(a, list(CORE_EVALUATORS)), plugins.for_run(b, list(CORE_EVALUATORS))
+    run_a, run_b = a.plugins, b.plugins
     assert runplugins.unwrap(run_a.similarity).sigma_fraction == 0.25
     assert runplugins.unwrap(run_b.similarity).sigma_fraction == 2.0
     assert run_a.similarities["rbf-cka"] is run_a.similarity  # configured once, used by the method and the records
@@ -82,13 +82,13 @@ def test_a_resumed_co2_run_keeps_its_country(tmp_path):
     """The case that lost --country: a sweep resolves its runs first (the last one with the
     default), then resumes an interrupted one, which must measure under its own country."""
     from harness import records
-    from harness.session import session_for
+    from harness.session import open_session
 
     fra = resolve(BenchConfig(budget="smoke", evaluators=["co2"], options={"country": "FRA"},
                               runs_dir=str(tmp_path)))
     resolve(BenchConfig(budget="smoke", evaluators=["co2"]))  # another run of the sweep, default country
-    stored = BenchConfig.from_dict(fra.to_dict())  # what --resume reads back from config.json
-    session = session_for(stored, tmp_path / "run", progress=False)
+    stored = BenchConfig.from_dict(fra.config.to_dict())  # what --resume reads back from config.json
+    session = open_session(ResolvedRun.from_record(stored), tmp_path / "run", progress=False)
     assert runplugins.unwrap(session.plugins.evaluators["co2"])._country == "FRA"
     assert runplugins.unwrap(session.evaluators[0])._country == "FRA"
     assert not records.read_iterations(tmp_path / "run")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.settings import BUDGETS, RUN_SETTINGS, SEEDS
+from harness.settings import BENCH_SETTINGS, BUDGETS, NOT_RECORDED, RUN_SETTINGS, SEEDS
 
 
 def test_benchconfig_fields_are_the_settings_with_their_defaults():
@@ -56,17 +56,46 @@ def test_config_file_values_are_checked_by_their_setting(tmp_path, monkeypatch, 
     (dict(device="tpu"), "unknown --device 'tpu'; valid choices: auto, cpu, cuda or cuda:N"),
     (dict(precision="fp16"), "unknown --precision 'fp16'; valid choices: auto, fp32, bf16"),
 ])
-def test_resolved_checks_every_setting(values, message):
+def test_checked_checks_every_setting(values, message):
     with pytest.raises(HarnessError) as exc:
-        BenchConfig(**values).resolved()
+        BenchConfig(**values).checked()
     assert str(exc.value) == message
 
 
 def test_a_whole_number_from_a_file_and_the_same_number_typed_are_one_run():
     from harness.baseline import content_key
 
-    from_file = BenchConfig(scratch_epochs=15, lr=1, budget="smoke").resolved()
-    typed = BenchConfig(scratch_epochs=15.0, lr=1.0, budget="smoke").resolved()
+    from_file = BenchConfig(scratch_epochs=15, lr=1, budget="smoke").checked()
+    typed = BenchConfig(scratch_epochs=15.0, lr=1.0, budget="smoke").checked()
     assert isinstance(from_file.scratch_epochs, float) and from_file.to_dict() == typed.to_dict()
     # the cached baseline's key is a repr: 15 and 15.0 used to train the same baseline twice
     assert content_key(from_file.scratch_epochs, from_file.lr) == content_key(typed.scratch_epochs, typed.lr)
+
+
+def test_a_resolved_configuration_is_frozen():
+    from harness.resolve import resolve
+
+    run = resolve(BenchConfig(budget="smoke"))
+    assert run.config.iterations == 2 and run.config.val_size is None  # the data's size decides it when it loads
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.config.iterations = 3
+
+
+def test_a_config_files_values_are_read_by_their_own_setting():
+    assert BENCH_SETTINGS["structures"].from_file(["layer", "filter"], "c.toml") == "layer,filter"
+    assert BENCH_SETTINGS["lr"].from_file(1, "c.toml") == 1.0
+    with pytest.raises(HarnessError, match=r"^--iterations 2\.5 in c\.toml: must be a whole number$"):
+        BENCH_SETTINGS["iterations"].from_file(2.5, "c.toml")
+
+
+def test_a_setting_an_old_record_lacks_has_the_value_runs_had_before_it():
+    old = BenchConfig.from_dict({"model": "tiny-resnet"})
+    declared = {s.name: s.old_records for s in RUN_SETTINGS if s.old_records is not NOT_RECORDED}
+    assert {name: getattr(old, name) for name in declared} == declared == {
+        "round_to": 1, "val_size": 0, "record_decisions": False, "batch_size": 128, "precision": "fp32", "distill": 0.0}
+
+
+def test_the_old_name_of_checked_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"BenchConfig\.resolved\(\) is deprecated"):
+        cfg = BenchConfig(budget="smoke").resolved()
+    assert cfg == BenchConfig(budget="smoke").checked()
