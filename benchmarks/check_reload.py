@@ -23,14 +23,14 @@ from harness.training import accuracy, predict
 
 
 def check(run_dir: Path) -> bool:
-    result = records.read_result(run_dir)
-    if result is None:
+    run = records.RunRecord.read(run_dir)
+    if run is None or not run.complete:
         print(f"{run_dir.name}: not complete, skipped")
         return True
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
     data = load_data(cfg)
     device = resolve_device(cfg.device)
-    final = result["final_iteration"]
+    final = run.final_iteration
     row = records.read_iterations(run_dir)[final]
     model = load_model(records.model_path(run_dir, final), device)
     got = {"params": count_parameters(model), "flops": count_flops(model, data.input_shape),

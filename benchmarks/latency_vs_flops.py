@@ -44,11 +44,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu" if args.runtime == "onnxruntime" else args.device)
     for run in args.runs:
-        result = records.read_result(run)
-        if result is None:
+        record = records.RunRecord.read(run)
+        if record is None or not record.complete:
             continue
-        rows = records.read_iterations(run)
-        final = result["final_iteration"]
+        rows, final = record.iterations, record.final_iteration
         shape = records.read_config(run)["data"]["input_shape"]
         out = {"run": run.name, "runtime": args.runtime,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

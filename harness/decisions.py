@@ -28,12 +28,13 @@ import html
 import io
 import math
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import HarnessError
+from harness import records
+from harness.errors import HarnessError, warn
+from harness.leaderboard import find_runs, html_page
 from harness.oracle import oracle_verdict
 
 #: the run's own similarity metric of the paper, against which the others are compared
@@ -55,18 +56,15 @@ class Decision:
 def read_decisions(roots: list[Path]) -> list[Decision]:
     """Every iteration with an oracle verdict under ``roots`` (runs found as the leaderboard
     finds them), in a stable order."""
-    from harness.leaderboard import find_runs
-    from harness.schema import RunRecord
-
     found = []
     for run_dir in sorted(find_runs(roots), key=lambda p: str(p)):
         try:
-            run = RunRecord.read(run_dir)
+            run = records.RunRecord.read(run_dir)
             if run is None:
                 continue
             group = f"{run.config['config']['model']} on {run.data_label}"
         except (HarnessError, ValueError, KeyError, TypeError, OSError) as exc:
-            print(f"harness: warning: skipping the corrupt run record {run_dir} ({type(exc).__name__})", file=sys.stderr)
+            warn(f"skipping the corrupt run record {run_dir} ({type(exc).__name__})")
             continue
         for row in run.iterations:
             cands = row.get("candidates") or []
@@ -293,8 +291,6 @@ def to_csv(scored: dict) -> str:
 
 def to_html(markdown_text: str) -> str:
     """The Markdown page as simple HTML (headings, lists, tables, paragraphs)."""
-    from harness.leaderboard import html_page
-
     out, table = [], []
 
     def flush():
@@ -371,8 +367,6 @@ def plot_png(scored: dict) -> bytes:
 
 def write_decisions(roots: list[Path], out: Path) -> list[Path]:
     """Writes ``out/decisions.{md,csv,html,png}``; returns them (none without decisions)."""
-    from harness import records
-
     decisions = read_decisions(roots)
     if not decisions:
         return []

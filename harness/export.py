@@ -120,9 +120,7 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no recorded model yet")
-    result = records.read_result(run_dir)
-    kept = result["final_iteration"] if result else rows[-1]["iteration"]
-    iteration = kept if iteration is None else iteration
+    iteration = records.RunRecord.read(run_dir).final_iteration if iteration is None else iteration
     recorded = [r["iteration"] for r in rows]
     if iteration not in recorded:
         raise HarnessError(f"--iteration {iteration}: run {run_dir} has iterations {recorded[0]} to {recorded[-1]}")

@@ -105,16 +105,15 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
             run_dir, _ = resume_bench(run_dir)
         else:
             run_dir, _ = run_bench(cfg)
-        result = records.read_result(run_dir)
-        rows = {r["iteration"]: r for r in records.read_iterations(run_dir)}
-        kept = rows[result["final_iteration"]]
-        pruned = load_model(records.model_path(run_dir, kept["iteration"]))
+        run = records.RunRecord.read(run_dir)
+        final = run.through_final[-1]
+        pruned = load_model(records.model_path(run_dir, run.final_iteration))
     return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch["removed"],
                        # the unpruned model's record has no reductions (a run that kept iteration 0)
-                       flops_reduction_pct=kept.get("flops_reduction_pct", 0.0),
-                       params_reduction_pct=kept.get("params_reduction_pct", 0.0),
-                       val_accuracy=kept["val_accuracy"], accuracy=kept["accuracy"],
-                       decision_path=result["decision_path"])
+                       flops_reduction_pct=final.get("flops_reduction_pct", 0.0),
+                       params_reduction_pct=final.get("params_reduction_pct", 0.0),
+                       val_accuracy=final["val_accuracy"], accuracy=final["accuracy"],
+                       decision_path=run.result["decision_path"])
 
 
 def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None) -> nn.Module:
@@ -123,11 +122,11 @@ def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None
     the logged surgery is replayed on a copy, then the weights load (weights only)."""
     path = Path(path)
     if path.is_dir():
-        result = records.read_result(path)
-        if iteration is None and result is None:
+        run = records.RunRecord.read(path)
+        if iteration is None and (run is None or not run.complete):
             raise HarnessError(f"run {path} has not finished; give iteration=N (its model files: "
                                f"{', '.join(p.name for p in sorted((path / records.MODELS_DIR).glob('iter_*.pt')))})")
-        path = records.model_path(path, result["final_iteration"] if iteration is None else iteration)
+        path = records.model_path(path, run.final_iteration if iteration is None else iteration)
     blob = read_checkpoint(str(path))
     arch = blob.get("arch")
     if not isinstance(arch, dict) or not isinstance(arch.get("removed"), list):

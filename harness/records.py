@@ -8,11 +8,13 @@ import contextlib
 import json
 import math
 import os
-import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness import schema
+from harness.deprecation import warn_deprecated
+from harness.errors import HarnessError, warn
 
 # 1: config, iterations, models, result. 2: adds evaluations.jsonl, the data set's label and
 # shape in config.json, and final_iteration (the model kept) in result.json.
@@ -198,7 +200,7 @@ def _read_lines(path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
-                print(f"harness: warning: the last line of {path} is cut short; it is left out", file=sys.stderr)
+                warn(f"the last line of {path} is cut short; it is left out")
                 break
             raise HarnessError(f"{path} line {number} is not valid JSON: the record cannot be trusted") from None
         if not isinstance(row, dict) or "iteration" not in row:
@@ -214,25 +216,25 @@ def _append_line(path: Path, record: dict) -> None:
     atomic_write_bytes(path, "".join(strict_json(r) + "\n" for r in rows).encode())
 
 
-def read_iterations(run_dir: Path) -> list[dict]:
+def read_iterations(run_dir: Path) -> list[schema.Iteration]:
     """One dict per finished iteration; iteration 0 is the unpruned model."""
     return _read_lines(Path(run_dir) / ITERATIONS_FILE)
 
 
-def append_iteration(run_dir: Path, record: dict) -> None:
+def append_iteration(run_dir: Path, record: schema.Iteration) -> None:
     _append_line(Path(run_dir) / ITERATIONS_FILE, record)
 
 
-def read_evaluations(run_dir: Path) -> dict[int, dict]:
+def read_evaluations(run_dir: Path) -> dict[int, schema.Evaluation]:
     """Evaluator results by iteration: ``{"results": {evaluator: {...}}, "errors": {evaluator: message}}``."""
     return {row["iteration"]: row for row in _read_lines(Path(run_dir) / EVALUATIONS_FILE)}
 
 
-def append_evaluation(run_dir: Path, record: dict) -> None:
+def append_evaluation(run_dir: Path, record: schema.Evaluation) -> None:
     _append_line(Path(run_dir) / EVALUATIONS_FILE, record)
 
 
-def read_config(run_dir: Path) -> dict:
+def read_config(run_dir: Path) -> schema.RunConfig:
     """A run's config.json; one line naming the file when it is not a run's configuration."""
     path = Path(run_dir) / CONFIG_FILE
     try:
@@ -244,7 +246,7 @@ def read_config(run_dir: Path) -> dict:
     return record
 
 
-def read_result(run_dir: Path) -> dict | None:
+def read_result(run_dir: Path) -> schema.Result | None:
     """The result of a complete run (None while it is not), with the defaults of older schemas."""
     path = Path(run_dir) / RESULT_FILE
     if not path.exists():
@@ -256,3 +258,47 @@ def read_result(run_dir: Path) -> dict | None:
 
 def model_path(run_dir: Path, iteration: int) -> Path:
     return Path(run_dir) / MODELS_DIR / f"iter_{iteration:03d}.pt"
+
+
+# ---------------------------------------------------------------- a whole run, read back
+@dataclass
+class RunRecord:
+    """A run directory read back: what every reader of records needs, schema 1 included."""
+
+    config: schema.RunConfig
+    iterations: list[schema.Iteration]  # at least iteration 0
+    evaluations: dict[int, schema.Evaluation]  # by iteration
+    result: schema.Result | None  # None while the run is not complete
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord | None:
+        """The records of ``run_dir``; None before iteration 0 is recorded."""
+        iterations = read_iterations(run_dir)
+        if not iterations:
+            return None
+        return cls(read_config(run_dir), iterations, read_evaluations(run_dir), read_result(run_dir))
+
+    @property
+    def complete(self) -> bool:
+        return self.result is not None
+
+    @property
+    def final_iteration(self) -> int:
+        """The iteration whose model the run keeps: result.json's, or the last one recorded
+        while the run goes on. Every reader of records asks here."""
+        return self.result["final_iteration"] if self.result else self.iterations[-1]["iteration"]
+
+    @property
+    def through_final(self) -> list[schema.Iteration]:
+        """Iterations 0 to the final one."""
+        return [r for r in self.iterations if r["iteration"] <= self.final_iteration]
+
+    @property
+    def kept(self) -> list[schema.Iteration]:
+        warn_deprecated("RunRecord.kept", "RunRecord.through_final")
+        return self.through_final
+
+    @property
+    def data_label(self) -> str:
+        """The data set's label, or for schema 1 (no label) its name."""
+        return (self.config.get("data") or {}).get("label") or self.config["config"]["dataset"]

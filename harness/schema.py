@@ -1,7 +1,8 @@
 """The run-record format, as typed definitions: one place that says what each file of a run
 directory holds (the model is lm-evaluation-harness's ``result_schema.py``).
 
-A run directory (see ``harness.records``) holds
+A run directory (``harness.records`` writes and reads it; ``records.RunRecord`` is one read
+back whole) holds
 
 * ``config.json``: one :class:`RunConfig`;
 * ``iterations.jsonl``: one :class:`Iteration` per line; iteration 0 is the unpruned model;
@@ -20,11 +21,8 @@ infinite.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypedDict
 
-from harness import records
 from harness.deprecation import moved_names
 
 # the schema versions (config.json's versions.schema_version), see harness.records.SCHEMA_VERSION:
@@ -203,45 +201,6 @@ def run_config(*, config: dict[str, Any], versions: Versions, hardware: Hardware
     """config.json, as a new run writes it."""
     return RunConfig(config=config, versions=versions, hardware=hardware, command=command,
                      option_defaults=option_defaults, data=data)
-
-
-# ---------------------------------------------------------------- a whole run, read back
-@dataclass
-class RunRecord:
-    """A run directory read back: what every reader of records needs, schema 1 included."""
-
-    config: RunConfig
-    iterations: list[Iteration]  # at least iteration 0
-    evaluations: dict[int, Evaluation]  # by iteration
-    result: Result | None  # None while the run is not complete
-
-    @classmethod
-    def read(cls, run_dir: Path) -> RunRecord | None:
-        """The records of ``run_dir``; None before iteration 0 is recorded."""
-        iterations = records.read_iterations(run_dir)
-        if not iterations:
-            return None
-        return cls(records.read_config(run_dir), iterations, records.read_evaluations(run_dir),
-                   records.read_result(run_dir))
-
-    @property
-    def complete(self) -> bool:
-        return self.result is not None
-
-    @property
-    def final_iteration(self) -> int:
-        """The kept model: result.json's, or the last one recorded while the run goes on."""
-        return self.result["final_iteration"] if self.result else self.iterations[-1]["iteration"]
-
-    @property
-    def kept(self) -> list[Iteration]:
-        """Iterations 0 to the kept model."""
-        return [r for r in self.iterations if r["iteration"] <= self.final_iteration]
-
-    @property
-    def data_label(self) -> str:
-        """The data set's label, or for schema 1 (no label) its name."""
-        return (self.config.get("data") or {}).get("label") or self.config["config"]["dataset"]
 
 
 __getattr__ = moved_names(__name__, {

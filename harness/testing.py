@@ -15,15 +15,19 @@ check that raises is reported as a problem, not as a crash.
 from __future__ import annotations
 
 import json
-import tempfile
 import math
+import tempfile
 from typing import Callable
 
 import torch
 from torch import nn
 
+from harness import registry
+from harness.api import CriterionContext, DataSplits, EvalContext, TensorSplit
 from harness.errors import HarnessError
 from harness.kinds import KINDS
+from harness.measure import count_parameters
+from harness.models import create_model
 
 Problems = list[str]
 
@@ -119,8 +123,6 @@ def check_similarity(metric) -> Problems:
 
 # ---------------------------------------------------------------- structures and criteria
 def _default_model() -> nn.Module:
-    from harness.models import create_model
-
     torch.manual_seed(0)
     model = create_model("resnet20", 10, (3, 32, 32), "cifar10")
     for m in model.modules():  # random statistics: no unit is trivially dead
@@ -150,8 +152,6 @@ def check_structure(structure, model: nn.Module | None = None, input_shape: tupl
     ``ablate`` changes the output and restores every parameter exactly on exit; ``remove``
     returns a smaller network that runs, with the same output shape, leaving the parent
     untouched; ``weights`` gives tensors for every unit."""
-    from harness.measure import count_parameters
-
     model = model if model is not None else _default_model()
     x = _inputs(input_shape)
     found: dict[str, list] = {}
@@ -204,9 +204,6 @@ def check_criterion(criterion, structures=None, model: nn.Module | None = None,
     """A criterion on every structure given (default: the built-in block and filter structures
     on a seeded ResNet-20): one finite float per unit, the same scores for the same seed, and
     the model's parameters unchanged afterwards."""
-    from harness import registry
-    from harness.api import CriterionContext
-
     model = model if model is not None else _default_model()
     if structures is None:
         structures = [registry.get("structure", "resnet-block"), registry.get("structure", "resnet-filter")]
@@ -238,8 +235,6 @@ def check_criterion(criterion, structures=None, model: nn.Module | None = None,
 def check_evaluator(evaluator, model: nn.Module | None = None, ctx=None) -> Problems:
     """An evaluator on a model (default: a seeded ResNet-20 on 64 random CIFAR-shaped images):
     a JSON-able dict whose top-level numbers are finite."""
-    from harness.api import DataSplits, EvalContext, TensorSplit
-
     model = model if model is not None else _default_model()
     if ctx is None:
         g = torch.Generator().manual_seed(2)

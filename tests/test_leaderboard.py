@@ -384,20 +384,20 @@ def test_a_corrupt_record_is_skipped_with_a_warning_naming_it(tmp_path):
 
 def test_schema_reads_an_old_record(tmp_path):
     # schema 1: no data label, no final_iteration, no val_accuracy, no evaluations, no non_finite
-    run = schema.RunRecord.read(make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0), final=1))
+    run = records.RunRecord.read(make_run(tmp_path, "old", version=1, accuracies=(91.0, 90.0, 89.0), final=1))
     assert run.complete and run.final_iteration == 1 and run.result["final_iteration"] == 1
-    assert [r["iteration"] for r in run.kept] == [0, 1]
+    assert [r["iteration"] for r in run.through_final] == [0, 1]
     assert run.data_label == "cifar10" and run.evaluations == {}
     assert "val_accuracy" not in run.iterations[1] and "non_finite" not in run.iterations[1]
-    unfinished = schema.RunRecord.read(make_run(tmp_path, "running", complete=False))
+    unfinished = records.RunRecord.read(make_run(tmp_path, "running", complete=False))
     assert not unfinished.complete and unfinished.final_iteration == 2, "the last recorded while it runs"
     assert unfinished.data_label == "CIFAR-10 (JPEG)"
-    assert schema.RunRecord.read(tmp_path / "missing") is None, "no iteration 0 yet"
+    assert records.RunRecord.read(tmp_path / "missing") is None, "no iteration 0 yet"
 
 
 def test_schema_constructors_rebuild_a_committed_record_exactly():
     run_dir = ROOT / "leaderboards" / "records" / "decisions" / "decisions-resnet32-cifar10-cka-kl-cka-s4"
-    run = schema.RunRecord.read(run_dir)
+    run = records.RunRecord.read(run_dir)
     measured = set(schema.Measurements.__annotations__)
     base = run.iterations[0]
     assert schema.unpruned_iteration({k: v for k, v in base.items() if k in measured},

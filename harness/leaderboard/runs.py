@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from harness import records, schema
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line, warn
 
 # config fields that do not make a configuration different: runs differing only in these merge
 # (the oracle and the decision records add measurements without changing what the run keeps)
@@ -73,6 +72,7 @@ def options_text(record: schema.RunConfig) -> str:
     options = record["config"].get("options") or {}
     defaults = record.get("option_defaults")
     if defaults is None:
+        # only records from before option_defaults load the plugins (and torch) for a board
         from harness import registry
 
         try:
@@ -110,10 +110,10 @@ def read_run(run_dir: Path) -> Run | None:
     """The model a run keeps (its final iteration) against its unpruned model; None before
     iteration 0 is recorded. Schema-1 records (no data label, no final_iteration) load too."""
     run_dir = Path(run_dir)
-    run = schema.RunRecord.read(run_dir)
+    run = records.RunRecord.read(run_dir)
     if run is None:
         return None
-    record, cfg, rows, final, kept = run.config, run.config["config"], run.iterations, run.final_iteration, run.kept
+    record, cfg, rows, final, kept = run.config, run.config["config"], run.iterations, run.final_iteration, run.through_final
     base, last = rows[0], kept[-1]
     row = {
         "model": cfg["model"], "data": run.data_label,
@@ -145,8 +145,7 @@ def read_runs(roots: list[Path]) -> list[Run]:
         try:
             run = read_run(path)
         except (HarnessError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
-            print(f"harness: warning: skipping the corrupt run record {path} ({type(exc).__name__}: "
-                  f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})", file=sys.stderr)
+            warn(f"skipping the corrupt run record {path} ({type(exc).__name__}: {first_line(exc, 120)})")
             continue
         if run:
             runs.append(run)
