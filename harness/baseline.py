@@ -76,7 +76,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
                       cfg.pretrained, epochs, recipe, cfg.seed,
                       training_options(cfg.options, s.plugins.options()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
-    before = measure_core(s, model, None)["accuracy"] if has_weights else None
+    before = measure_core(model, data, device, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
     # baseline rather than each training its own, which on a GPU would differ
     with records.file_lock(cache.with_name(cache.name + ".lock")):

@@ -20,14 +20,14 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, n: int | None, seed: int = 0) -> "TensorSplit":
+    def subset(self, n: int | None, seed: int = 0) -> TensorSplit:
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n].sort().values
         return TensorSplit(self.images[idx], self.labels[idx])
 
-    def hold_out(self, n: int, seed: int) -> tuple["TensorSplit", "TensorSplit"]:
+    def hold_out(self, n: int, seed: int) -> tuple[TensorSplit, TensorSplit]:
         """(the rest, ``n`` samples held out of it), drawn with a fixed seed."""
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         held, rest = perm[:n].sort().values, perm[n:].sort().values

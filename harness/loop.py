@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from harness import records, schema
-from harness.api import Candidate, Step
+from harness.api import Candidate, Similarity, Step
 from harness.candidates import build_candidates
 from harness.config import BenchConfig
 from harness.errors import HarnessError, first_line, warn
+from harness.measure import count_flops, count_parameters
 from harness.models import save_model
 from harness.oracle import oracle_verdict
 from harness.seeds import derive_seed
@@ -78,7 +79,7 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
         step = make_step(s, model, it)
         with s.phase("candidates"):
             if cfg.record_decisions:
-                describe_candidates(s, step, candidates)
+                describe_candidates(step, candidates, s.plugins.similarities, cfg.candidate_epochs)
             winner = method.select(step, mine)
         oracle = None
         if cfg.oracle_epochs > 0:
@@ -87,9 +88,9 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
         with s.phase("finetune"):
             model = s.finetune(winner.model, cfg.finetune_epochs, (it, "winner"), teacher_for(cfg, step.parent))
         record = schema.pruned_iteration(
-            measure_core(s, model, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures.values()),
+            measure_core(model, s.data, s.device, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures.values()),
             removed=[u.key for u in winner.units],
-            candidates=[candidate_record(s, c, any(c is m for m in mine)) for c in candidates],
+            candidates=[candidate_record(c, s.data.input_shape, any(c is m for m in mine)) for c in candidates],
             wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle)
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
@@ -135,16 +136,17 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
                 data=s.data, features=feats, device=s.device)
 
 
-def describe_candidates(s: Session, step: Step, candidates: list[Candidate]) -> None:
+def describe_candidates(step: Step, candidates: list[Candidate], similarities: dict[str, Similarity],
+                        epochs: float) -> None:
     """The decision record of every candidate: all of them get the method's brief fine-tune
-    (one fine-tune serves every metric), then every registered similarity metric, the
+    (``epochs``; one fine-tune serves every metric), then every similarity metric, the
     validation accuracy and loss."""
-    step.finetune_candidates(candidates, s.cfg.candidate_epochs)
+    step.finetune_candidates(candidates, epochs)
     parent = step.features(step.parent)
     for cand in candidates:
         child = step.features(cand.model)
         sims = {}
-        for name, metric in s.plugins.similarities.items():
+        for name, metric in similarities.items():
             try:
                 sims[name] = round(float(metric(parent, child)), 6)
             except Exception as exc:  # one broken metric must not take the run down
@@ -176,9 +178,9 @@ def run_oracle(s: Session, step: Step, candidates: list[Candidate]) -> schema.De
                                 disagreement=verdict["disagreement"])
 
 
-def candidate_record(s: Session, c: Candidate, method_saw: bool) -> schema.Candidate:
+def candidate_record(c: Candidate, input_shape: tuple[int, ...], method_saw: bool) -> schema.Candidate:
     return schema.candidate(structure=c.type, similarity=c.similarity, units=len(c.units),
-                            flops=s.measure(c.model, "flops"), params=s.measure(c.model, "params"),
+                            flops=count_flops(c.model, input_shape), params=count_parameters(c.model),
                             finetuned=c.finetuned_epochs is not None, method_saw=method_saw, info=c.info)
 
 

@@ -54,7 +54,7 @@ def start_run(run: ResolvedRun, run_dir: Path, progress: bool) -> tuple[Path, bo
                              splits={"accuracy": "test", "val_accuracy": "val", "val_loss": "val",
                                      "similarities": "calib", "oracle": "val (and test, for reporting)"}),
     ))
-    unpruned = schema.unpruned_iteration(measure_core(s, model, None), accuracy_before_baseline=before)
+    unpruned = schema.unpruned_iteration(measure_core(model, data, s.device, None), accuracy_before_baseline=before)
     save_model(model, records.model_path(run_dir, 0))
     records.append_iteration(run_dir, unpruned)
     print(f"run {run_dir}: {cfg.model} on {data.label or cfg.dataset}, method {cfg.method}, criterion "

@@ -70,14 +70,15 @@ class Session:
         raise ValueError(f"unknown measure {what!r}; valid choices: flops, params, filters")
 
     def recipe(self, scratch: bool = False) -> Recipe:
-        """How this run trains: fine-tuning, or (``scratch``) training from random weights,
-        which gets its own learning rate, a warm-up (SGD) and no distillation."""
+        """How this run trains: every field of the recipe that is a run setting of the same
+        name comes from the run's configuration (a new training setting needs nothing here);
+        fine-tuning, or (``scratch``) training from random weights, which gets its own learning
+        rate, a warm-up (SGD) and no distillation."""
         c = self.cfg
-        return Recipe(lr=scaled_lr(c.scratch_lr if scratch else c.lr, c.batch_size, c.optimizer),
-                      batch_size=c.batch_size, weight_decay=c.weight_decay, optimizer=c.optimizer,
-                      precision=c.precision, train_subset=c.train_subset, label_smoothing=c.label_smoothing,
-                      distill=0.0 if scratch else c.distill, distill_temperature=c.distill_temperature,
-                      warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0)
+        same_name = {f.name: getattr(c, f.name) for f in dataclasses.fields(Recipe) if hasattr(c, f.name)}
+        return Recipe(**same_name | dict(
+            lr=scaled_lr(c.scratch_lr if scratch else c.lr, c.batch_size, c.optimizer),
+            distill=0.0 if scratch else c.distill, warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0))
 
     def finetune(self, model, epochs, tag, teacher=None, device=None):
         """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
@@ -133,14 +134,15 @@ class Session:
                            iteration, baseline, self.progress, unpruned)
 
 
-def measure_core(s: Session, model: nn.Module, unpruned: schema.Iteration | None) -> schema.Measurements:
+def measure_core(model: nn.Module, data: DataSplits, device: torch.device,
+                 unpruned: schema.Iteration | None) -> schema.Measurements:
     """The measurements every iteration records, taken by the core itself: test accuracy,
     FLOPs and parameters, validation accuracy and loss, and the reductions against the
     unpruned model's record (``unpruned``, None for the unpruned model itself)."""
-    out = schema.Measurements(flops=count_flops(model, s.data.input_shape), params=count_parameters(model),
-                              accuracy=round(accuracy(model, s.data.test, s.data, s.device), 4))
-    if s.data.val is not None:
-        val = s.validation(model)
+    out = schema.Measurements(flops=count_flops(model, data.input_shape), params=count_parameters(model),
+                              accuracy=round(accuracy(model, data.test, data, device), 4))
+    if data.val is not None:
+        val = evaluate(model, data.val, data, device)
         out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
     if unpruned:
         out["flops_reduction_pct"] = round(100 * (1 - out["flops"] / unpruned["flops"]), 4)
