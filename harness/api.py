@@ -128,9 +128,9 @@ class Dataset(Plugin):
 
 
 # ---------------------------------------------------------------- helpers for plugins
-# Plugins import harness, harness.api, harness.errors, harness.surgery, harness.export and
-# harness.testing only (tests/test_docs.py checks it); these are the core's helpers they may
-# use, with signatures that stay when the core's own functions change.
+# Plugins import harness, harness.api, harness.errors, harness.surgery, harness.traced,
+# harness.export and harness.testing only (tests/test_docs.py checks it); these are the core's
+# helpers they may use, with signatures that stay when the core's own functions change.
 
 def derive_seed(*parts) -> int:
     """A 32-bit seed from the parts' repr (the run's seed and the place it is used), so that

@@ -27,7 +27,6 @@ state dict (the keys are torchvision's own).
 from __future__ import annotations
 
 import copy
-import sys
 
 import torch
 import torchvision
@@ -35,7 +34,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 
 from harness.api import ModelFamily, Option
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 from harness.api import load_url_state_dict
 from harness_plugins.models.blocks import block_index, fit_shapes, staged_arch_without_blocks
 
@@ -233,9 +232,9 @@ class TorchvisionResNetFamily(ModelFamily):
             return state
         fitted, kept_fresh = fit_shapes(state, self.build(arch).state_dict())
         if kept_fresh:
-            print(f"harness: {name}: ImageNet weights {weights}, except {', '.join(kept_fresh)} (their shapes differ "
-                  f"here: {arch['num_classes']} classes, {arch['stem']} stem, {arch['in_channels']} input "
-                  f"channels), which start from fresh initialisation", file=sys.stderr)
+            warn(f"{name}: ImageNet weights {weights}, except {', '.join(kept_fresh)} (their shapes differ here: "
+                 f"{arch['num_classes']} classes, {arch['stem']} stem, {arch['in_channels']} input channels), which "
+                 "start from fresh initialisation")
         return fitted
 
     def adapt_state_dict(self, state: dict) -> dict:
