@@ -5,9 +5,12 @@ here with a DeprecationWarning naming its new place (CHANGELOG.md says how to mi
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness import kinds, registry, runplugins
 from harness.config import BenchConfig
 from harness.deprecation import moved_names, warn_deprecated
+from harness.essentials import CORE_EVALUATORS
 
 
 def temporarily_registered(kind: str, obj, package: str):
@@ -22,9 +25,8 @@ def for_run(cfg: BenchConfig, evaluators: list[str]) -> runplugins.RunPlugins:
     """The old calling convention: ``evaluators`` (the core's ones are the core's own now) are
     the run's asked-for evaluators."""
     warn_deprecated("harness.plugins.for_run", "harness.resolve.resolve(cfg).plugins")
-    from_cfg = BenchConfig.from_dict(cfg.to_dict() | {"evaluators": [e for e in evaluators if e not in
-                                                                     ("accuracy", "flops")]})
-    run = runplugins.build_run_plugins(from_cfg)
+    asked = [name for name in evaluators if name not in CORE_EVALUATORS]
+    run = runplugins.build_run_plugins(dataclasses.replace(cfg, evaluators=asked))
     run.configure(cfg.options)
     return run
 
