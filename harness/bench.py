@@ -24,7 +24,7 @@ import harness
 from harness import plugins, records, schema
 from harness.api import Candidate, CriterionContext, DataSplits, EvalContext, Step, Structure, Unit
 from harness.config import BUDGETS, BenchConfig
-from harness.errors import HarnessError, RunStopped, first_line
+from harness.errors import HarnessError, RunStopped, TimeLimitReached, first_line
 from harness.baseline import baseline_model
 from harness.checks import CORE_EVALUATORS, decision_letter, resolve, resolve_device
 from harness.models import count_flops, count_parameters, load_model, save_model
@@ -63,6 +63,7 @@ class Session:
     devices: list = field(default_factory=list)
     pool: object = None  # the Ray tasks of --parallel-candidates, started on first use
     unpruned_model: nn.Module | None = None  # iteration 0's model, read once when an evaluator asks
+    deadline: float | None = None  # time.monotonic() by which the command must have stopped (--time-limit)
 
     def unpruned(self) -> nn.Module:
         """The run's unpruned model (its record's iteration 0), loaded on first use."""
@@ -88,7 +89,8 @@ class Session:
                       batch_size=c.batch_size, weight_decay=c.weight_decay, optimizer=c.optimizer,
                       precision=c.precision, train_subset=c.train_subset, label_smoothing=c.label_smoothing,
                       distill=0.0 if scratch else c.distill, distill_temperature=c.distill_temperature,
-                      warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0)
+                      warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0,
+                      cuda_graphs=c.cuda_graphs == "on")
 
     def finetune(self, model, epochs, tag, teacher=None, device=None):
         """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
@@ -319,6 +321,7 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
         reason = stop_reason(cfg, rows)
         if reason:
             return reason
+        check_time_left(s, rows)
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(cfg.seed, it))
         with s.phase("criterion"):
@@ -349,6 +352,20 @@ def prune(s: Session, model: nn.Module, rows: list[dict]) -> str:
         if cfg.evaluate == "every":
             run_evaluators(s, model, it)
     raise AssertionError("unreachable")
+
+
+def check_time_left(s: Session, rows: list[dict]) -> None:
+    """Stops the run (TimeLimitReached) when its next iteration, taking as long as its last
+    one did (the record's wall time, so a resumed run judges the same way), would end after
+    the deadline. Records are written per iteration, so nothing is lost."""
+    if s.deadline is None:
+        return
+    last = rows[-1].get("wall_time_s", 0.0) if len(rows) > 1 else 0.0
+    left = s.deadline - time.monotonic()
+    if last > left:
+        why = (f"the next would take about {last:.0f} s, {left:.0f} s are left" if left > 0 else "no time left")
+        raise TimeLimitReached(f"time limit: stopped after iteration {rows[-1]['iteration']} of {s.run_dir} ({why})",
+                               f"harness bench --resume {s.run_dir}")
 
 
 def teacher_for(s: Session, parent: nn.Module):
@@ -549,7 +566,7 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     return data
 
 
-def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
+def session_for(cfg: BenchConfig, run_dir: Path, progress: bool, deadline: float | None = None) -> Session:
     """The run's session: its own configured plugins (from its own resolved options, for a new
     run and a resumed one alike), its data and its devices."""
     own = plugins.for_run(cfg, [*CORE_EVALUATORS, *cfg.evaluators])
@@ -558,7 +575,7 @@ def session_for(cfg: BenchConfig, run_dir: Path, progress: bool) -> Session:
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
-    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices)
+    return Session(cfg, data, device, run_dir, progress, own, evaluators, devices, deadline=deadline)
 
 
 def run_name(cfg: BenchConfig) -> str:
@@ -566,18 +583,19 @@ def run_name(cfg: BenchConfig) -> str:
                         f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def run_bench(cfg: BenchConfig, progress: bool = False) -> tuple[Path, bool]:
-    """Runs a new benchmark; returns its directory and whether every evaluator succeeded."""
+def run_bench(cfg: BenchConfig, progress: bool = False, deadline: float | None = None) -> tuple[Path, bool]:
+    """Runs a new benchmark; returns its directory and whether every evaluator succeeded.
+    ``deadline`` (a ``time.monotonic()`` value): --time-limit's."""
     cfg = resolve(cfg)
     run_dir = Path(cfg.runs_dir) / run_name(cfg)
     with records.run_lock(run_dir):
-        return start_run(cfg, run_dir, progress)
+        return start_run(cfg, run_dir, progress, deadline)
 
 
-def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bool]:
+def start_run(cfg: BenchConfig, run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
     if records.read_iterations(run_dir):  # a run killed before its first record is simply started again
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
-    s = session_for(cfg, run_dir, progress)
+    s = session_for(cfg, run_dir, progress, deadline)
     model, before = baseline_model(s)
     data = s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, schema.run_config(
@@ -601,15 +619,15 @@ def start_run(cfg: BenchConfig, run_dir: Path, progress: bool) -> tuple[Path, bo
     return run_rest_or_keep(s, model)
 
 
-def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
+def resume_bench(run_dir: Path, progress: bool = False, deadline: float | None = None) -> tuple[Path, bool]:
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
     with records.run_lock(run_dir):
-        return continue_run(run_dir, progress)
+        return continue_run(run_dir, progress, deadline)
 
 
-def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
+def continue_run(run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no finished iteration to resume from; start it again")
@@ -617,7 +635,7 @@ def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
     cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    s = session_for(cfg, run_dir, progress)  # its plugins configured from its own record
+    s = session_for(cfg, run_dir, progress, deadline)  # its plugins configured from its own record
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
@@ -629,7 +647,7 @@ def run_rest_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
     continue (a plugin's failure names the plugin)."""
     try:
         return run_rest(s, model)
-    except RunStopped:
+    except (RunStopped, TimeLimitReached):
         raise
     except HarnessError as exc:
         raise RunStopped(str(exc), s.run_dir) from exc

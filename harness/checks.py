@@ -107,6 +107,11 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     cfg.precision = resolve_precision(cfg.precision, device)
     cfg.batch_size = cfg.batch_size or default_batch_size(device)
     cfg.round_to = cfg.round_to or (8 if device.type == "cuda" else 1)
+    if cfg.cuda_graphs == "on" and device.type != "cuda":
+        raise HarnessError(f"--cuda-graphs on needs a CUDA device, and this run is on {device}; valid choices here: "
+                           "auto, off")
+    if cfg.cuda_graphs == "auto":
+        cfg.cuda_graphs = "on" if device.type == "cuda" else "off"
     cfg.lr = cfg.lr or family.finetune_lr
     cfg.scratch_lr = cfg.scratch_lr or family.scratch_lr
     from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ

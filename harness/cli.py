@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.settings import BENCH_SETTINGS, SEEDS, Setting
+from harness.settings import BENCH_SETTINGS, SEEDS, TIME_LIMIT, Setting
 
 EXIT_BAD_INPUT = 2
 EXIT_EVALUATOR_FAILED = 3
 EXIT_RUN_STOPPED = 4
+EXIT_TIME_LIMIT = 5
 
 
 class HarnessGroup(click.Group):
     """Turns HarnessError into one line on stderr without a traceback: exit status 2 when
-    nothing was written, 4 when a run stopped partway (its records are kept). Click's own
-    usage errors are one line too (click prints three: usage, hint, error)."""
+    nothing was written, 4 when a run stopped partway (its records are kept), 5 when
+    --time-limit stopped it (resumable). Click's own usage errors are one line too (click
+    prints three: usage, hint, error)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -39,10 +42,13 @@ class HarnessGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
-        from harness.errors import RunsFailed, RunStopped
+        from harness.errors import RunsFailed, RunStopped, TimeLimitReached
 
         try:
             return super().invoke(ctx)
+        except TimeLimitReached as exc:
+            click.echo(f"harness: {exc}", err=True)
+            sys.exit(EXIT_TIME_LIMIT)
         except (RunStopped, RunsFailed) as exc:
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_RUN_STOPPED)
@@ -80,10 +86,12 @@ def _show(value) -> str:
                    "comma-separated).")
 @click.option("--builtin-only", is_flag=True, default=False,
               help="Load the built-in plugins only (also $HARNESS_BUILTIN_PLUGINS_ONLY=1).")
-def main(blocked, builtin_only):
+@click.pass_context
+def main(ctx, blocked, builtin_only):
     """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
     import os
 
+    ctx.meta[STARTED] = time.monotonic()  # --time-limit counts from here
     from harness import plugins
 
     if blocked or builtin_only:
@@ -98,6 +106,17 @@ def main(blocked, builtin_only):
 
 def _progress() -> bool:
     return sys.stderr.isatty()
+
+
+STARTED = "harness.started"  # click context meta key: when the command started (time.monotonic())
+
+
+def deadline_of(minutes: float | None) -> float | None:
+    """--time-limit as a time.monotonic() deadline from the command's start, after checking
+    the value."""
+    TIME_LIMIT.check_type(minutes)
+    TIME_LIMIT.check_value(minutes)
+    return None if minutes is None else click.get_current_context().meta[STARTED] + 60.0 * minutes
 
 
 def bench_options(f):
@@ -164,30 +183,33 @@ def _convert(param: click.Parameter, value, source: str, ctx: click.Context):
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="A TOML file with any of these options (the command line wins on conflict).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue a killed run from its last finished iteration (other options are ignored).")
+              help="Continue a killed run from its last finished iteration (other options but --time-limit are "
+                   "ignored).")
 @click.pass_context
-def bench(ctx, resume_dir, config_file, seeds, **options):
+def bench(ctx, resume_dir, config_file, seeds, time_limit, **options):
     """Prune a model and record every iteration.
 
     With no options: the offline demo (a small ResNet trained on scikit-learn's digits).
-    Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed.
+    Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed, 4 a run stopped
+    partway on an error, 5 stopped at --time-limit (continue with --resume).
     """
     from harness.bench import resume_bench, run_bench
     from harness.configfile import config_from_options
     from harness.leaderboard import load_table, to_markdown
 
     if resume_dir:
-        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress())
+        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress(), deadline=deadline_of(time_limit))
         run_dirs, ok = [run_dirs], ok
     else:
-        merged = collect_config(ctx, dict(options, seeds=seeds), config_file)
-        seeds = merged.pop("seeds")
+        merged = collect_config(ctx, dict(options, seeds=seeds, time_limit=time_limit), config_file)
+        seeds, time_limit = merged.pop("seeds"), merged.pop("time_limit")
         SEEDS.check_value(seeds)
+        deadline = deadline_of(time_limit)
         cfg = config_from_options(merged)
         run_dirs, ok = [], True
         for i in range(seeds):
             one = cfg.copy_for_seed(cfg.seed + i, suffix=seeds > 1)
-            run_dir, run_ok = run_bench(one, progress=_progress())
+            run_dir, run_ok = run_bench(one, progress=_progress(), deadline=deadline)
             run_dirs.append(run_dir)
             ok = ok and run_ok
     table = load_table(run_dirs).drop(columns=["run"])
@@ -209,7 +231,8 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
                    "$RAY_ADDRESS, else on a local Ray instance. Each run asks for the sweep file's num_cpus "
                    "(default 1) and num_gpus (default 0, fractions allowed); runs_dir must be a path every node "
                    "shares. A failed run, or one whose node died, is retried from its last record.")
-def sweep(config_file, out, dry_run, shard, ray_address):
+@_click_option(TIME_LIMIT)
+def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
     """Run the product of the lists in a TOML config, one run after another.
 
     Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
@@ -218,7 +241,8 @@ def sweep(config_file, out, dry_run, shard, ray_address):
     resumed, so a killed sweep continues where it stopped; one process at a time runs a
     shard. Ends by building the leaderboard of the sweep's own runs (no other record is read
     and no other board touched; `harness leaderboard` merges boards). Exit status: 0 done,
-    2 bad input, 3 an evaluator failed, 4 a run stopped partway.
+    2 bad input, 3 an evaluator failed, 4 a run stopped partway, 5 stopped at --time-limit
+    (start the sweep again to continue).
     """
     from harness.leaderboard import write_leaderboards
     from harness.records import check_folder
@@ -227,7 +251,11 @@ def sweep(config_file, out, dry_run, shard, ray_address):
     shard = parse_shard(shard)
     out = Path(out) if out else default_board(config_file)
     check_folder("--out", out)
-    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address)
+    deadline = deadline_of(time_limit)
+    if deadline is not None and ray_address is not None:
+        raise HarnessError("--time-limit is not supported with --ray (the runs are Ray tasks); use one without the other")
+    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address,
+                      deadline=deadline)
     if dry_run:
         return
     own = [d for d in run_dirs(config_file) if d.is_dir()]

@@ -58,5 +58,6 @@ class BenchConfig:
         d.setdefault("val_size", 0)
         d.setdefault("record_decisions", False)
         d.setdefault("round_to", 1)  # records from before --round-to kept any channel count
+        d.setdefault("cuda_graphs", "off")  # records from before --cuda-graphs trained eagerly
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

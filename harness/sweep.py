@@ -5,11 +5,12 @@ so a sweep started again skips complete runs and resumes an interrupted one."""
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 from harness import records
 from harness.configfile import config_from_options, read_toml
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TimeLimitReached
 
 AXES = ("model", "dataset", "method", "criterion", "similarity", "seed")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")  # what each run asks of Ray (harness sweep --ray); not run options
@@ -61,11 +62,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
-              shard: tuple[int, int] = (1, 1), ray: str | None = None) -> tuple[list[Path], bool]:
+              shard: tuple[int, int] = (1, 1), ray: str | None = None,
+              deadline: float | None = None) -> tuple[list[Path], bool]:
     """Runs every run of the sweep that is not complete; returns the run directories and
     whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
     (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel. With
-    ``ray`` (an address, or "local"), every run of the shard is a Ray task."""
+    ``ray`` (an address, or "local"), every run of the shard is a Ray task. ``deadline`` (a
+    ``time.monotonic()`` value, --time-limit's) stops the sweep cleanly (TimeLimitReached)
+    between iterations; starting it again continues."""
     from harness.bench import resolve
 
     configs = [config_from_options(run) for run in expand(path)]
@@ -81,7 +85,11 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
         return _run_shard(configs, progress, True, shard)
     with sweep_lock(path, configs, shard):
         if ray is None:
-            return _run_shard(configs, progress, False, shard)
+            again = f"harness sweep {path}" + (f" --shard {shard[0]}/{shard[1]}" if shard != (1, 1) else "")
+            try:
+                return _run_shard(configs, progress, False, shard, deadline)
+            except TimeLimitReached as exc:
+                raise TimeLimitReached(str(exc).rsplit("; continue with", 1)[0], again) from None
         from harness.distributed import run_sweep_on_ray
 
         mine = [cfg for i, cfg in enumerate(configs, start=1) if not (i - shard[0]) % shard[1]]
@@ -106,7 +114,7 @@ def run_state(cfg) -> str:
             "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
 
 
-def run_one(cfg, progress: bool, state: str | None = None) -> bool:
+def run_one(cfg, progress: bool, state: str | None = None, deadline: float | None = None) -> bool:
     """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
     started when new (``state``: its :func:`run_state`, when the caller has read it). Returns
     whether every evaluator succeeded."""
@@ -116,9 +124,11 @@ def run_one(cfg, progress: bool, state: str | None = None) -> bool:
     state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeLimitReached(f"time limit: stopped before {run_dir}", f"harness bench --resume {run_dir}")
     if state == "interrupted" and records.read_iterations(run_dir):
-        return resume_bench(run_dir, progress)[1]
-    return run_bench(cfg, progress)[1]
+        return resume_bench(run_dir, progress, deadline)[1]
+    return run_bench(cfg, progress, deadline)[1]
 
 
 def run_dirs(path: str | Path) -> list[Path]:
@@ -145,7 +155,8 @@ def sweep_lock(path, configs, shard: tuple[int, int]):
                                   f"sweep {path} (shard {k}/{n})")
 
 
-def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -> tuple[list[Path], bool]:
+def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int],
+               deadline: float | None = None) -> tuple[list[Path], bool]:
     k, n = shard
     dirs, ok = [], True
     for i, cfg in enumerate(configs, start=1):
@@ -155,5 +166,5 @@ def _run_shard(configs, progress: bool, dry_run: bool, shard: tuple[int, int]) -
         state = run_state(cfg)
         print(f"sweep {i}/{len(configs)}: {cfg.name} ({state})", flush=True)
         if not dry_run:
-            ok = run_one(cfg, progress, state) and ok
+            ok = run_one(cfg, progress, state, deadline) and ok
     return dirs, ok
