@@ -285,6 +285,43 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
 
 
 @main.command()
+@click.option("--model", default="resnet20", show_default=True, help="Model name (see `harness plugins`).")
+@click.option("--dataset", default=None, help="Data set name [default: the model's].")
+@click.option("--data-dir", type=click.Path(), default=None, help="Data location (as for harness bench).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=200, show_default=True,
+              help="Training epochs over the held-in images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="[default: 128 on a CPU, 512 on a GPU]; the learning rate is scaled with it.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="SGD learning rate for a batch of 128.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(), default=None, help="[default: $HARNESS_CACHE or ~/.cache/prunebench]")
+@click.option("--out", type=click.Path(), default="weights", show_default=True,
+              help="Folder of the weights file and its card (<model>-<data set>-clean.json).")
+def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,
+             cache_dir, out):
+    """Train a network from random weights on the training images no run's decisions read
+    (every budget's validation and calibration split held out), and write its weights (for
+    --checkpoint) with a card: SHA-256, recipe, command, validation and test accuracy."""
+    from harness.checks import default_cache_dir, resolve_device
+    from harness.pretrain import pretrain as train_clean
+    from harness.records import check_folder
+
+    if cuda_graphs == "on" and resolve_device(device).type != "cuda":
+        raise HarnessError("--cuda-graphs on needs a CUDA device; valid choices here: auto, off")
+    check_folder("--out", out)
+    card = train_clean(model, dataset, data_dir, cache_dir or default_cache_dir(), Path(out), epochs=epochs,
+                       batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, seed=seed, device=device,
+                       cuda_graphs=cuda_graphs, progress=_progress())
+    accuracies = ", ".join(f"{k} {v:.2f}" for k, v in card["accuracy"].items())
+    click.echo(f"wrote {Path(out) / card['file']} (sha256 {card['sha256'][:16]}...): trained on "
+               f"{card['trained_on']['images']} images in {card['wall_time_s']:.0f} s; accuracy {accuracies}")
+
+
+@main.command()
 @click.argument("runs", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(), default="leaderboards/decisions", show_default=True,
               help="Where decisions.{md,csv,html,png} go.")

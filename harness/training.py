@@ -183,8 +183,9 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 #: eager steps before a capture: cudnn picks its kernels, the optimizer makes its state
 WARMUP_STEPS = 3
-#: a fine-tune shorter than this many steps is not captured (a capture costs about a second)
-MIN_CAPTURED_STEPS = 20
+#: a fine-tune shorter than this many steps is not captured: capturing costs about what tens of
+#: eager steps do (a guess until measured on a GPU: benchmarks/gpu/run.py prints both)
+MIN_CAPTURED_STEPS = 50
 _CAPTURE_FAILED: set = set()  # one warning per cause
 
 
