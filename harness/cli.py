@@ -300,7 +300,7 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
 @click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="[default: $HARNESS_CACHE or ~/.cache/prunebench]")
 @click.option("--out", type=click.Path(), default="weights", show_default=True,
-              help="Folder of the weights file and its card (<model>-<data set>-clean.json).")
+              help="Folder of the weights file (<model>-<data set>-clean.pt) and its card (.json).")
 def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,
              cache_dir, out):
     """Train a network from random weights on the training images no run's decisions read

@@ -69,7 +69,8 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
              epochs: float, batch_size: int | None = None, lr: float = LR, label_smoothing: float = LABEL_SMOOTHING,
              seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False) -> dict:
     """Trains ``model_name`` from random weights on the decision-free training images and
-    writes ``out/<model>-<data>-clean-<sha8>.pt`` and its card; returns the card."""
+    writes ``out/<model>-<data set>-clean.pt`` and its card (``.json``, with the file's
+    SHA-256); returns the card."""
     t0 = time.perf_counter()
     family = plugins.get("model", model_name)
     dataset = dataset or family.default_dataset
@@ -88,7 +89,7 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
     torch.save(state, buf)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
     stem = f"{model_name.replace(':', '_')}-{dataset}-clean"
-    path = Path(out) / f"{stem}-{digest[:8]}.pt"
+    path = Path(out) / f"{stem}.pt"
     records.atomic_write_bytes(path, buf.getvalue())
     card = {
         "file": path.name, "sha256": digest, "model": model_name, "dataset": dataset, "data": data.label or dataset,
