@@ -224,6 +224,7 @@ class TrainStep:
                                "ox": torch.zeros(batch_size, dtype=torch.long, device=device),
                                "flip": torch.zeros(batch_size, dtype=torch.bool, device=device)}
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.side = None  # the stream of the warm-up steps
         self.loss: torch.Tensor | None = None
         self.steps_done = 0
 
@@ -266,11 +267,11 @@ class TrainStep:
         self.opt.zero_grad(set_to_none=True)
         if not self.capture:
             return self.compute(self.batch)
-        side = torch.cuda.Stream(self.device)  # warm-up steps on a side stream, as capture wants
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
+        self.side = self.side or torch.cuda.Stream(self.device)  # warm-up steps on a side stream, as capture wants
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.side):
             loss = self.compute(self.batch)
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
         return loss
 
     def _capture(self) -> None:
@@ -279,7 +280,8 @@ class TrainStep:
         self.opt.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: candidates fine-tuned side by side on several GPUs capture at the same time
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.loss = self.compute(self.batch)
         except Exception as exc:
             torch.cuda.synchronize(self.device)
