@@ -276,6 +276,26 @@ def connor_needed(difference: float, discordance: float, alpha: float = ALPHA, p
     return (za * math.sqrt(discordance) + zb * math.sqrt(discordance - difference ** 2)) ** 2 / difference ** 2
 
 
+def paired_t_power(n: int, difference: float, sd: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test on ``n`` pairs whose differences have standard
+    deviation ``sd``, when their mean is ``difference`` (the noncentral t distribution)."""
+    from scipy.stats import nct, t
+
+    if n < 2 or sd <= 0:
+        return 0.0
+    critical = t.ppf(1 - alpha / 2, n - 1)
+    shift = difference / (sd / math.sqrt(n))
+    return float(nct.sf(critical, n - 1, shift) + nct.cdf(-critical, n - 1, shift))
+
+
+def paired_t_needed(difference: float, sd: float, alpha: float = ALPHA, power: float = POWER,
+                    limit: int = 100_000) -> int | None:
+    """How many pairs (seeds) the paired t-test needs to detect ``difference`` with the given power."""
+    if sd <= 0:
+        return 2
+    return _first_n(lambda n: paired_t_power(n, difference, sd, alpha) >= power, limit)
+
+
 def normal_detectable(se: float, z: float = Z95, z_power: float = Z80) -> float:
     """The smallest difference a two-sided normal test detects at 80% power: (1.96 + 0.84) SE."""
     return (z + z_power) * se

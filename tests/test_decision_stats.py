@@ -10,7 +10,8 @@ from scipy.stats import binomtest
 
 from harness.decision_stats import (TieRule, binomial_detectable, binomial_needed, binomial_power, cluster_weights,
                                     connor_needed, design_effect, mcnemar_detectable, mcnemar_exact,
-                                    mcnemar_needed, mcnemar_power, mean_interval, newcombe_paired, wilson)
+                                    mcnemar_needed, mcnemar_power, mean_interval, newcombe_paired, paired_t_needed,
+                                    paired_t_power, wilson)
 
 
 # ---------------------------------------------------------------- exact tests and score intervals
@@ -178,3 +179,11 @@ def test_binomial_power_uses_scipys_rejection_set():
     assert binomial_power(n, p0, detect) >= 0.8 > binomial_power(n, p0, detect - 0.01)
     needed = binomial_needed(0.1, 0.5)
     assert binomial_power(needed, 0.5, 0.1) >= 0.8 and 150 < needed < 250  # normal approximation: 194
+
+
+def test_paired_t_sample_size_matches_the_published_tables():
+    # G*Power / Cohen (1988), one-sample (paired) t, two-sided 5%, 80% power: d = 1 needs 10
+    # pairs (power 0.803), d = 0.5 needs 34 (power 0.808)
+    assert paired_t_needed(1.0, 1.0) == 10 and paired_t_power(10, 1.0, 1.0) == pytest.approx(0.8031, abs=1e-3)
+    assert paired_t_needed(0.5, 1.0) == 34 and paired_t_power(34, 0.5, 1.0) == pytest.approx(0.8078, abs=1e-3)
+    assert paired_t_needed(5.0, 7.41) == 20  # Table III on ResNet-32: CKA vs random walk's spread
