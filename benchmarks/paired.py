@@ -60,8 +60,8 @@ def main() -> None:
                      + f" | {paths} |")
     ref = by_method.get(args.reference, {})
     lines += ["", f"## Paired by seed: {args.reference} minus each method", "",
-              "| method | seeds paired | FLOPs reduction Δ (points) | per seed | test accuracy Δ (points) | per seed | "
-              f"seeds to detect {DETECT:g} FLOPs points (paired t, 80% power) |",
+              "| method | seeds paired | FLOPs reduction Δ (points) | per seed | test accuracy Δ (points) | "
+              f"per seed | seeds to detect {DETECT:g} FLOPs points (paired t, 80% power) |",
               "|---|---:|---:|---|---:|---|---:|"]
     for m in methods:
         if m == args.reference:
