@@ -454,3 +454,29 @@ def test_style_sheet_and_sort_script_come_from_package_files(three_methods, tmp_
     assert f"<style>\n{css}\n</style>" in (tmp_path / "lb" / "index.html").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"harness.leaderboard.static" = ["board.css", "board.js"]' in pyproject, "shipped as package data"
+
+
+def test_wall_time_that_includes_the_oracle_says_so_with_its_share_of_the_training(tmp_path):
+    from harness.leaderboard.runs import oracle_share
+
+    cfg = {"candidate_epochs": 0.5, "finetune_epochs": 1.0}
+    tuned = {"finetuned": True}
+    rows = [{"iteration": 0}] + [{"iteration": i, "candidates": [tuned, tuned], "oracle": {"epochs": 0.5, "seeds": 2}}
+                                 for i in (1, 2)]
+    # per iteration the oracle trains 2 candidates x 2 seeds x 0.5 epoch, the method 2 x 0.5 + 1
+    assert oracle_share(cfg, rows) == pytest.approx(0.5)
+    assert oracle_share(cfg, [{"iteration": 0}, {"iteration": 1, "candidates": [tuned, tuned]}]) is None
+    for seed in (0, 1):
+        make_run(tmp_path / "runs", f"s{seed}", seed=seed)
+    checked = tmp_path / "runs" / "s1"
+    rows = records.read_iterations(checked)
+    (checked / records.ITERATIONS_FILE).unlink()
+    for row in rows:
+        if row["iteration"]:
+            row |= {"candidates": [tuned, tuned], "oracle": {"epochs": 1.0, "seeds": 2}}
+        records.append_iteration(checked, row)
+    write_leaderboards([tmp_path / "runs"], tmp_path / "lb")
+    (row,) = read_csv(tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.csv")
+    # no candidate or fine-tune epochs in these configs: the oracle is all the training there is
+    assert row["note"] == ("wall time includes the oracle (--oracle-epochs) on 1 of 2 runs: about 100% of their "
+                           "training epochs; the records do not time it apart")
