@@ -1,6 +1,7 @@
 """Leaderboards from fake run records (schemas 1 and 2) and a fake reported.csv: no benchmark runs."""
 
 import csv
+import math
 import re
 import statistics
 from pathlib import Path
@@ -322,6 +323,16 @@ def test_committed_reported_figures_are_cifar10_rows_with_citations():
     assert paper[("resnet56", "cka", 72.67)]["accuracy_delta"] == pytest.approx(0.19)
     assert {("resnet56", "cka", 86.37), ("resnet110", "cka", 95.82), ("resnet32", "cka", 61.99),
             ("resnet32", "random-walk", 55.83), ("resnet56", "random-walk", 69.64)} <= set(paper)
+    # checked against Tables I, III and IV of the paper's text: each row names its table and has its delta
+    assert all("Table" in r["citation"] and "not verified" not in r["note"] for r in paper.values())
+    assert all(not math.isnan(r["accuracy_delta"]) for r in paper.values())
+    table3 = {(m, method): paper[(m, method, f)]["accuracy_delta"] for m, method, f in (
+        ("resnet32", "random-walk", 55.83), ("resnet32", "cka", 61.99), ("resnet44", "random-walk", 69.74),
+        ("resnet44", "cka", 71.31), ("resnet56", "random-walk", 69.64), ("resnet56", "cka", 72.67))}
+    assert table3 == {("resnet32", "random-walk"): 0.12, ("resnet32", "cka"): 0.09, ("resnet44", "random-walk"): 0.21,
+                      ("resnet44", "cka"): 0.66, ("resnet56", "random-walk"): 0.19, ("resnet56", "cka"): 0.19}
+    assert paper[("resnet56", "cka", 86.37)]["accuracy_delta"] == -1.36
+    assert paper[("resnet110", "cka", 95.82)]["accuracy_delta"] == -2.91
 
 
 def test_hardware_column_says_where_wall_times_were_measured(tmp_path):
