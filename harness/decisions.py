@@ -80,6 +80,7 @@ class Decision:
     images: dict[str, int | None]  # split -> how many images the oracle's accuracies are measured on
     verdict: dict[str, dict]  # split -> the tie rule's verdict (means, best, gap and its standard errors)
     epochs: float | None = None  # the oracle's horizon
+    test_subset: bool = False  # whether the test split was a fixed subset of it (--test-subset)
 
     @property
     def oracle(self) -> dict[str, list[float]]:
@@ -118,7 +119,7 @@ def read_decisions(roots: list[Path], rule=TIE_RULE) -> list[Decision]:
             images = {split: sizes.get(split) for split in ORACLE_SPLITS}
             verdict = {split: rule.verdict(accuracies[split], images[split]) for split in ORACLE_SPLITS}
             found.append(Decision(group, run_dir.name, row["iteration"], cands, accuracies, images, verdict,
-                                  row["oracle"].get("epochs")))
+                                  row["oracle"].get("epochs"), bool(run.config["config"].get("test_subset"))))
     return found
 
 
@@ -396,19 +397,26 @@ def printed_lines(scored: dict) -> list[str]:
     return lines
 
 
+def _listed(values, fmt: str = "{}") -> str:
+    values = sorted(v for v in set(values) if v is not None)
+    return " and ".join(fmt.format(v) for v in values) if values else "an unknown number of"
+
+
+def split_text(decisions: list[Decision], split: str) -> str:
+    """The split the oracle measured and on how many images: "test split (a fixed subset of
+    2,000 images)"."""
+    images = _listed((d.images[split] for d in decisions), "{:,}")
+    subset = "a fixed subset of " if split == "test" and any(d.test_subset for d in decisions) else ""
+    return f"{SPLIT_NAMES[split]} split ({subset}{images} images)"
+
+
 def _facts(decisions: list[Decision]) -> str:
     """What the records' oracle was: horizon, seeds and evaluation images of each split."""
-    def listed(values, fmt="{}"):
-        values = sorted(v for v in set(values) if v is not None)
-        return " and ".join(fmt.format(v) for v in values) if values else "unknown"
-
-    epochs = listed((d.epochs for d in decisions), "{:g}")
-    seeds = listed(len(a) for d in decisions for a in d.accuracies["val"])
-    images = {split: listed((d.images[split] for d in decisions), "{:,}") for split in ORACLE_SPLITS}
+    epochs = _listed((d.epochs for d in decisions), "{:g}")
+    seeds = _listed(len(a) for d in decisions for a in d.accuracies["val"])
     return (f"The oracle in these records: each candidate, as briefly fine-tuned, trained {epochs} epoch(s) more "
-            f"with {seeds} seeds, then measured on the validation split ({images['val']} images, the very split "
-            f"every selector reads) and on the test split ({images['test']} images: a fixed subset of it when "
-            "fewer than 10,000).")
+            f"with {seeds} seeds, then measured on the {split_text(decisions, 'val')}, the very images every "
+            f"selector reads, and on the {split_text(decisions, 'test')}.")
 
 
 EXPLANATION = f"""\
@@ -463,7 +471,7 @@ def to_markdown(decisions: list[Decision], scored: dict) -> str:
              "![agreement and regret of each selector](decisions.png)", ""]
     for (group, split, subset), rows in scored.items():
         if subset == "all":
-            lines += [f"## {group}: oracle on the {SPLIT_NAMES[split]} split", ""]
+            lines += [f"## {group}: oracle on the {split_text(decisions, split)}", ""]
         lines += [_summary(subset, rows), ""]
         lines += [f"- {line}" for line in verdict_lines(rows)] + [""]
         lines += ["| selector | resolved | agreement % [95%] | regret, points [95%] | only CKA right : only "
