@@ -63,9 +63,6 @@ class TieRule:
         return {"means": means, "best": None if tie else order[0], "gap": gap, "se": se,
                 "se_seeds": se_seeds, "se_images": se_images}
 
-    def describe(self) -> str:
-        return f"a gap below {self.z:.2f} standard errors (seeds and evaluation images together) is a tie"
-
 
 # ---------------------------------------------------------------- proportions and their intervals
 def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -116,52 +113,52 @@ def binomial_exact(k: int, n: int, p: float) -> float:
 
 
 # ---------------------------------------------------------------- clustering by run
-def cluster_weights(clusters: list, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
-    """A run-clustered bootstrap as weights: row s says how often each item is drawn when
-    whole clusters (runs) are resampled with replacement (``samples`` x items)."""
-    import numpy as np
+class RunBootstrap:
+    """A run-clustered bootstrap, drawn once (seeded) for a set of items and shared by every
+    statistic of them, so paired statistics see the same resamples: ``weights[s, i]`` is how
+    often item i is drawn in resample s when whole runs are resampled with replacement."""
 
-    labels = sorted(set(clusters), key=str)
-    index = np.array([labels.index(c) for c in clusters])
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(labels), [1 / len(labels)] * len(labels), size=samples)
-    return counts[:, index].astype(float)
+    def __init__(self, runs: list, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+        import numpy as np
 
+        labels = sorted(set(runs), key=str)
+        self.runs = np.array([labels.index(r) for r in runs])
+        counts = np.random.default_rng(seed).multinomial(len(labels), [1 / len(labels)] * len(labels), size=samples)
+        self.weights = counts[:, self.runs].astype(float)
 
-def design_effect(values, mask, weights, n_clusters: int) -> float:
-    """How much clustering inflates the variance of the mean of ``values`` over ``mask``: the
-    run-clustered bootstrap variance (scaled by G/(G-1), as few runs understate it) over the
-    variance were the items independent; at least 1 (1 when either variance is 0)."""
-    import numpy as np
+    def design_effect(self, values, mask) -> float:
+        """How much clustering inflates the variance of the mean of ``values`` over ``mask``:
+        the bootstrap variance (scaled by G/(G-1) for the G runs the mask covers, as few runs
+        understate it) over the variance were the items independent; at least 1 (1 when either
+        variance is 0)."""
+        import numpy as np
 
-    v = np.asarray(values, dtype=float)[mask]
-    n = len(v)
-    if n < 2 or n_clusters < 2:
-        return 1.0
-    w = np.asarray(weights)[:, mask]
-    total = w.sum(axis=1)
-    keep = total > 0
-    means = (w[keep] @ v) / total[keep]
-    clustered = float(np.var(means)) * n_clusters / (n_clusters - 1)
-    independent = float(np.var(v, ddof=1)) / n
-    if independent <= 0 or clustered <= 0:
-        return 1.0
-    return max(1.0, clustered / independent)
+        v = np.asarray(values, dtype=float)[mask]
+        runs = len(set(self.runs[mask].tolist()))
+        if len(v) < 2 or runs < 2:
+            return 1.0
+        w = self.weights[:, mask]
+        total = w.sum(axis=1)
+        keep = total > 0
+        clustered = float(np.var((w[keep] @ v) / total[keep])) * runs / (runs - 1)
+        independent = float(np.var(v, ddof=1)) / len(v)
+        if independent <= 0 or clustered <= 0:
+            return 1.0
+        return max(1.0, clustered / independent)
 
+    def mean_interval(self, values, mask, z: float = Z95) -> tuple[float, float, float, float]:
+        """Mean of ``values`` over ``mask`` with a normal interval whose standard error carries
+        the design effect; also returns that standard error."""
+        import numpy as np
 
-def mean_interval(values, mask, weights, n_clusters: int, z: float = Z95) -> tuple[float, float, float, float]:
-    """Mean of ``values`` over ``mask`` with a normal interval whose standard error carries the
-    design effect; also returns the standard error."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)[mask]
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, math.nan, math.nan, math.nan
-    se = math.sqrt(float(np.var(v, ddof=1)) / len(v) * design_effect(values, mask, weights, n_clusters))
-    return m, m - z * se, m + z * se, se
+        v = np.asarray(values, dtype=float)[mask]
+        if len(v) == 0:
+            return math.nan, math.nan, math.nan, math.nan
+        m = float(v.mean())
+        if len(v) < 2:
+            return m, math.nan, math.nan, math.nan
+        se = math.sqrt(float(np.var(v, ddof=1)) / len(v) * self.design_effect(values, mask))
+        return m, m - z * se, m + z * se, se
 
 
 # ---------------------------------------------------------------- power of the exact tests
@@ -268,12 +265,6 @@ def binomial_needed(difference: float, p0: float, alpha: float = ALPHA, power: f
     if p0 + difference > 1:
         return None
     return _first_n(lambda n: binomial_power(n, p0, difference, alpha) >= power, limit)
-
-
-def connor_needed(difference: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Connor's (1987, Biometrics 43:207) normal approximation of the same sample size."""
-    za, zb = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
-    return (za * math.sqrt(discordance) + zb * math.sqrt(discordance - difference ** 2)) ** 2 / difference ** 2
 
 
 def paired_t_power(n: int, difference: float, sd: float, alpha: float = ALPHA) -> float:

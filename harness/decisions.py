@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.decision_stats import (TieRule, binomial_detectable, binomial_exact, binomial_needed, cluster_weights,
-                                    design_effect, mcnemar_detectable, mcnemar_exact, mcnemar_needed, mean_interval,
-                                    newcombe_paired, normal_detectable, wilson)
+from harness.decision_stats import (RunBootstrap, TieRule, binomial_detectable, binomial_exact, binomial_needed,
+                                    mcnemar_detectable, mcnemar_exact, mcnemar_needed, newcombe_paired,
+                                    normal_detectable, wilson)
 from harness.errors import HarnessError
 
 #: the run's own similarity metric of the paper, against which the others are compared
@@ -178,7 +178,7 @@ def _array(values: list):
     return np.array([math.nan if v is None else v for v in values], dtype=float)
 
 
-def _compare(ref: tuple, other: tuple, random: bool, weights, runs: int, resolved_share: float) -> dict:
+def _compare(ref: tuple, other: tuple, random: bool, boot: RunBootstrap, resolved_share: float) -> dict:
     """Linear CKA (``ref``) against one selector on the same decisions: the discordant
     decisions, the exact test, the agreement and regret differences with their intervals and
     the smallest differences these decisions can detect."""
@@ -194,7 +194,7 @@ def _compare(ref: tuple, other: tuple, random: bool, weights, runs: int, resolve
     if n:
         if random:  # its agreement is an expectation: CKA's own agreement against it, exactly
             k, p0 = float(ra[both].sum()), float(a[both].mean())
-            deff = design_effect(ra, both, weights, runs)
+            deff = boot.design_effect(ra, both)
             low, high = wilson(k / deff, n / deff)
             diff, low, high = k / n - p0, low - p0, high - p0
             p = binomial_exact(int(k), n, p0)
@@ -203,7 +203,7 @@ def _compare(ref: tuple, other: tuple, random: bool, weights, runs: int, resolve
             b = int(np.sum(both & (ra == 1) & (a == 0)))
             c = int(np.sum(both & (ra == 0) & (a == 1)))
             agree_both = int(np.sum(both & (ra == 1) & (a == 1)))
-            deff = design_effect(ra - a, both, weights, runs)
+            deff = boot.design_effect(ra - a, both)
             diff, low, high = newcombe_paired(agree_both / deff, b / deff, c / deff, (n - agree_both - b - c) / deff)
             p = mcnemar_exact(b, c)
             detect, needed = mcnemar_detectable(n, (b + c) / n), mcnemar_needed(SIZED_FOR, (b + c) / n)
@@ -214,7 +214,7 @@ def _compare(ref: tuple, other: tuple, random: bool, weights, runs: int, resolve
                 "needed_with_oracle": None if needed is None or not resolved_share
                 else math.ceil(needed / resolved_share)}
     dr = rr - r
-    m, low, high, se = mean_interval(dr, ~np.isnan(dr), weights, runs)
+    m, low, high, se = boot.mean_interval(dr, ~np.isnan(dr))
     row |= {"cka_minus_regret": m, "cka_minus_regret_low": low, "cka_minus_regret_high": high,
             "detectable_regret": normal_detectable(se) if not math.isnan(se) else math.nan}
     return row
@@ -226,9 +226,8 @@ def score(decisions: list[Decision], split: str) -> list[dict]:
     import numpy as np
 
     sel = selectors(decisions)
-    names = [d.run for d in decisions]
-    runs = len(set(names))
-    weights = cluster_weights(names)
+    runs = len({d.run for d in decisions})
+    boot = RunBootstrap([d.run for d in decisions])
     ties = sum(1 for d in decisions if d.best[split] is None)
     resolved_share = (len(decisions) - ties) / len(decisions) if decisions else 0.0
     per = {name: tuple(_array(v) for v in outcomes(decisions, fn, split)) for name, fn in sel.items()}
@@ -240,14 +239,14 @@ def score(decisions: list[Decision], split: str) -> list[dict]:
                "resolved": n, "agreement_pct": 100 * k / n if n else math.nan,
                "agreement_low": math.nan, "agreement_high": math.nan}
         if sel[name] is not None and n:
-            deff = design_effect(agree, resolved, weights, runs)
+            deff = boot.design_effect(agree, resolved)
             low, high = wilson(k / deff, n / deff)
             row |= {"agreement_low": 100 * low, "agreement_high": 100 * high}
-        m, low, high, _ = mean_interval(regret, ~np.isnan(regret), weights, runs)
+        m, low, high, _ = boot.mean_interval(regret, ~np.isnan(regret))
         row |= {"regret": m, "regret_low": low if sel[name] else math.nan,
                 "regret_high": high if sel[name] else math.nan}
         if REFERENCE in per and name != REFERENCE:
-            row |= _compare(per[REFERENCE], (agree, regret), sel[name] is None, weights, runs, resolved_share)
+            row |= _compare(per[REFERENCE], (agree, regret), sel[name] is None, boot, resolved_share)
         rows.append(row)
     return rows
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from harness.decision_stats import (TieRule, binomial_detectable, binomial_needed, binomial_power, cluster_weights,
-                                    connor_needed, design_effect, mcnemar_detectable, mcnemar_exact,
-                                    mcnemar_needed, mcnemar_power, mean_interval, newcombe_paired, paired_t_needed,
-                                    paired_t_power, wilson)
+from harness.decision_stats import (RunBootstrap, TieRule, binomial_detectable, binomial_needed, binomial_power,
+                                    mcnemar_detectable, mcnemar_exact, mcnemar_needed, mcnemar_power, newcombe_paired,
+                                    paired_t_needed, paired_t_power, wilson)
 
 
 # ---------------------------------------------------------------- exact tests and score intervals
@@ -78,24 +77,25 @@ def test_tie_rule_pools_the_seed_spreads_rather_than_taking_the_larger():
 
 # ---------------------------------------------------------------- clustering by run
 def test_run_clustered_bootstrap_resamples_whole_runs():
-    w = cluster_weights(["a", "a", "b", "b", "b"], samples=500)
+    w = RunBootstrap(["a", "a", "b", "b", "b"], samples=500).weights
     assert w.shape == (500, 5)
     assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 2] == w[:, 4])  # a run comes whole or not at all
     assert np.all(w[:, 0] + w[:, 2] == 2)  # two runs drawn each time
-    assert np.array_equal(w, cluster_weights(["a", "a", "b", "b", "b"], samples=500))  # seeded
+    assert np.array_equal(w, RunBootstrap(["a", "a", "b", "b", "b"], samples=500).weights)  # seeded
 
 
 def test_design_effect_is_the_run_size_when_runs_repeat_one_value_and_one_when_independent():
     rng = np.random.default_rng(1)
     runs, size = 60, 8
-    clusters = np.repeat(np.arange(runs), size).tolist()
+    boot = RunBootstrap(np.repeat(np.arange(runs), size).tolist())
+    mask = np.ones(runs * size, dtype=bool)
     constant = np.repeat(rng.normal(size=runs), size)  # every decision of a run alike
-    mask = np.ones(len(clusters), dtype=bool)
-    w = cluster_weights(clusters)
-    assert design_effect(constant, mask, w, runs) == pytest.approx(size, rel=0.2)
-    independent = rng.normal(size=len(clusters))
-    assert design_effect(independent, mask, w, runs) == pytest.approx(1.0, abs=0.25)
-    assert design_effect(np.zeros(len(clusters)), mask, w, runs) == 1.0  # no spread: no inflation
+    assert boot.design_effect(constant, mask) == pytest.approx(size, rel=0.2)
+    assert boot.design_effect(rng.normal(size=runs * size), mask) == pytest.approx(1.0, abs=0.25)
+    assert boot.design_effect(np.zeros(runs * size), mask) == 1.0  # no spread: no inflation
+    one_run = np.zeros(runs * size, dtype=bool)
+    one_run[:size] = True
+    assert boot.design_effect(rng.normal(size=runs * size), one_run) == 1.0  # one run: nothing to resample
 
 
 def test_clustered_intervals_cover_the_truth_where_the_independent_ones_do_not():
@@ -104,8 +104,7 @@ def test_clustered_intervals_cover_the_truth_where_the_independent_ones_do_not()
     time; the one that treats the decisions as independent falls well short."""
     rng = np.random.default_rng(7)
     runs, size, truth, icc = 30, 8, 0.8, 0.3
-    clusters = np.repeat(np.arange(runs), size).tolist()
-    weights = cluster_weights(clusters, samples=1000)
+    boot = RunBootstrap(np.repeat(np.arange(runs), size).tolist(), samples=1000)
     mask = np.ones(runs * size, dtype=bool)
     alpha, beta = truth * (1 / icc - 1), (1 - truth) * (1 / icc - 1)
     covered = naive = 0
@@ -114,7 +113,7 @@ def test_clustered_intervals_cover_the_truth_where_the_independent_ones_do_not()
         p = rng.beta(alpha, beta, size=runs)
         outcome = (rng.random((runs, size)) < p[:, None]).astype(float).ravel()
         k, n = outcome.sum(), len(outcome)
-        deff = design_effect(outcome, mask, weights, runs)
+        deff = boot.design_effect(outcome, mask)
         low, high = wilson(k / deff, n / deff)
         covered += low <= truth <= high
         low, high = wilson(k, n)
@@ -124,10 +123,9 @@ def test_clustered_intervals_cover_the_truth_where_the_independent_ones_do_not()
 
 
 def test_mean_interval_carries_the_design_effect():
-    clusters = np.repeat(np.arange(10), 5).tolist()
+    boot = RunBootstrap(np.repeat(np.arange(10), 5).tolist())
     values = np.repeat(np.arange(10, dtype=float), 5)
-    mask = np.ones(50, dtype=bool)
-    m, low, high, se = mean_interval(values, mask, cluster_weights(clusters), 10)
+    m, low, high, se = boot.mean_interval(values, np.ones(50, dtype=bool))
     assert m == pytest.approx(4.5)
     # the mean of 10 run means: SE close to sd(run means) / sqrt(10), not sd(values) / sqrt(50)
     assert se == pytest.approx(np.std(np.arange(10), ddof=1) / math.sqrt(10), rel=0.1)
@@ -144,6 +142,12 @@ def test_mcnemar_power_matches_a_brute_force_simulation():
     rejected = sum(pvalue(int(b), int(c)) <= 0.05 for b, c, _ in counts if b + c)
     simulated = rejected / trials
     assert mcnemar_power(n, discordance, difference) == pytest.approx(simulated, abs=3 * math.sqrt(0.25 / trials))
+
+
+def connor_needed(difference: float, discordance: float) -> float:
+    """Connor (1987, Biometrics 43:207): the normal approximation of the McNemar sample size."""
+    za, zb = 1.959964, 0.841621
+    return (za * math.sqrt(discordance) + zb * math.sqrt(discordance - difference ** 2)) ** 2 / difference ** 2
 
 
 def test_mcnemar_power_and_sample_size_agree_with_connor_for_large_samples():
