@@ -429,15 +429,15 @@ accuracies per seed. Every selector is replayed on the same decisions.
   the larger one taken) and the binomial error p(1-p)/n of each accuracy on its n evaluation images
   (an upper bound: both candidates are scored on the same images, and the records hold no per-image
   outcomes). A decision is resolved when it is not a tie.
-- **contested**: a decision whose oracle gap is below {CONTESTED_BELOW:g} points; above it the layer candidate
-  collapsed (13.5-19.7 points in these records) and every sensible selector is right. Scored apart.
+- **contested**: a decision whose oracle gap is below {CONTESTED_BELOW:g} points; above it one candidate
+  collapsed and every sensible selector is right. Scored apart.
 - **agreement**: the share of the resolved decisions where the selector picks the oracle's answer (a
   coin flip: 50%); **regret**: oracle accuracy of the best candidate minus that of the chosen one, in
   points, mean over all decisions.
 - **intervals** (95%) respect clustering by run: each is computed on the effective number of decisions,
   their count divided by the design effect (at least 1) that a run-clustered bootstrap (whole runs
   resampled, 4,000 times, seed 0) measures: Wilson for agreement, Newcombe's paired score interval for
-  CKA − selector agreement, normal for regret. With 3 to 8 runs the design effect is itself uncertain.
+  CKA − selector agreement, normal for regret. With few runs the design effect is itself uncertain.
 - **only CKA right : only selector right**: the discordant resolved decisions; **exact p**: the exact
   McNemar test on them (for random: an exact binomial test of CKA's agreement against the expectation).
   It treats decisions as independent; the intervals do not.
