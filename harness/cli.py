@@ -327,11 +327,14 @@ def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, 
               help="Where decisions.{md,csv,html,png} go.")
 def decisions(runs, out):
     """Score every selector on every recorded decision that has an oracle (runs made with
-    --oracle-epochs): agreement with the oracle, regret, and paired differences to linear CKA.
+    --oracle-epochs): agreement with the oracle, regret, exact McNemar tests and paired
+    differences to linear CKA with intervals that respect clustering by run, per model and
+    pooled, every decision and the contested ones; prints the answer and the smallest
+    differences the decisions can detect at 80% power.
 
     RUNS are run directories or folders of them [default: runs leaderboards/records].
     """
-    from harness.decisions import write_decisions
+    from harness.decisions import printed_lines, read_decisions, write_report
     from harness.records import check_folder
 
     check_folder("--out", out)
@@ -339,10 +342,12 @@ def decisions(runs, out):
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
         raise HarnessError(f"no such run folder: {', '.join(missing)}")
-    written = write_decisions(roots, Path(out))
+    written, scored = write_report(read_decisions(roots), Path(out))
     if not written:
         raise HarnessError(f"no decision with an oracle under {', '.join(map(str, roots))}; "
                            "record some with harness bench --oracle-epochs E")
+    for line in printed_lines(scored):
+        click.echo(line)
     for path in written:
         click.echo(f"wrote {path}")
 
