@@ -1,6 +1,8 @@
 """Table III with seeds: each method's FLOPs reduction at the tolerance (mean and standard
 deviation over seeds) and the paired difference, seed by seed, of one method (default: the
-CKA-guided one) against every other. Reads complete run records only.
+CKA-guided one) against every other, with how many seeds a paired t-test would need to detect
+a 5-point FLOPs difference at 80% power given the spread of those differences. Reads complete
+run records only.
 
     python benchmarks/paired.py leaderboards/records/table3-resnet32 [--reference cka] [--out FILE]
 """
@@ -14,8 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.decision_stats import paired_t_needed  # noqa: E402
 from harness.leaderboard import read_runs  # noqa: E402
 
+#: the FLOPs-reduction difference (points) the seed count is sized for
+DETECT = 5.0
 COLUMNS = (("flops_reduction_pct", "FLOPs reduction %"), ("params_reduction_pct", "params reduction %"),
            ("accuracy_delta", "test accuracy Δ"), ("iterations", "iterations kept"))
 
@@ -55,16 +60,18 @@ def main() -> None:
                      + f" | {paths} |")
     ref = by_method.get(args.reference, {})
     lines += ["", f"## Paired by seed: {args.reference} minus each method", "",
-              "| method | seeds paired | FLOPs reduction Δ (points) | per seed | test accuracy Δ (points) | per seed |",
-              "|---|---:|---:|---|---:|---|"]
+              "| method | seeds paired | FLOPs reduction Δ (points) | per seed | test accuracy Δ (points) | "
+              f"per seed | seeds to detect {DETECT:g} FLOPs points (paired t, 80% power) |",
+              "|---|---:|---:|---|---:|---|---:|"]
     for m in methods:
         if m == args.reference:
             continue
         seeds = sorted(set(ref) & set(by_method[m]))
         dflops = [ref[s]["flops_reduction_pct"] - by_method[m][s]["flops_reduction_pct"] for s in seeds]
         dacc = [ref[s]["accuracy_delta"] - by_method[m][s]["accuracy_delta"] for s in seeds]
+        needed = paired_t_needed(DETECT, statistics.stdev(dflops)) if len(dflops) > 1 else None
         lines.append(f"| {m} | {len(seeds)} | {fmt(dflops)} | {', '.join(f'{d:+.2f}' for d in dflops)} | "
-                     f"{fmt(dacc)} | {', '.join(f'{d:+.2f}' for d in dacc)} |")
+                     f"{fmt(dacc)} | {', '.join(f'{d:+.2f}' for d in dacc)} | {needed or '—'} |")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:

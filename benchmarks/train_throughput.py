@@ -6,22 +6,26 @@ replaced (benchmarks/legacy_training.py), same model, same data, same run.
 Synthetic CIFAR-shaped images (the data path is part of what is measured: both loops
 augment and normalise every batch). Each loop first runs a few untimed steps (allocator,
 cudnn autotuning), then trains on ``--images`` images; the line ``speedup: X.XX`` is the
-engine's images/s over the old loop's. ``--precision`` and ``--batch-size`` pick the
-engine's settings (default: what a run on that device uses).
+engine's images/s over the old loop's, the engine as a run on that device trains
+(captured as a CUDA graph on CUDA, eager on a CPU). ``--precision`` and ``--batch-size`` pick
+its settings (default: what a run on that device uses). On CUDA the table also has the
+engine eager, in fp32, captured at twice the batch, and with ``--compile`` a model compiled by
+torch.compile (mode reduce-overhead; its first step, the compilation, is printed apart).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 
 import torch
 
 from harness.api import DataSplits, TensorSplit
 from harness.models import create_model
-from harness.training import (PRECISION_CHOICES, REFERENCE_BATCH, Recipe, default_batch_size, resolve_precision,
-                              scaled_lr, train)
+from harness.training import (MIN_CAPTURED_STEPS, PRECISION_CHOICES, REFERENCE_BATCH, Recipe, default_batch_size,
+                              resolve_precision, scaled_lr, train)
 
 try:
     from legacy_training import legacy_train
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=PRECISION_CHOICES, default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="the engine's (default: the device's)")
     ap.add_argument("--warmup-steps", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="also time a torch.compile'd model (CUDA; slow to start)")
     args = ap.parse_args()
     device = torch.device(args.device)
     images = args.images or (50_000 if device.type == "cuda" else 3_840)
@@ -78,18 +83,34 @@ def main() -> None:
     def new(m, n, r=recipe):
         train(m, data, n / len(data.train), recipe=r, seed=1, device=device, quiet=True)
 
-    results = {}
-    variants = [("old loop (fp32, batch 128)", old), (f"engine ({precision}, batch {bs})", new)]
+    cuda = device.type == "cuda"
+    run_default = dataclasses.replace(recipe, cuda_graphs=cuda)
+    variants = [("old loop (fp32, batch 128)", old),
+                (f"engine ({precision}, batch {bs}{', captured' if cuda else ''})", lambda m, n: new(m, n, run_default))]
+    if cuda:
+        variants.append((f"engine ({precision}, batch {bs}, eager)", new))
+        double = dataclasses.replace(run_default, batch_size=2 * bs, lr=scaled_lr(0.01, 2 * bs, "sgd"))
+        variants.append((f"engine ({precision}, batch {2 * bs}, captured)", lambda m, n: new(m, n, double)))
     if precision != "fp32":
-        fp32 = Recipe(lr=recipe.lr, batch_size=bs, weight_decay=5e-4, precision="fp32")
-        variants.append((f"engine (fp32, batch {bs})", lambda m, n: new(m, n, fp32)))
+        fp32 = dataclasses.replace(run_default, precision="fp32")
+        variants.append((f"engine (fp32, batch {bs}{', captured' if cuda else ''})", lambda m, n: new(m, n, fp32)))
+    if args.compile:
+        variants.append((f"torch.compile reduce-overhead ({precision}, batch {bs})", "compile"))
+    results = {}
     for name, fn in variants:
         m = copy.deepcopy(model)
+        if fn == "compile":
+            m = torch.compile(m, mode="reduce-overhead")
+            first = timed(lambda: new(m, bs), device)
+            print(f"{'  (compilation: first step)':32s} {first:10.1f} s")
+            fn = new
         warm = args.warmup_steps * max(bs, REFERENCE_BATCH)
-        fn(m, warm)
+        # a captured fine-tune needs MIN_CAPTURED_STEPS steps: warm up with as many
+        fn(m, max(warm, MIN_CAPTURED_STEPS * 2 * bs) if cuda else warm)
         seconds = timed(lambda: fn(m, images), device)
         results[name] = images / seconds
-        print(f"{name:32s} {images / seconds:10.1f} images/s   {50_000 * seconds / images:8.2f} s per 50,000-image epoch")
+        print(f"{name:32s} {images / seconds:10.1f} images/s   {50_000 * seconds / images:8.2f} s per 50,000-image epoch",
+              flush=True)
     base, engine = list(results.values())[:2]
     print(f"speedup: {engine / base:.2f}")
 

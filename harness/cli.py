@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -10,18 +11,20 @@ import click
 
 from harness.errors import HarnessError
 from harness.kinds import BY_NAME, KINDS
-from harness.settings import BENCH_SETTINGS, SEEDS, Setting
+from harness.settings import BENCH_SETTINGS, SEEDS, TIME_LIMIT, Setting
 from harness.version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_EVALUATOR_FAILED = 3
 EXIT_RUN_STOPPED = 4
+EXIT_TIME_LIMIT = 5
 
 
 class HarnessGroup(click.Group):
     """Turns HarnessError into one line on stderr without a traceback: exit status 2 when
-    nothing was written, 4 when a run stopped partway (its records are kept). Click's own
-    usage errors are one line too (click prints three: usage, hint, error)."""
+    nothing was written, 4 when a run stopped partway (its records are kept), 5 when
+    --time-limit stopped it (resumable). Click's own usage errors are one line too (click
+    prints three: usage, hint, error)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -41,10 +44,13 @@ class HarnessGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
-        from harness.errors import RunsFailed, RunStopped
+        from harness.errors import RunsFailed, RunStopped, TimeLimitReached
 
         try:
             return super().invoke(ctx)
+        except TimeLimitReached as exc:
+            click.echo(f"harness: {exc}", err=True)
+            sys.exit(EXIT_TIME_LIMIT)
         except (RunStopped, RunsFailed) as exc:
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_RUN_STOPPED)
@@ -91,12 +97,40 @@ def main(ctx, blocked, builtin_only):
     """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
     from harness import registry
 
+    ctx.meta[STARTED] = time.monotonic()  # --time-limit counts from here
     # this command's own plugins, with its blocking settings (pytest's Config per invocation)
     ctx.with_resource(registry.activated(registry.Registry.from_environment(blocked, builtin_only)))
 
 
 def _progress() -> bool:
     return sys.stderr.isatty()
+
+
+STARTED = "harness.started"  # click context meta key: when the command started (time.monotonic())
+
+
+def split_cores(processes: int) -> None:
+    """Shards of one sweep on one machine each take their share of its cores: OpenMP pools
+    sized for the whole machine, one per process, oversubscribe it (the KL loop took 146 s
+    instead of 9 s with two torch processes on 2 cores). $OMP_NUM_THREADS, when set, decides."""
+    import os
+
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // processes))
+    click.echo(f"{torch.get_num_threads()} torch thread(s): {cores} core(s) shared by {processes} shards "
+               "(set OMP_NUM_THREADS to choose)", err=True)
+
+
+def deadline_of(minutes: float | None) -> float | None:
+    """--time-limit as a time.monotonic() deadline from the command's start, after checking
+    the value."""
+    TIME_LIMIT.check_type(minutes)
+    TIME_LIMIT.check_value(minutes)
+    return None if minutes is None else click.get_current_context().meta[STARTED] + 60.0 * minutes
 
 
 def bench_options(f):
@@ -139,31 +173,34 @@ def collect_config(ctx: click.Context, options: dict, config_file: str | None) -
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="A TOML file with any of these options (the command line wins on conflict).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue a killed run from its last finished iteration (other options are ignored).")
+              help="Continue a killed run from its last finished iteration (other options but --time-limit are "
+                   "ignored).")
 @click.pass_context
-def bench(ctx, resume_dir, config_file, seeds, **options):
+def bench(ctx, resume_dir, config_file, seeds, time_limit, **options):
     """Prune a model and record every iteration.
 
     With no options: the offline demo (a small ResNet trained on scikit-learn's digits).
     Exit status: 0 done, 2 bad input, 3 finished but an evaluator failed, 4 stopped partway
-    (its records are kept: continue it with --resume).
+    on an error (its records are kept: continue it with --resume), 5 stopped at --time-limit
+    (continue with --resume).
     """
     from harness.run import resume_bench, run_bench
     from harness.configfile import config_from_options
     from harness.leaderboard import load_table, to_markdown
 
     if resume_dir:
-        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress())
+        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress(), deadline=deadline_of(time_limit))
         run_dirs, ok = [run_dirs], ok
     else:
-        merged = collect_config(ctx, dict(options, seeds=seeds), config_file)
-        seeds = merged.pop("seeds")
+        merged = collect_config(ctx, dict(options, seeds=seeds, time_limit=time_limit), config_file)
+        seeds, time_limit = merged.pop("seeds"), merged.pop("time_limit")
         SEEDS.check_value(seeds)
+        deadline = deadline_of(time_limit)
         cfg = config_from_options(merged)
         run_dirs, ok = [], True
         for i in range(seeds):
             one = cfg.copy_for_seed(cfg.seed + i, suffix=seeds > 1)
-            run_dir, run_ok = run_bench(one, progress=_progress())
+            run_dir, run_ok = run_bench(one, progress=_progress(), deadline=deadline)
             run_dirs.append(run_dir)
             ok = ok and run_ok
     table = load_table(run_dirs).drop(columns=["run"])
@@ -179,13 +216,15 @@ def bench(ctx, resume_dir, config_file, seeds, **options):
 @click.option("--dry-run", is_flag=True, help="List the runs and their state without running anything.")
 @click.option("--shard", default="1/1", show_default=True,
               help="Run only share K of N (runs K, K+N, ...): N processes, one per shard, run a sweep in parallel "
-                   "(for schedulers without Ray, e.g. a Slurm job array).")
+                   "(for schedulers without Ray, e.g. a Slurm job array). Each takes 1/N of the cores it may use "
+                   "for its torch threads unless $OMP_NUM_THREADS is set.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run every run as a Ray task (pip install 'prunebench[ray]'): on the cluster at ADDRESS or "
                    "$RAY_ADDRESS, else on a local Ray instance. Each run asks for the sweep file's num_cpus "
                    "(default 1) and num_gpus (default 0, fractions allowed); runs_dir must be a path every node "
                    "shares. A failed run, or one whose node died, is retried from its last record.")
-def sweep(config_file, out, dry_run, shard, ray_address):
+@_click_option(TIME_LIMIT)
+def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
     """Run the product of the lists in a TOML config, one run after another.
 
     Axes: model, dataset, method, criterion, similarity, seed; a list under any of them is
@@ -194,16 +233,23 @@ def sweep(config_file, out, dry_run, shard, ray_address):
     resumed, so a killed sweep continues where it stopped; one process at a time runs a
     shard. Ends by building the leaderboard of the sweep's own runs (no other record is read
     and no other board touched; `harness leaderboard` merges boards). Exit status: 0 done,
-    2 bad input, 3 an evaluator failed, 4 a run stopped partway.
+    2 bad input, 3 an evaluator failed, 4 a run stopped partway, 5 stopped at --time-limit
+    (start the sweep again to continue).
     """
     from harness.leaderboard import write_leaderboards
     from harness.records import check_folder
     from harness.sweep import default_board, parse_shard, run_dirs, run_sweep
 
     shard = parse_shard(shard)
+    if shard[1] > 1 and ray_address is None:
+        split_cores(shard[1])
     out = Path(out) if out else default_board(config_file)
     check_folder("--out", out)
-    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address)
+    deadline = deadline_of(time_limit)
+    if deadline is not None and ray_address is not None:
+        raise HarnessError("--time-limit is not supported with --ray (the runs are Ray tasks); use one without the other")
+    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address,
+                      deadline=deadline)
     if dry_run:
         return
     own = [d for d in run_dirs(config_file) if d.is_dir()]
@@ -214,16 +260,57 @@ def sweep(config_file, out, dry_run, shard, ray_address):
 
 
 @main.command()
+@click.option("--model", default="resnet20", show_default=True, help="Model name (see `harness plugins`).")
+@click.option("--dataset", default=None, help="Data set name [default: the model's].")
+@click.option("--data-dir", type=click.Path(), default=None, help="Data location (as for harness bench).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=200, show_default=True,
+              help="Training epochs over the held-in images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="[default: 128 on a CPU, 512 on a GPU]; the learning rate is scaled with it.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="SGD learning rate for a batch of 128.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(), default=None, help="[default: $HARNESS_CACHE or ~/.cache/prunebench]")
+@click.option("--out", type=click.Path(), default="weights", show_default=True,
+              help="Folder of the weights file (<model>-<data set>-clean.pt) and its card (.json).")
+def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,
+             cache_dir, out):
+    """Train a network from random weights on the training images no run's decisions read
+    (every budget's validation and calibration split held out), and write its weights (for
+    --checkpoint) with a card: SHA-256, recipe, command, validation and test accuracy."""
+    from harness.checks import default_cache_dir, resolve_device
+    from harness.pretrain import pretrain as train_clean
+    from harness.records import check_folder
+
+    if cuda_graphs == "on" and resolve_device(device).type != "cuda":
+        raise HarnessError("--cuda-graphs on needs a CUDA device; valid choices here: auto, off")
+    check_folder("--out", out)
+    card = train_clean(model, dataset, data_dir, cache_dir or default_cache_dir(), Path(out), epochs=epochs,
+                       batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, seed=seed, device=device,
+                       cuda_graphs=cuda_graphs, progress=_progress())
+    accuracies = ", ".join(f"{k} {v:.2f}" for k, v in card["accuracy"].items())
+    click.echo(f"wrote {Path(out) / card['file']} (sha256 {card['sha256'][:16]}...): trained on "
+               f"{card['trained_on']['images']} images in {card['wall_time_s']:.0f} s; accuracy {accuracies}")
+
+
+@main.command()
 @click.argument("runs", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(), default="leaderboards/decisions", show_default=True,
               help="Where decisions.{md,csv,html,png} go.")
 def decisions(runs, out):
     """Score every selector on every recorded decision that has an oracle (runs made with
-    --oracle-epochs): agreement with the oracle, regret, and paired differences to linear CKA.
+    --oracle-epochs): agreement with the oracle, regret, exact McNemar tests and paired
+    differences to linear CKA with intervals that respect clustering by run, per model and
+    pooled, every decision and the contested ones; prints the answer and the smallest
+    differences the decisions can detect at 80% power.
 
     RUNS are run directories or folders of them [default: runs leaderboards/records].
     """
-    from harness.decisions import write_decisions
+    from harness.decision_pages import printed_lines, write_report
+    from harness.decisions import read_decisions
     from harness.records import check_folder
 
     check_folder("--out", out)
@@ -231,10 +318,12 @@ def decisions(runs, out):
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
         raise HarnessError(f"no such run folder: {', '.join(missing)}")
-    written = write_decisions(roots, Path(out))
+    written, scored = write_report(read_decisions(roots), Path(out))
     if not written:
         raise HarnessError(f"no decision with an oracle under {', '.join(map(str, roots))}; "
                            "record some with harness bench --oracle-epochs E")
+    for line in printed_lines(scored):
+        click.echo(line)
     for path in written:
         click.echo(f"wrote {path}")
 

@@ -22,6 +22,15 @@ class RunStopped(HarnessError):
         self.run_dir = run_dir
 
 
+class TimeLimitReached(HarnessError):
+    """The command's ``--time-limit`` came before the run's next iteration (exit 5): every
+    record is kept and ``--resume`` continues exactly where it stopped."""
+
+    def __init__(self, message: str, resume: str):
+        super().__init__(f"{message}; continue with {resume}")
+        self.resume = resume
+
+
 class RunsFailed(HarnessError):
     """Some runs of a sweep failed after their retries (exit 4); the others' records are kept,
     and starting the sweep again resumes the failed ones."""

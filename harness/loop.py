@@ -17,7 +17,7 @@ from harness import records, schema
 from harness.api import Candidate, Similarity, Step
 from harness.candidates import build_candidates
 from harness.config import BenchConfig
-from harness.errors import HarnessError, first_line, warn
+from harness.errors import HarnessError, TimeLimitReached, first_line, warn
 from harness.measure import count_flops, count_parameters
 from harness.models import save_model
 from harness.oracle import oracle_verdict
@@ -59,6 +59,20 @@ def final_iteration(cfg: BenchConfig, rows: list[schema.Iteration]) -> int:
     return max(r["iteration"] for r in rows if r[key] >= floor)
 
 
+def check_time_left(deadline: float | None, run_dir, rows: list[schema.Iteration]) -> None:
+    """Stops the run (TimeLimitReached) when its next iteration, taking as long as its last
+    one did (the record's wall time, so a resumed run judges the same way), would end after
+    ``deadline`` (--time-limit's). Records are written per iteration, so nothing is lost."""
+    if deadline is None:
+        return
+    last = rows[-1].get("wall_time_s", 0.0) if len(rows) > 1 else 0.0
+    left = deadline - time.monotonic()
+    if last > left:
+        why = f"the next would take about {last:.0f} s, {left:.0f} s are left" if left > 0 else "no time left"
+        raise TimeLimitReached(f"time limit: stopped after iteration {rows[-1]['iteration']} of {run_dir} ({why})",
+                               f"harness bench --resume {run_dir}")
+
+
 def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple[str, list[schema.Iteration]]:
     """Prunes ``model`` one iteration after another, after the recorded ``rows``, until a
     stopping rule fires; returns the stop reason and every row, the new ones included."""
@@ -69,6 +83,7 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
         reason = stop_reason(cfg, rows)
         if reason:
             return reason, rows
+        check_time_left(s.deadline, s.run_dir, rows)
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(cfg.seed, it))
         with s.phase("criterion"):

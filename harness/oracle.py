@@ -11,7 +11,9 @@ import statistics
 def oracle_verdict(accuracies: list[list[float]]) -> dict:
     """The oracle's answer from each candidate's accuracies (one per seed): the index of the
     best candidate, or None for a tie (a gap between the two best means no larger than the
-    largest disagreement between one candidate's seeds, or no gap at all)."""
+    largest disagreement between one candidate's seeds, or no gap at all). This is the verdict
+    a run records as it goes; ``harness decisions`` judges every decision again from the raw
+    accuracies with its ``TIE_RULE``, which also counts the evaluation images' binomial error."""
     means = [statistics.fmean(a) for a in accuracies]
     order = sorted(range(len(means)), key=lambda i: -means[i])  # stable: equal means keep their order
     gap = means[order[0]] - means[order[1]] if len(means) > 1 else math.inf

@@ -62,11 +62,15 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
     plugins = build_run_plugins(cfg)
     options = run_options(cfg.options, plugins)
     device = resolve_device(cfg.device)
+    if cfg.cuda_graphs == "on" and device.type != "cuda":
+        raise HarnessError(f"--cuda-graphs on needs a CUDA device, and this run is on {device}; valid choices here: "
+                           "auto, off")
     from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ
     cfg = dataclasses.replace(
         cfg, options=options, optimizer=cfg.optimizer or family.optimizer,
         precision=resolve_precision(cfg.precision, device), batch_size=cfg.batch_size or default_batch_size(device),
         round_to=cfg.round_to or (8 if device.type == "cuda" else 1), lr=cfg.lr or family.finetune_lr,
+        cuda_graphs=("on" if device.type == "cuda" else "off") if cfg.cuda_graphs == "auto" else cfg.cuda_graphs,
         scratch_lr=cfg.scratch_lr or family.scratch_lr, cache_dir=cfg.cache_dir or default_cache_dir())
     # before any data loads or anything is written: the folders can take files, the weights load
     records.check_folder("--runs-dir", cfg.runs_dir)

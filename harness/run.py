@@ -14,7 +14,7 @@ from torch import nn
 from harness import records, schema
 from harness.baseline import baseline_model
 from harness.config import BenchConfig
-from harness.errors import HarnessError, RunStopped, warn
+from harness.errors import HarnessError, RunStopped, TimeLimitReached, warn
 from harness.loop import final_iteration, iterate, run_evaluators, selection_key
 from harness.models import load_model, save_model
 from harness.provenance import hardware, versions
@@ -27,19 +27,21 @@ def run_name(cfg: BenchConfig) -> str:
                         f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False) -> tuple[Path, bool]:
+def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False,
+              deadline: float | None = None) -> tuple[Path, bool]:
     """Runs a new benchmark (a configuration, resolved here, or a run a sweep resolved before
-    its first run started); returns its directory and whether every evaluator succeeded."""
+    its first run started); returns its directory and whether every evaluator succeeded.
+    ``deadline`` (a ``time.monotonic()`` value): --time-limit's."""
     run = cfg if isinstance(cfg, ResolvedRun) else resolve(cfg)
     run_dir = Path(run.config.runs_dir) / run_name(run.config)
     with records.run_lock(run_dir):
-        return start_run(run, run_dir, progress)
+        return start_run(run, run_dir, progress, deadline)
 
 
-def start_run(run: ResolvedRun, run_dir: Path, progress: bool) -> tuple[Path, bool]:
+def start_run(run: ResolvedRun, run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
     if records.read_iterations(run_dir):  # a run killed before its first record is simply started again
         raise HarnessError(f"run {run_dir} already exists; continue it with --resume {run_dir} or pick another --name")
-    s = open_session(run, run_dir, progress)
+    s = open_session(run, run_dir, progress, deadline)
     model, before = baseline_model(s)
     cfg, data = s.cfg, s.data
     records.atomic_write_json(run_dir / records.CONFIG_FILE, schema.run_config(
@@ -64,15 +66,15 @@ def start_run(run: ResolvedRun, run_dir: Path, progress: bool) -> tuple[Path, bo
     return run_rest_or_keep(s, model)
 
 
-def resume_bench(run_dir: Path, progress: bool = False) -> tuple[Path, bool]:
+def resume_bench(run_dir: Path, progress: bool = False, deadline: float | None = None) -> tuple[Path, bool]:
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
     with records.run_lock(run_dir):
-        return continue_run(run_dir, progress)
+        return continue_run(run_dir, progress, deadline)
 
 
-def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
+def continue_run(run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no finished iteration to resume from; start it again")
@@ -80,7 +82,7 @@ def continue_run(run_dir: Path, progress: bool) -> tuple[Path, bool]:
         print(f"run {run_dir} is already complete")
         return run_dir, not any_failures(run_dir)
     recorded = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    s = open_session(ResolvedRun.from_record(recorded), run_dir, progress)
+    s = open_session(ResolvedRun.from_record(recorded), run_dir, progress, deadline)
     last = rows[-1]["iteration"]
     model = load_model(records.model_path(run_dir, last), s.device)
     print(f"resuming {run_dir} after iteration {last}", flush=True)
@@ -92,7 +94,7 @@ def run_rest_or_keep(s: Session, model: nn.Module) -> tuple[Path, bool]:
     continue (a plugin's failure names the plugin)."""
     try:
         return run_rest(s, model)
-    except RunStopped:
+    except (RunStopped, TimeLimitReached):
         raise
     except HarnessError as exc:
         raise RunStopped(str(exc), s.run_dir) from exc
@@ -142,15 +144,18 @@ def run_state(cfg: BenchConfig) -> str:
             "interrupted" if (run_dir / records.CONFIG_FILE).exists() else "new")
 
 
-def run_one(run: BenchConfig | ResolvedRun, progress: bool, state: str | None = None) -> bool:
+def run_one(run: BenchConfig | ResolvedRun, progress: bool, state: str | None = None,
+            deadline: float | None = None) -> bool:
     """Brings one run of a sweep to its end: skipped when complete, resumed when interrupted,
-    started when new (``state``: its :func:`run_state`, when the caller has read it). Returns
-    whether every evaluator succeeded."""
+    started when new (``state``: its :func:`run_state`, when the caller has read it), unless
+    ``deadline`` (--time-limit's) has passed. Returns whether every evaluator succeeded."""
     cfg = run.config if isinstance(run, ResolvedRun) else run
     run_dir = Path(cfg.runs_dir) / cfg.name
     state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeLimitReached(f"time limit: stopped before {run_dir}", f"harness bench --resume {run_dir}")
     if state == "interrupted" and records.read_iterations(run_dir):
-        return resume_bench(run_dir, progress)[1]
-    return run_bench(run, progress)[1]
+        return resume_bench(run_dir, progress, deadline)[1]
+    return run_bench(run, progress, deadline)[1]

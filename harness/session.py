@@ -52,6 +52,7 @@ class Session:
     devices: list = field(default_factory=list)
     pool: CandidatePool | None = None  # the Ray tasks of --parallel-candidates, started on first use
     unpruned_model: nn.Module | None = None  # iteration 0's model, read once when an evaluator asks
+    deadline: float | None = None  # time.monotonic() by which the command must have stopped (--time-limit)
 
     def unpruned(self) -> nn.Module:
         """The run's unpruned model (its record's iteration 0), loaded on first use."""
@@ -78,7 +79,8 @@ class Session:
         same_name = {f.name: getattr(c, f.name) for f in dataclasses.fields(Recipe) if hasattr(c, f.name)}
         return Recipe(**same_name | dict(
             lr=scaled_lr(c.scratch_lr if scratch else c.lr, c.batch_size, c.optimizer),
-            distill=0.0 if scratch else c.distill, warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0))
+            distill=0.0 if scratch else c.distill, warmup=SCRATCH_WARMUP if scratch and c.optimizer == "sgd" else 0.0,
+            cuda_graphs=c.cuda_graphs == "on"))  # the setting is resolved to "on" or "off"
 
     def finetune(self, model, epochs, tag, teacher=None, device=None):
         """Fine-tunes in place (on ``device``, default the run's), distilling from ``teacher``
@@ -169,12 +171,13 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     return data
 
 
-def open_session(run: ResolvedRun, run_dir: Path, progress: bool) -> Session:
+def open_session(run: ResolvedRun, run_dir: Path, progress: bool, deadline: float | None = None) -> Session:
     """The session of a resolved run: its data (its configuration completed with the size of
-    the validation split it holds), its devices and its own plugins."""
+    the validation split it holds), its devices and its own plugins; ``deadline``: --time-limit's."""
     data = load_data(run.config, run.plugins.dataset)
     cfg = dataclasses.replace(run.config, val_size=len(data.val) if data.val is not None else run.config.val_size or 0)
     device = resolve_device(cfg.device)
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
-    return Session(cfg, data, device, run_dir, progress, run.plugins, list(run.plugins.evaluators.values()), devices)
+    return Session(cfg, data, device, run_dir, progress, run.plugins, list(run.plugins.evaluators.values()), devices,
+                   deadline=deadline)

@@ -218,6 +218,10 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("precision", str, "auto",
             "Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), "
             "else fp32. Evaluation is always fp32.", choices=PRECISION_CHOICES, old_records="fp32"),
+    Setting("cuda_graphs", str, "auto",
+            "Capture each fine-tune's training step as one CUDA graph and replay it (the step's few hundred "
+            "small kernels become one launch; eager with one warning if capture fails): auto = on with CUDA, off "
+            "on a CPU; on needs a CUDA device.", choices=("auto", "on", "off"), old_records="off"),
     Setting("distill", float, 0.5,
             "Weight (0-1) of distillation from the parent when fine-tuning candidates and the kept model: KL "
             "between softened outputs on the same batch; 0 = off.",
@@ -244,8 +248,14 @@ RUN_SETTINGS: tuple[Setting, ...] = (
 SEEDS = Setting("seeds", int, 1, "Run this many seeds (seed, seed+1, ...), one run each; tables show mean and std.",
                 check=at_least(1))
 
+#: when the command stops: not a setting of the runs, so a resumed run may be given another
+TIME_LIMIT = Setting("time_limit", float, None,
+                     "Stop cleanly, before an iteration that would end after this many minutes from the command's "
+                     "start (judged by the run's last iteration), with exit status 5; `--resume` continues it "
+                     "identically. For GPU jobs with a time limit.", check=POSITIVE)
+
 #: every setting `harness bench` takes from its command line or config file, by name
-BENCH_SETTINGS: dict[str, Setting] = {s.name: s for s in (*RUN_SETTINGS, SEEDS)}
+BENCH_SETTINGS: dict[str, Setting] = {s.name: s for s in (*RUN_SETTINGS, SEEDS, TIME_LIMIT)}
 
 
 def with_run_settings(cls):

@@ -12,7 +12,7 @@ from harness import records
 from harness.cluster import check_reachable, require_ray
 from harness.configfile import config_from_options, read_toml
 from harness.distributed import run_sweep_on_ray
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TimeLimitReached
 from harness.resolve import ResolvedRun, resolve
 from harness.run import run_one, run_state
 
@@ -66,11 +66,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
-              shard: tuple[int, int] = (1, 1), ray: str | None = None) -> tuple[list[Path], bool]:
+              shard: tuple[int, int] = (1, 1), ray: str | None = None,
+              deadline: float | None = None) -> tuple[list[Path], bool]:
     """Runs every run of the sweep that is not complete; returns the run directories and
     whether every evaluator succeeded. With ``shard=(K, N)`` only runs K, K+N, K+2N, ...
     (counting from 1): N processes with shards 1/N ... N/N run a sweep in parallel. With
-    ``ray`` (an address, or "local"), every run of the shard is a Ray task."""
+    ``ray`` (an address, or "local"), every run of the shard is a Ray task. ``deadline`` (a
+    ``time.monotonic()`` value, --time-limit's) stops the sweep cleanly (TimeLimitReached)
+    between iterations; starting it again continues."""
     configs = [config_from_options(run) for run in expand(path)]
     runs = [resolve(cfg) for cfg in configs]  # every name and number is checked before the first run starts
     if ray is not None:
@@ -81,7 +84,11 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
         return _run_shard(runs, progress, True, shard)
     with sweep_lock(path, configs, shard):
         if ray is None:
-            return _run_shard(runs, progress, False, shard)
+            again = f"harness sweep {path}" + (f" --shard {shard[0]}/{shard[1]}" if shard != (1, 1) else "")
+            try:
+                return _run_shard(runs, progress, False, shard, deadline)
+            except TimeLimitReached as exc:
+                raise TimeLimitReached(str(exc).rsplit("; continue with", 1)[0], again) from None
         mine = [cfg for i, cfg in enumerate(configs, start=1) if not (i - shard[0]) % shard[1]]
         _, ok = run_sweep_on_ray(mine, asks, None if ray == "local" else ray)
         return [Path(cfg.runs_dir) / cfg.name for cfg in mine], ok
@@ -120,8 +127,8 @@ def sweep_lock(path, configs, shard: tuple[int, int]):
                                   f"sweep {path} (shard {k}/{n})")
 
 
-def _run_shard(runs: list[ResolvedRun], progress: bool, dry_run: bool,
-               shard: tuple[int, int]) -> tuple[list[Path], bool]:
+def _run_shard(runs: list[ResolvedRun], progress: bool, dry_run: bool, shard: tuple[int, int],
+               deadline: float | None = None) -> tuple[list[Path], bool]:
     k, n = shard
     dirs, ok = [], True
     for i, run in enumerate(runs, start=1):
@@ -132,5 +139,5 @@ def _run_shard(runs: list[ResolvedRun], progress: bool, dry_run: bool,
         state = run_state(cfg)
         print(f"sweep {i}/{len(runs)}: {cfg.name} ({state})", flush=True)
         if not dry_run:
-            ok = run_one(run, progress, state) and ok
+            ok = run_one(run, progress, state, deadline) and ok
     return dirs, ok

@@ -8,7 +8,9 @@ replaced):
   never waits for the host;
 - bf16 autocast where the hardware has fast bf16 (CUDA; CPUs with AVX512-BF16 or AMX),
   with the parameters, the optimizer and batch-norm statistics in fp32;
-- channels_last memory layout for convolutional networks, and cudnn.benchmark on CUDA.
+- channels_last memory layout for convolutional networks, and cudnn.benchmark on CUDA;
+- on CUDA (``--cuda-graphs``), the whole step captured once per fine-tune as a CUDA graph
+  and replayed (:class:`TrainStep`): one launch instead of a few hundred small kernels.
 Evaluation (accuracy, features) runs in fp32, so reported numbers do not depend on the
 precision chosen for speed.
 """
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data import DataSplits, TensorSplit
+from harness.errors import first_line, warn
 from harness.measure import evaluating
 from harness.progress import progress as progress_bar
 from harness.settings import PRECISION_CHOICES  # noqa: F401 - re-exported for the benchmarks
@@ -97,6 +100,7 @@ class Recipe:
     distill: float = 0.0  # weight of the distillation loss from the parent (0: off)
     distill_temperature: float = 4.0
     warmup: float = 0.0  # share of the steps with a linear learning-rate warm-up
+    cuda_graphs: bool = False  # the step as one captured CUDA graph (TrainStep); eager elsewhere
 
 
 _DEVICE_COPIES: dict[int, dict[str, TensorSplit]] = {}  # id(split) -> device -> copy
@@ -149,15 +153,16 @@ def _uses_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     return x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def _autocast(precision: str, device: torch.device):
+def _autocast(precision: str, device: torch.device, cache: bool = True):
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
-def _schedule(opt, steps: int, warmup: float):
-    """Cosine over the steps, after a linear warm-up over the first ``warmup`` share of them
-    (He et al. 2016 needed one to train ResNet-110 from random weights)."""
+def lr_factor(steps: int, warmup: float):
+    """The learning rate's factor at each step: cosine over the steps, after a linear warm-up
+    over the first ``warmup`` share of them (He et al. 2016 needed one to train ResNet-110
+    from random weights)."""
     warm = int(round(warmup * steps))
 
     def factor(step: int) -> float:
@@ -165,7 +170,7 @@ def _schedule(opt, steps: int, warmup: float):
             return (step + 1) / (warm + 1)
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return factor
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -176,15 +181,136 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
                     log_target=True, reduction="batchmean") * (t * t)
 
 
+#: eager steps before a capture: cudnn picks its kernels, the optimizer makes its state
+WARMUP_STEPS = 3
+#: a fine-tune shorter than this many steps is not captured: capturing costs about what tens of
+#: eager steps do (a guess until measured on a GPU: benchmarks/gpu/run.py prints both)
+MIN_CAPTURED_STEPS = 50
+_CAPTURE_FAILED: set = set()  # one warning per cause
+
+
+class TrainStep:
+    """One optimisation step: a batch gathered from the device-resident split (indices, crop
+    offsets and flips of the epoch's plan), augmented, normalised, forward (and the teacher's,
+    when distilling), backward and the optimizer's update.
+
+    ``static=False`` is the plain eager step. ``static=True`` reads its batch from fixed
+    buffers and its learning rate from a tensor (fused SGD or AdamW take it without a host
+    sync), so the step never changes shape or address: on CUDA, after WARMUP_STEPS eager
+    steps, it is captured once as a CUDA graph and every later step is one replay instead of
+    a few hundred kernel launches from Python. Batch-norm statistics and the optimizer's state
+    are updated inside the graph. If the capture fails, one warning, and the same static step
+    runs eagerly; on a CPU it always does (the CPU tests run this code with capture off)."""
+
+    def __init__(self, model: nn.Module, split: TensorSplit, data: DataSplits, recipe: Recipe, batch_size: int,
+                 augment: bool, memory_format, teacher: nn.Module | None, static: bool, device: torch.device):
+        self.model, self.split, self.recipe, self.teacher = model, split, recipe, teacher
+        self.augment, self.memory_format, self.static, self.device = augment, memory_format, static, device
+        self.mean, self.std = _mean_std(data.mean, data.std, split.images)  # once: each would be a host copy
+        self.capture = static and device.type == "cuda"
+        params = [p for p in model.parameters() if p.requires_grad]
+        lr = torch.tensor(recipe.lr, dtype=torch.float32, device=device) if static else recipe.lr
+        fused = True if static else None  # fused optimizers read a tensor learning rate on the device
+        if recipe.optimizer == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay, fused=fused)
+        else:
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=recipe.weight_decay, nesterov=True,
+                                       fused=fused)
+        self.lr = lr
+        if static:
+            self.batch = {"order": torch.zeros(batch_size, dtype=torch.long, device=device)}
+            if augment:
+                self.batch |= {"oy": torch.zeros(batch_size, dtype=torch.long, device=device),
+                               "ox": torch.zeros(batch_size, dtype=torch.long, device=device),
+                               "flip": torch.zeros(batch_size, dtype=torch.bool, device=device)}
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.side = None  # the stream of the warm-up steps
+        self.loss: torch.Tensor | None = None
+        self.steps_done = 0
+
+    def compute(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The step itself, exactly what a graph captures."""
+        idx = batch["order"]
+        x = self.split.images[idx]
+        if self.augment:
+            x = crop_flip(x, batch["oy"], batch["ox"], batch["flip"])
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        y = self.split.labels[idx]
+        r = self.recipe
+        with _autocast(r.precision, self.device, cache=not self.capture):  # a graph keeps no autocast cache
+            logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    target = self.teacher(x)
+                loss = (1 - r.distill) * loss + r.distill * distillation_loss(logits, target, r.distill_temperature)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def __call__(self, batch: dict[str, torch.Tensor], lr: float) -> torch.Tensor:
+        """One step on ``batch`` (slices of the epoch plan) at learning rate ``lr``; returns
+        the loss (a device tensor: reading it waits for the device)."""
+        self.steps_done += 1
+        if not self.static:
+            self.opt.param_groups[0]["lr"] = lr
+            self.opt.zero_grad(set_to_none=True)
+            return self.compute(batch)
+        self.lr.fill_(lr)
+        for key, buffer in self.batch.items():
+            buffer.copy_(batch[key], non_blocking=True)
+        if self.graph is None and self.capture and self.steps_done > WARMUP_STEPS:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+            return self.loss
+        self.opt.zero_grad(set_to_none=True)
+        if not self.capture:
+            return self.compute(self.batch)
+        self.side = self.side or torch.cuda.Stream(self.device)  # warm-up steps on a side stream, as capture wants
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.side):
+            loss = self.compute(self.batch)
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
+        return loss
+
+    def _capture(self) -> None:
+        """Records the step as a CUDA graph (its first replay is the current step); on
+        failure, one warning, and the step stays eager."""
+        self.opt.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # thread_local: candidates fine-tuned side by side on several GPUs capture at the same time
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.loss = self.compute(self.batch)
+        except Exception as exc:
+            torch.cuda.synchronize(self.device)
+            self.capture, self.loss = False, None
+            cause = f"{type(exc).__name__}: {first_line(exc)}"
+            if cause not in _CAPTURE_FAILED:
+                _CAPTURE_FAILED.add(cause)
+                warn(f"CUDA graph capture failed ({cause}); training eagerly (--cuda-graphs off does so without "
+                     "trying)")
+            return
+        self.graph = graph
+
+    def close(self) -> None:
+        """Frees the graph and the gradients it allocated."""
+        self.opt.zero_grad(set_to_none=True)
+        self.graph = self.loss = None
+
+
 def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, seed: int,
           device: torch.device | str, teacher: nn.Module | None = None, desc: str = "train",
           progress: bool = False, quiet: bool = False) -> nn.Module:
     """SGD with Nesterov momentum 0.9 (or AdamW) and a cosine learning rate over ``epochs``
     (may be fractional), after the recipe's warm-up. An epoch is ``recipe.train_subset``
     samples (default: the whole train split), drawn without replacement in a fresh seeded
-    order. With a ``teacher`` and ``recipe.distill`` > 0 the loss mixes in distillation from
-    the teacher's outputs on the same augmented batch. Trains ``model`` in place and
-    returns it in eval mode."""
+    order, in full batches only (so every step has one shape). With a ``teacher`` and
+    ``recipe.distill`` > 0 the loss mixes in distillation from the teacher's outputs on the
+    same augmented batch. With ``recipe.cuda_graphs`` on a CUDA device, each step after the
+    first few is a replay of one captured graph (:class:`TrainStep`). Trains ``model`` in
+    place and returns it in eval mode."""
     if epochs <= 0:
         return model
     device = torch.device(device)
@@ -192,17 +318,8 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
     n, bs = len(split), min(recipe.batch_size, len(split))
     per_epoch = min(recipe.train_subset or n, n)
     steps = max(1, math.ceil(epochs * per_epoch / bs))
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, nesterov=True)
-    sched = _schedule(opt, steps, recipe.warmup)
-    images = split.images
-    mean, std = _mean_std(data.mean, data.std, images)  # once: on a GPU each would be a copy from the host
-    augment = data.augment == "cifar" and images.dim() == 4
-    channels_last = _uses_channels_last(model, images)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    augment = data.augment == "cifar" and split.images.dim() == 4
+    channels_last = _uses_channels_last(model, split.images)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
@@ -210,34 +327,23 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
     distilling = teacher is not None and recipe.distill > 0
     if distilling:
         teacher.eval()
+    static = recipe.cuda_graphs and (device.type != "cuda" or steps >= MIN_CAPTURED_STEPS)
+    step = TrainStep(model, split, data, recipe, bs, augment,
+                     torch.channels_last if channels_last else torch.contiguous_format,
+                     teacher if distilling else None, static, device)
+    factor = lr_factor(steps, recipe.warmup)
     g = torch.Generator().manual_seed(seed)
     plan, pos = None, 0
     model.train()
     bar = progress_bar(range(steps), desc, bar=progress, quiet=quiet)
-    for step in bar:
+    for i in bar:
         if plan is None or pos + bs > len(plan["order"]):
             plan, pos = _epoch_plan(n, bs, 4, augment, g, device), 0
-        idx = plan["order"][pos:pos + bs]
-        x = images[idx]
-        if augment:
-            x = crop_flip(x, plan["oy"][pos:pos + bs], plan["ox"][pos:pos + bs], plan["flip"][pos:pos + bs])
+        loss = step({key: v[pos:pos + bs] for key, v in plan.items()}, recipe.lr * factor(i))
         pos += bs
-        x = ((x - mean) / std).contiguous(memory_format=memory_format)
-        y = split.labels[idx]
-        with _autocast(recipe.precision, device):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            if distilling:
-                with torch.no_grad():
-                    target = teacher(x)
-                loss = (1 - recipe.distill) * loss + recipe.distill * distillation_loss(
-                    logits, target, recipe.distill_temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress and step % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
+        if progress and i % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    step.close()
     if channels_last:  # the rest of the harness (surgery, criteria) sees ordinary tensors
         model.to(memory_format=torch.contiguous_format)
     model.eval()

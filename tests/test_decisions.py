@@ -12,7 +12,8 @@ from conftest import run_cli
 from harness import records, registry
 from harness.run import run_bench
 from harness.config import BenchConfig
-from harness.decisions import read_decisions, score, wilson, write_decisions
+from harness.decision_pages import write_decisions
+from harness.decisions import CONTESTED_BELOW, read_decisions, score, tables
 from harness.oracle import oracle_verdict
 
 FAST = ["--budget", "smoke", "--scratch-epochs", "10", "--candidate-epochs", "0.3", "--finetune-epochs", "0.5"]
@@ -25,7 +26,7 @@ def bench(tmp_path, name, *args):
 
 
 # ---------------------------------------------------------------- the oracle's verdict and the statistics
-def test_oracle_verdict_calls_a_gap_within_the_seeds_disagreement_a_tie():
+def test_oracle_verdict_as_a_run_records_it_calls_a_gap_within_the_seeds_disagreement_a_tie():
     clear = oracle_verdict([[90.0, 90.4], [91.5, 91.3]])
     assert clear["best"] == 1 and clear["gap"] == pytest.approx(1.2) and clear["disagreement"] == pytest.approx(0.4)
     # means 90.2 and 90.5: a 0.3 gap, but one candidate's seeds differ by 0.6
@@ -34,19 +35,15 @@ def test_oracle_verdict_calls_a_gap_within_the_seeds_disagreement_a_tie():
     assert oracle_verdict([[91.0, 91.0], [90.0, 90.0]])["best"] == 0
 
 
-def test_wilson_interval_matches_the_textbook_value():
-    low, high = wilson(8, 10)
-    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
-    assert all(math.isnan(v) for v in wilson(0, 0))  # no decisions, no interval
-
-
-def write_run(root, name, decisions, model="resnet20"):
-    """A minimal run record with decisions: each is (layer, filter) candidate dicts."""
+def write_run(root, name, decisions, model="resnet20", images=None):
+    """A minimal run record with decisions: each is (layer, filter) candidate dicts; ``images``:
+    the validation and test split sizes (None: not recorded)."""
     run = root / name
+    sizes = {"val": images, "test": images} if images else {}
     records.atomic_write_json(run / records.CONFIG_FILE, {
         "config": {"model": model, "dataset": "cifar10", "method": "cka", "criterion": "l1", "similarity": "cka",
                    "seed": 0, "iterations": len(decisions)},
-        "data": {"label": "CIFAR-10 (JPEG)"}})
+        "data": {"label": "CIFAR-10 (JPEG)", **sizes}})
     rows = [{"iteration": 0, "accuracy": 90.0, "decision": None}]
     for i, (layer, filt) in enumerate(decisions, start=1):
         cands = [dict(structure="layer", **layer), dict(structure="filter", **filt)]
@@ -93,6 +90,63 @@ def test_every_selector_is_scored_on_the_same_decisions(tmp_path):
     assert "cka_minus_agreement" not in cka
 
 
+def test_cka_is_compared_by_exact_mcnemar_with_the_discordant_decisions_and_detectable_differences(tmp_path):
+    write_run(tmp_path, "a", [
+        (cand(0.90, 80.0, 0.50, [88.0, 88.2]), cand(0.95, 81.0, 0.60, [90.0, 90.2])),
+        (cand(0.90, 82.0, 0.40, [91.0, 91.0]), cand(0.95, 81.0, 0.60, [89.0, 89.0])),
+    ])
+    rows = {r["selector"]: r for r in score(read_decisions([tmp_path]), "val")}
+    greedy = rows["accuracy-greedy"]
+    # decision 2: accuracy-greedy right, CKA wrong; decision 1: both right
+    assert (greedy["pairs"], greedy["cka_only"], greedy["other_only"], greedy["test_p"]) == (2, 0, 1, 1.0)
+    assert greedy["detectable_agreement"] is None  # two decisions can never reject at 5%
+    assert greedy["needed_decisions"] > 200 and greedy["needed_with_oracle"] == greedy["needed_decisions"]
+    layer = rows["always layer"]  # right on decision 2 only: the mirror image
+    assert (layer["cka_only"], layer["other_only"]) == (1, 1) and layer["cka_minus_agreement"] == 0
+    assert -100 < layer["cka_minus_agreement_low"] < 0 < layer["cka_minus_agreement_high"] < 100
+    assert rows["random"]["cka_only"] is None and rows["random"]["test_p"] == 1.0  # 1 of 2 against 50%
+
+
+def test_the_report_judges_every_decision_again_with_the_evaluation_images_error(tmp_path):
+    """Seeds that agree exactly and a 1-point gap: the recorded rule saw no doubt; on 2,000
+    images the binomial error of each accuracy (0.93 points for the gap) makes it a tie."""
+    decision = (cand(0.90, 80.0, 0.5, [90.0, 90.0]), cand(0.95, 81.0, 0.6, [91.0, 91.0]))
+    write_run(tmp_path / "small", "a", [decision], images=2000)
+    write_run(tmp_path / "large", "a", [decision], images=100_000)
+    assert oracle_verdict([[90.0, 90.0], [91.0, 91.0]])["best"] == 1
+    (small,) = read_decisions([tmp_path / "small"])
+    (large,) = read_decisions([tmp_path / "large"])
+    assert small.best == {"val": None, "test": None} and large.best == {"val": 1, "test": 1}
+    assert small.verdict["val"]["se_images"] == pytest.approx(0.927, abs=1e-3) and small.images["val"] == 2000
+
+
+def test_contested_decisions_are_scored_apart(tmp_path):
+    collapse = (cand(0.90, 60.0, 0.9, [70.0, 70.2]), cand(0.95, 81.0, 0.6, [89.0, 89.2]))
+    close = (cand(0.96, 82.0, 0.4, [90.0, 90.0]), cand(0.95, 81.0, 0.6, [89.2, 89.2]))
+    write_run(tmp_path, "a", [collapse, close, close])
+    scored = tables(read_decisions([tmp_path]))
+    group = "resnet20 on CIFAR-10 (JPEG)"
+    assert sorted(scored) == sorted((group, split, subset) for split in ("val", "test")
+                                    for subset in ("all", "contested"))
+    every = {r["selector"]: r for r in scored[(group, "val", "all")]}
+    close_only = {r["selector"]: r for r in scored[(group, "val", "contested")]}
+    assert CONTESTED_BELOW == 5.0 and every["always filter"]["resolved"] == 3
+    assert close_only["always filter"]["resolved"] == 2 and close_only["always filter"]["agreement_pct"] == 0
+    assert close_only["most similar: cka"]["agreement_pct"] == 100
+
+
+def test_intervals_widen_when_the_runs_disagree(tmp_path):
+    """12 decisions from 2 runs, CKA right on every decision of one and wrong on every one of
+    the other: 50% either way, but the runs, not the decisions, are the independent units."""
+    right = (cand(0.90, 80.0, 0.5, [88.0, 88.0]), cand(0.95, 81.0, 0.6, [90.0, 90.0]))
+    wrong = (cand(0.90, 80.0, 0.5, [90.0, 90.0]), cand(0.95, 81.0, 0.6, [88.0, 88.0]))
+    write_run(tmp_path, "a", [right] * 6)
+    write_run(tmp_path, "b", [wrong] * 6)
+    cka = {r["selector"]: r for r in score(read_decisions([tmp_path]), "val")}["most similar: cka"]
+    assert cka["runs"] == 2 and cka["agreement_pct"] == 50
+    assert cka["agreement_low"] < 10 and cka["agreement_high"] > 90  # independent decisions: 25.4-74.6
+
+
 def test_the_oracle_on_the_test_split_is_scored_apart(tmp_path):
     write_run(tmp_path, "a", [
         (cand(0.90, 80.0, 0.5, [88.0, 88.0], test=[80.0, 80.0]), cand(0.95, 81.0, 0.6, [90.0, 90.0], test=[70.0, 70.0])),
@@ -113,6 +167,22 @@ def test_decision_pages_are_rebuilt_byte_for_byte(tmp_path):
     md = first["decisions.md"].decode()
     assert "## all: oracle on the validation split" in md and "## resnet32 on CIFAR-10 (JPEG)" in md
     assert "5 decisions with an oracle from 2 runs" in md
+    assert "### Contested decisions (oracle gap below 5 points)" in md and "exact McNemar" in md
+    header = first["decisions.csv"].decode().splitlines()[0].split(",")
+    assert header[:4] == ["group", "oracle_split", "subset", "selector"]
+    assert {"test_p", "cka_only", "other_only", "detectable_agreement", "needed_decisions"} <= set(header)
+
+
+def test_decisions_prints_the_answer_and_the_detectable_differences(tmp_path):
+    write_run(tmp_path, "a", [(cand(0.9, 80.0, 0.5, [88.0, 88.2]), cand(0.95, 81.0, 0.6, [90.0, 90.2]))] * 8)
+    result = run_cli("decisions", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "oracle on the validation split, every decision: 8 decisions from 1 runs, 8 resolved" in out
+    assert "Linear CKA picks the oracle's answer on 8 of the 8 decisions it resolves" in out
+    assert "CKA vs accuracy-greedy: 8 paired resolved decisions, 0 discordant: detectable at 80% power: " in out
+    assert "CKA vs random: 8 resolved decisions: detectable at 80% power: agreement differences of " in out
+    assert (tmp_path / "out" / "decisions.md").exists()
 
 
 def test_decisions_without_any_oracle_is_a_one_line_error(tmp_path):

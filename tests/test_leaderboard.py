@@ -1,6 +1,7 @@
 """Leaderboards from fake run records (schemas 1 and 2) and a fake reported.csv: no benchmark runs."""
 
 import csv
+import math
 import re
 import statistics
 from pathlib import Path
@@ -322,6 +323,16 @@ def test_committed_reported_figures_are_cifar10_rows_with_citations():
     assert paper[("resnet56", "cka", 72.67)]["accuracy_delta"] == pytest.approx(0.19)
     assert {("resnet56", "cka", 86.37), ("resnet110", "cka", 95.82), ("resnet32", "cka", 61.99),
             ("resnet32", "random-walk", 55.83), ("resnet56", "random-walk", 69.64)} <= set(paper)
+    # checked against Tables I, III and IV of the paper's text: each row names its table and has its delta
+    assert all("Table" in r["citation"] and "not verified" not in r["note"] for r in paper.values())
+    assert all(not math.isnan(r["accuracy_delta"]) for r in paper.values())
+    table3 = {(m, method): paper[(m, method, f)]["accuracy_delta"] for m, method, f in (
+        ("resnet32", "random-walk", 55.83), ("resnet32", "cka", 61.99), ("resnet44", "random-walk", 69.74),
+        ("resnet44", "cka", 71.31), ("resnet56", "random-walk", 69.64), ("resnet56", "cka", 72.67))}
+    assert table3 == {("resnet32", "random-walk"): 0.12, ("resnet32", "cka"): 0.09, ("resnet44", "random-walk"): 0.21,
+                      ("resnet44", "cka"): 0.66, ("resnet56", "random-walk"): 0.19, ("resnet56", "cka"): 0.19}
+    assert paper[("resnet56", "cka", 86.37)]["accuracy_delta"] == -1.36
+    assert paper[("resnet110", "cka", 95.82)]["accuracy_delta"] == -2.91
 
 
 def test_hardware_column_says_where_wall_times_were_measured(tmp_path):
@@ -454,3 +465,29 @@ def test_style_sheet_and_sort_script_come_from_package_files(three_methods, tmp_
     assert f"<style>\n{css}\n</style>" in (tmp_path / "lb" / "index.html").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"harness.leaderboard.static" = ["board.css", "board.js"]' in pyproject, "shipped as package data"
+
+
+def test_wall_time_that_includes_the_oracle_says_so_with_its_share_of_the_training(tmp_path):
+    from harness.leaderboard.runs import oracle_share
+
+    cfg = {"candidate_epochs": 0.5, "finetune_epochs": 1.0}
+    tuned = {"finetuned": True}
+    rows = [{"iteration": 0}] + [{"iteration": i, "candidates": [tuned, tuned], "oracle": {"epochs": 0.5, "seeds": 2}}
+                                 for i in (1, 2)]
+    # per iteration the oracle trains 2 candidates x 2 seeds x 0.5 epoch, the method 2 x 0.5 + 1
+    assert oracle_share(cfg, rows) == pytest.approx(0.5)
+    assert oracle_share(cfg, [{"iteration": 0}, {"iteration": 1, "candidates": [tuned, tuned]}]) is None
+    for seed in (0, 1):
+        make_run(tmp_path / "runs", f"s{seed}", seed=seed)
+    checked = tmp_path / "runs" / "s1"
+    rows = records.read_iterations(checked)
+    (checked / records.ITERATIONS_FILE).unlink()
+    for row in rows:
+        if row["iteration"]:
+            row |= {"candidates": [tuned, tuned], "oracle": {"epochs": 1.0, "seeds": 2}}
+        records.append_iteration(checked, row)
+    write_leaderboards([tmp_path / "runs"], tmp_path / "lb")
+    (row,) = read_csv(tmp_path / "lb" / "tables" / "cifar10-jpeg_resnet20.csv")
+    # no candidate or fine-tune epochs in these configs: the oracle is all the training there is
+    assert row["note"] == ("wall time includes the oracle (--oracle-epochs) on 1 of 2 runs: about 100% of their "
+                           "training epochs; the records do not time it apart")

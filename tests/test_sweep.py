@@ -106,3 +106,21 @@ def test_grids_share_the_top_level_keys(tmp_path):
     assert [r["name"] for r in runs] == ["cka-s0", "layer-only-s0", "random-walk-s0", "random-walk-s1",
                                          "random-walk-s2"]
     assert all(r["budget"] == "smoke" for r in runs)
+
+
+@pytest.mark.slow
+def test_shards_on_one_machine_split_its_cores(tmp_path):
+    """Two torch processes with a thread per core each oversubscribe the cores: a shard of N
+    takes 1/N of the cores it may use, unless OMP_NUM_THREADS says otherwise."""
+    path = write_sweep(tmp_path, "cores")
+    cores = len(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    shard = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(path), "--shard", "3/4"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert shard.returncode == 0, shard.stderr
+    assert f"{max(1, cores // 4)} torch thread(s): {cores} core(s) shared by 4 shards" in shard.stderr
+    recorded = records.read_config(tmp_path / "cores" / "sw-layers-then-filters-s0")["hardware"]["threads"]
+    assert recorded == max(1, cores // 4)
+    told = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(path), "--shard", "2/4", "--dry-run"],
+                          capture_output=True, text=True, env=dict(env, OMP_NUM_THREADS="2"), timeout=600)
+    assert told.returncode == 0 and "torch thread" not in told.stderr

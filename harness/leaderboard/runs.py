@@ -30,6 +30,21 @@ class Run:
     configuration: str  # every config field but NOT_CONFIGURATION, as sorted JSON
     trajectory: list[tuple[float, float]]  # (FLOPs reduction %, accuracy delta), iterations 0..final
     complete: bool
+    oracle_share: float | None = None  # of its training epochs, the share the oracle's fine-tunes took
+
+
+def oracle_share(cfg: dict, rows: list[schema.Iteration]) -> float | None:
+    """By training epochs, the share of a run's iterations that went to the oracle's fine-tunes
+    (``--oracle-epochs``); None without an oracle. An estimate: the records time each iteration
+    whole, not its phases, and evaluation passes are left out."""
+    oracle = method = 0.0
+    for r in rows[1:]:
+        candidates = r.get("candidates") or []
+        check = r.get("oracle") or {}
+        oracle += len(candidates) * check.get("seeds", 0) * (check.get("epochs") or 0.0)
+        method += (sum(1 for c in candidates if c.get("finetuned")) * (cfg.get("candidate_epochs") or 0.0)
+                   + (cfg.get("finetune_epochs") or 0.0))
+    return oracle / (oracle + method) if oracle else None
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
@@ -134,7 +149,7 @@ def read_run(run_dir: Path) -> Run | None:
     configuration = json.dumps({k: v for k, v in cfg.items() if k not in NOT_CONFIGURATION} | {"data": row["data"]},
                                sort_keys=True)
     trajectory = [(r.get("flops_reduction_pct", 0.0), r.get("accuracy_delta", 0.0)) for r in kept]
-    return Run(row, configuration, trajectory, run.complete)
+    return Run(row, configuration, trajectory, run.complete, oracle_share(cfg, rows))
 
 
 def read_runs(roots: list[Path]) -> list[Run]:

@@ -29,6 +29,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def oracle_note(members: list[Run]) -> str:
+    """What a row's wall time holds besides the method: the oracle's fine-tunes, which the
+    records do not time apart (their share of the training epochs is what can be said)."""
+    shares = [m.oracle_share for m in members if m.oracle_share is not None]
+    if not shares:
+        return ""
+    return (f"wall time includes the oracle (--oracle-epochs) on {len(shares)} of {len(members)} runs: about "
+            f"{100 * statistics.fmean(shares):.0f}% of their training epochs; the records do not time it apart")
+
+
 def merged_rows(runs: list[Run]) -> list[dict]:
     """One board row per configuration: its complete runs over seeds."""
     by_configuration: dict[str, list[Run]] = {}
@@ -42,7 +52,7 @@ def merged_rows(runs: list[Run]) -> list[dict]:
         row["hardware"] = " / ".join(dict.fromkeys(m.row["hardware"] for m in members))
         row |= {"seeds": float(len(members)),
                 "decision_path": " / ".join(m.row["decision_path"] or "-" for m in members),
-                "source": "measured", "citation": "", "note": "",
+                "source": "measured", "citation": "", "note": oracle_note(members),
                 "trajectories": [m.trajectory for m in members]}
         numeric = METRICS + sorted({k for m in members for k in m.row if "." in k})
         for col in numeric:

@@ -1,0 +1,273 @@
+"""One GPU job, within the minutes it is given: (a) the engine's throughput table and the
+phases of --budget quick iterations, (b) the clean weights (`harness pretrain`) that are still
+missing, (c) the paper-budget runs of benchmarks/gpu/queue.toml, each resumed from its records
+in leaderboards/records/gpu/, and (d) everything it produced packed for the trip back.
+
+    python benchmarks/gpu/run.py --minutes 9 --out "$OUT"
+
+It runs from the repository root of a working-tree copy, as the device tool gives it: the
+CIFAR-10 (JPEG) archives in .gl/cifar10-jpeg/ (`bash benchmarks/gpu/prepare.sh` puts them and
+the wheels the device lacks there), the package importable (the wheels installed with
+--target, PYTHONPATH set). What it writes back is `gpu-results-K.tar.gz` in --out (at most 8
+files of 15 MiB): unpack them at the repository root (`tar xzf`) and commit; the logs are
+under benchmarks/results/gpu/.
+
+A run folder travels light: resuming needs config.json, iterations.jsonl, evaluations.jsonl,
+result.json (once complete) and the last iteration's model; with extra evaluators also the
+unpruned model (iteration 0) and the last one within --stop-on-drop's tolerance. The other
+model files are deleted before packing; a complete run keeps the model it kept.
+
+`--tiny` tries the whole script on a CPU in a few minutes: tiny budgets, ResNet-20 only,
+records in a temporary folder (nothing under leaderboards/ is touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = ROOT / "benchmarks" / "gpu" / "queue.toml"
+DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+# epochs of clean weights (harness pretrain) and the images per second a captured step reached on
+# one H200 (issue 22: ResNet-20 115,559, ResNet-56 42,422, ResNet-110 21,787 at batch 512), to
+# judge whether a network still fits in the time left; ResNet-32/44 interpolated
+PRETRAIN_EPOCHS = 200
+IMAGES_PER_S = {"resnet20": 115_000, "resnet32": 75_000, "resnet44": 55_000, "resnet56": 42_000, "resnet110": 21_000}
+PART_BYTES = 15 * 2**20
+MAX_PARTS = 8
+
+
+class Job:
+    def __init__(self, minutes: float, out: Path, tiny: bool, device: str):
+        self.deadline = time.monotonic() + 60 * minutes
+        self.out, self.tiny, self.device = out, tiny, device
+        self.logs = ROOT / "benchmarks" / "results" / "gpu"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.produced: list[Path] = []
+        self.weights = Path(tempfile.mkdtemp(prefix="gpu-weights-")) if tiny else ROOT / "weights"
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, name: str, cmd: list[str], budget_s: float, env: dict | None = None) -> int | None:
+        """Runs ``cmd`` with its output in the log ``name``; None when there was no time for it."""
+        budget_s = min(budget_s, self.left() - 20)  # 20 s for packing
+        if budget_s < 10:
+            print(f"skipped {name}: {self.left():.0f} s left", flush=True)
+            return None
+        log = self.logs / f"{self.stamp}-{name}.txt"
+        t0 = time.monotonic()
+        with open(log, "w") as f:
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            try:
+                rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=budget_s,
+                                    env=dict(os.environ, **(env or {}))).returncode
+            except subprocess.TimeoutExpired:
+                rc = 124
+            f.write(f"\n[exit {rc} after {time.monotonic() - t0:.0f} s]\n")
+        self.produced.append(log)
+        print(f"{name}: exit {rc} after {time.monotonic() - t0:.0f} s ({self.left():.0f} s left)", flush=True)
+        return rc
+
+
+def environment(job: Job) -> None:
+    import torch
+
+    lines = [f"python {sys.version.split()[0]}, torch {torch.__version__}, device {job.device}"]
+    if torch.cuda.is_available():
+        lines.append(f"GPU {torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+    for module in ("torch_pruning", "timm", "harness", "harness_plugins.evaluators", "foolbox", "codecarbon"):
+        try:
+            __import__(module)
+            lines.append(f"import {module}: ok")
+        except Exception as exc:  # what is missing is worth knowing, not fatal
+            lines.append(f"import {module}: {type(exc).__name__}: {exc}")
+    log = job.logs / f"{job.stamp}-environment.txt"
+    log.write_text("\n".join(lines) + "\n")
+    job.produced.append(log)
+    print("\n".join(lines), flush=True)
+
+
+def throughput(job: Job) -> None:
+    """(a) The engine against the old loop, and where a quick iteration's time goes."""
+    images = ["--images", "1024"] if job.tiny else []
+    for model in ("resnet20", "resnet56"):
+        job.run(f"throughput-{model}", [sys.executable, "benchmarks/train_throughput.py", "--model", model,
+                                        "--device", job.device, *images, *([] if job.tiny else ["--compile"])],
+                budget_s=240)
+    weights = job.weights / "resnet56-cifar10-clean.pt"
+    published = ROOT / ".gl" / "resnet56-4bfd9763.th"
+    start = ["--checkpoint", str(weights if weights.exists() else published)] \
+        if (weights.exists() or published.exists()) and not job.tiny else []
+    quick = ["--budget", "smoke", "--iterations", "1"] if job.tiny else ["--budget", "quick", "--iterations", "3"]
+    runs = Path(tempfile.mkdtemp(prefix="quick-"))
+    rc = job.run("quick-resnet56", [sys.executable, "-m", "harness.cli", "bench", "--model",
+                                    "resnet20" if job.tiny else "resnet56", *start, "--data-dir", ".gl/cifar10-jpeg",
+                                    *quick, "--device", job.device, "--runs-dir", str(runs), "--name", "quick"],
+                 budget_s=240)
+    if rc is not None:  # the per-phase seconds of each iteration, from its records
+        rows = [json.loads(line) for line in open(runs / "quick" / "iterations.jsonl")] \
+            if (runs / "quick" / "iterations.jsonl").exists() else []
+        table = ["iteration | wall s | " + " | ".join(sorted({k for r in rows for k in r.get("phase_s", {})}))]
+        for r in rows[1:]:
+            phases = r.get("phase_s", {})
+            table.append(f"{r['iteration']} | {r['wall_time_s']} | " + " | ".join(str(phases[k]) for k in sorted(phases)))
+        log = job.logs / f"{job.stamp}-quick-resnet56-phases.txt"
+        log.write_text("\n".join(table) + "\n")
+        job.produced.append(log)
+
+
+def pretrain(job: Job) -> None:
+    """(b) Clean weights for each depth that has none, while they fit in the time left."""
+    for model in ("resnet20",) if job.tiny else DEPTHS:
+        card = job.weights / f"{model}-cifar10-clean.json"
+        if card.exists():
+            continue
+        epochs = 0.05 if job.tiny else PRETRAIN_EPOCHS
+        # two minutes to decode the data and find the decision splits; 30% for evaluation and the first steps
+        need = 120 + epochs * 42_000 / IMAGES_PER_S[model] * 1.3
+        if need > job.left() - 60:
+            print(f"pretrain {model}: about {need:.0f} s needed, {job.left():.0f} s left; next job", flush=True)
+            continue
+        rc = job.run(f"pretrain-{model}", [sys.executable, "-m", "harness.cli", "pretrain", "--model", model,
+                                           "--data-dir", ".gl/cifar10-jpeg", "--epochs", str(epochs), "--device",
+                                           job.device, "--out", str(job.weights)], budget_s=need * 1.5)
+        if rc == 0:
+            job.produced += [card, card.with_suffix(".pt")]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # strings and numbers are written alike in both
+
+
+def advance_queue(job: Job, queue: Path, records_dir: Path) -> None:
+    """(c) The queue's runs in order, each resumed from its records, until the time is up.
+    Grids whose clean weights are not trained yet wait for a later job."""
+    if job.left() < 90:
+        print(f"queue: {job.left():.0f} s left; next job", flush=True)
+        return
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    options = tomllib.loads(queue.read_text())
+    grids = options.pop("grid", [{}])
+    options["runs_dir"] = str(records_dir)
+    if job.tiny:  # a CPU try-out: the first grid on ResNet-20, one seed, one smoke iteration
+        options |= {"budget": "smoke", "iterations": 1, "candidate_epochs": 0.05, "finetune_epochs": 0.05}
+        options.pop("stop_on_drop", None)
+        grids = [dict(grids[0], model="resnet20", seed=[0], checkpoint="weights/resnet20-cifar10-clean.pt")]
+    ready = []
+    for grid in grids:
+        weights = job.weights / Path(grid.get("checkpoint", options.get("checkpoint", ""))).name
+        if not weights.is_file():
+            print(f"queue: {grid.get('model')} waits for {weights.name}", flush=True)
+            continue
+        ready.append(dict(grid, checkpoint=str(weights)))
+    if not ready:
+        return
+    lines = [f"{k} = {toml_value(v)}" for k, v in options.items()]
+    for grid in ready:
+        lines += ["", "[[grid]]", *(f"{k} = {toml_value(v)}" for k, v in grid.items())]
+    resolved = Path(tempfile.mkdtemp(prefix="queue-")) / "queue.toml"
+    resolved.write_text("\n".join(lines) + "\n")
+    minutes = (job.left() - 45) / 60
+    job.run("queue", [sys.executable, "-m", "harness.cli", "sweep", str(resolved), "--time-limit", f"{minutes:.2f}",
+                      "--out", str(Path(tempfile.mkdtemp(prefix="board-")))], budget_s=job.left())
+    for run_dir in sorted(records_dir.glob("*/config.json")):
+        job.produced.append(travel_light(run_dir.parent))
+
+
+def travel_light(run_dir: Path) -> Path:
+    """Deletes the model files that neither a resume nor a reload of the kept model needs."""
+    sys.path.insert(0, str(ROOT))
+    from harness import records
+    from harness.loop import final_iteration
+    from harness.config import BenchConfig
+
+    rows = records.read_iterations(run_dir)
+    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
+    if not rows:
+        return run_dir
+    kept = {final_iteration(cfg, rows)}
+    if records.read_result(run_dir) is None:
+        kept.add(rows[-1]["iteration"])
+        if cfg.evaluators:
+            kept.add(0)
+    for path in (run_dir / records.MODELS_DIR).glob("iter_*.pt"):
+        if int(path.stem.split("_")[1]) not in kept:
+            path.unlink()
+    return run_dir
+
+
+def pack(job: Job) -> list[Path]:
+    """(d) What the job produced, as tar.gz parts of at most 15 MiB, paths from the repository root."""
+    files = []  # (path, its name in the archive: from the repository root, else from beside the item)
+    for item in job.produced:
+        base = ROOT if item.resolve().is_relative_to(ROOT) else item.resolve().parent
+        found = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item] if item.exists() else []
+        files += [(f, str(f.resolve().relative_to(base))) for f in found]
+    parts, current, size = [], [], 0
+    for f, name in files:
+        if current and size + f.stat().st_size > PART_BYTES:
+            parts.append(current)
+            current, size = [], 0
+        current.append((f, name))
+        size += f.stat().st_size
+    if current:
+        parts.append(current)
+    written = []
+    for k, part in enumerate(parts[:MAX_PARTS], start=1):
+        path = job.out / f"gpu-results-{k}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            for f, name in part:
+                tar.add(f, arcname=name)
+        written.append(path)
+    if len(parts) > MAX_PARTS:
+        print(f"warning: {len(parts) - MAX_PARTS} part(s) did not fit in {MAX_PARTS} files", flush=True)
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, required=True, help="wall time the job may take, packing included")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--queue", type=Path, default=QUEUE)
+    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: throughput, pretrain, queue")
+    ap.add_argument("--tiny", action="store_true", help="try everything on a CPU with tiny budgets")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    job = Job(args.minutes, args.out, args.tiny, args.device)
+    skip = set(filter(None, args.skip.split(",")))
+    records_dir = Path(tempfile.mkdtemp(prefix="gpu-records-")) if args.tiny else ROOT / "leaderboards" / "records" / "gpu"
+    if args.tiny:
+        job.logs = Path(tempfile.mkdtemp(prefix="gpu-logs-"))
+    environment(job)
+    if "throughput" not in skip:
+        throughput(job)
+    if "pretrain" not in skip:
+        pretrain(job)
+    if "queue" not in skip:
+        advance_queue(job, args.queue, records_dir)
+    for path in pack(job):
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    print(f"done with {job.left():.0f} s left", flush=True)
+
+
+if __name__ == "__main__":
+    main()

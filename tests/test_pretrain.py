@@ -1,0 +1,52 @@
+"""`harness pretrain`: clean weights, trained on no image that a run's decisions read, with a
+card that says how they were made; they load as --checkpoint."""
+
+import hashlib
+import json
+
+import pytest
+
+from conftest import needs_shared, run_cli
+from harness.models import create_model
+from harness.pretrain import _row_digests, decision_free_splits
+from harness.settings import BUDGETS
+
+
+@needs_shared
+def test_clean_training_images_exclude_every_budgets_decision_splits(cifar_subset, tmp_path):
+    from harness import registry
+    from harness.session import load_data
+    from harness.config import BenchConfig
+
+    data, vals = decision_free_splits("cifar10", str(cifar_subset), str(tmp_path / "cache"))
+    clean = set(_row_digests(data.train))
+    for budget, preset in BUDGETS.items():
+        cfg = BenchConfig(dataset="cifar10", data_dir=str(cifar_subset), cache_dir=str(tmp_path / "cache"),
+                          budget=budget, calib_size=preset["calib_size"])
+        split = load_data(cfg, registry.get("dataset", "cifar10"))
+        assert _row_digests(split.val) == _row_digests(vals[budget])
+        for held in (split.val, split.calib):
+            digests = set(_row_digests(held))
+            assert not clean & digests
+    # 2,000 training images: the held-out splits overlap but are not nested, so more goes than the largest
+    assert len(data.train) < 2000 - max(preset["calib_size"] + 400 for preset in BUDGETS.values())
+    assert data.val is None and len(data.test) == 500
+
+
+@pytest.mark.slow
+@needs_shared
+def test_pretrain_writes_weights_that_load_and_a_card_that_describes_them(cifar_subset, tmp_path):
+    out = tmp_path / "weights"
+    result = run_cli("pretrain", "--model", "resnet20", "--data-dir", cifar_subset, "--epochs", "0.2",
+                     "--batch-size", "64", "--out", out, "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "resnet20-cifar10-clean.json").read_text())
+    weights = out / card["file"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["sha256"] and card["file"] == "resnet20-cifar10-clean.pt"
+    assert set(card["accuracy"]) == {"val_smoke", "val_quick", "val_paper", "test"}
+    assert card["recipe"]["label_smoothing"] == 0.1 and card["recipe"]["epochs"] == 0.2
+    assert card["data"] == "CIFAR-10 (JPEG)" and card["trained_on"]["images"] < 2000
+    model = create_model("resnet20", 10, (3, 32, 32), "cifar10", checkpoint=str(weights))  # as --checkpoint loads it
+    assert model.arch["model"] == "resnet20"
+    bad = run_cli("pretrain", "--model", "resnet20", "--device", "cpu", "--cuda-graphs", "on", "--out", out)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "valid choices here: auto, off" in bad.stderr
