@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-import weakref
 from pathlib import Path
 
 import click
 
+from harness.cli_options import (STARTED, PluginOptionsCommand, setting_option, progress_bars, bench_options,
+                                 collect_config, deadline_of, split_cores)
 from harness.errors import HarnessError
 from harness.kinds import BY_NAME, KINDS
-from harness.settings import BENCH_SETTINGS, SEEDS, TIME_LIMIT, Setting
+from harness.settings import SEEDS, TIME_LIMIT
 from harness.version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -59,32 +60,6 @@ class HarnessGroup(click.Group):
             sys.exit(EXIT_BAD_INPUT)
 
 
-class PluginOptionsCommand(click.Command):
-    """A command that also takes the options the invocation's plugins declare
-    (harness.api.Option), loaded only when the command runs or shows its help."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._plugin_params = weakref.WeakKeyDictionary()  # registry -> its options as click options
-
-    def get_params(self, ctx):
-        from harness import registry
-
-        current = registry.current()
-        if current not in self._plugin_params:
-            self._plugin_params[current] = [
-                click.Option([opt.flag], default=None, help=f"{opt.help} [default: {_show(opt.default)}]")
-                for opt in current.all_options().values()]
-        params = super().get_params(ctx)  # the command's own, then its help option
-        return params[:len(self.params)] + self._plugin_params[current] + params[len(self.params):]
-
-
-def _show(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_show(v) for v in value)
-    return str(value)
-
-
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
 @click.option("--block", "blocked", multiple=True, metavar="NAME",
@@ -100,72 +75,6 @@ def main(ctx, blocked, builtin_only):
     ctx.meta[STARTED] = time.monotonic()  # --time-limit counts from here
     # this command's own plugins, with its blocking settings (pytest's Config per invocation)
     ctx.with_resource(registry.activated(registry.Registry.from_environment(blocked, builtin_only)))
-
-
-def _progress() -> bool:
-    return sys.stderr.isatty()
-
-
-STARTED = "harness.started"  # click context meta key: when the command started (time.monotonic())
-
-
-def split_cores(processes: int) -> None:
-    """Shards of one sweep on one machine each take their share of its cores: OpenMP pools
-    sized for the whole machine, one per process, oversubscribe it (the KL loop took 146 s
-    instead of 9 s with two torch processes on 2 cores). $OMP_NUM_THREADS, when set, decides."""
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // processes))
-    click.echo(f"{torch.get_num_threads()} torch thread(s): {cores} core(s) shared by {processes} shards "
-               "(set OMP_NUM_THREADS to choose)", err=True)
-
-
-def deadline_of(minutes: float | None) -> float | None:
-    """--time-limit as a time.monotonic() deadline from the command's start, after checking
-    the value."""
-    TIME_LIMIT.check_type(minutes)
-    TIME_LIMIT.check_value(minutes)
-    return None if minutes is None else click.get_current_context().meta[STARTED] + 60.0 * minutes
-
-
-def bench_options(f):
-    """The options of `harness bench`: one per setting of harness.settings."""
-    for setting in reversed(BENCH_SETTINGS.values()):
-        f = _click_option(setting)(f)
-    return f
-
-
-def _click_option(setting: Setting):
-    """The command-line option of a setting."""
-    if setting.type is bool:
-        flags = f"{setting.flag}/--no-{setting.flag[2:]}" if setting.default else setting.flag
-        return click.option(flags, is_flag=True, default=setting.default, show_default=setting.default,
-                            help=setting.help_text())
-    kind = (click.Choice(setting.choices) if setting.choices else click.Path() if setting.path else
-            {int: click.INT, float: click.FLOAT}.get(setting.type, click.STRING))
-    default = None if setting.type is list else setting.default  # a list is comma-separated text there
-    return click.option(setting.flag, type=kind, default=default, show_default=default is not None,
-                        help=setting.help_text())
-
-
-def collect_config(ctx: click.Context, options: dict, config_file: str | None) -> dict:
-    """Options from a config file, overridden by those given on the command line."""
-    from harness.configfile import file_value, read_toml
-
-    from_file = read_toml(config_file) if config_file else {}
-    merged = {}
-    for key, value in options.items():
-        given = ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)
-        in_file = from_file.pop(key, None)
-        if in_file is not None and not given:
-            value = file_value(key, in_file, config_file)
-        merged[key] = value
-    return merged | from_file  # keys the command line does not know stay, to be reported
 
 
 @main.command(cls=PluginOptionsCommand)
@@ -189,7 +98,7 @@ def bench(ctx, resume_dir, config_file, seeds, time_limit, **options):
     from harness.leaderboard import load_table, to_markdown
 
     if resume_dir:
-        run_dirs, ok = resume_bench(Path(resume_dir), progress=_progress(), deadline=deadline_of(time_limit))
+        run_dirs, ok = resume_bench(Path(resume_dir), progress=progress_bars(), deadline=deadline_of(time_limit))
         run_dirs, ok = [run_dirs], ok
     else:
         merged = collect_config(ctx, dict(options, seeds=seeds, time_limit=time_limit), config_file)
@@ -200,7 +109,7 @@ def bench(ctx, resume_dir, config_file, seeds, time_limit, **options):
         run_dirs, ok = [], True
         for i in range(seeds):
             one = cfg.copy_for_seed(cfg.seed + i, suffix=seeds > 1)
-            run_dir, run_ok = run_bench(one, progress=_progress(), deadline=deadline)
+            run_dir, run_ok = run_bench(one, progress=progress_bars(), deadline=deadline)
             run_dirs.append(run_dir)
             ok = ok and run_ok
     table = load_table(run_dirs).drop(columns=["run"])
@@ -223,7 +132,7 @@ def bench(ctx, resume_dir, config_file, seeds, time_limit, **options):
                    "$RAY_ADDRESS, else on a local Ray instance. Each run asks for the sweep file's num_cpus "
                    "(default 1) and num_gpus (default 0, fractions allowed); runs_dir must be a path every node "
                    "shares. A failed run, or one whose node died, is retried from its last record.")
-@_click_option(TIME_LIMIT)
+@setting_option(TIME_LIMIT)
 def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
     """Run the product of the lists in a TOML config, one run after another.
 
@@ -248,7 +157,7 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
     deadline = deadline_of(time_limit)
     if deadline is not None and ray_address is not None:
         raise HarnessError("--time-limit is not supported with --ray (the runs are Ray tasks); use one without the other")
-    _, ok = run_sweep(config_file, progress=_progress(), dry_run=dry_run, shard=shard, ray=ray_address,
+    _, ok = run_sweep(config_file, progress=progress_bars(), dry_run=dry_run, shard=shard, ray=ray_address,
                       deadline=deadline)
     if dry_run:
         return
@@ -290,7 +199,7 @@ def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, 
     check_folder("--out", out)
     card = train_clean(model, dataset, data_dir, cache_dir or default_cache_dir(), Path(out), epochs=epochs,
                        batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, seed=seed, device=device,
-                       cuda_graphs=cuda_graphs, progress=_progress())
+                       cuda_graphs=cuda_graphs, progress=progress_bars())
     accuracies = ", ".join(f"{k} {v:.2f}" for k, v in card["accuracy"].items())
     click.echo(f"wrote {Path(out) / card['file']} (sha256 {card['sha256'][:16]}...): trained on "
                f"{card['trained_on']['images']} images in {card['wall_time_s']:.0f} s; accuracy {accuracies}")
