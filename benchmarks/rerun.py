@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def strip(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "phase_s")} for r in rows]
 
 
 def main():

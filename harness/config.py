@@ -36,6 +36,9 @@ class BenchConfig:
                                           if s.type is float and isinstance(getattr(cfg, s.name), int)})
         if cfg.oracle_epochs > 0 and not cfg.record_decisions:
             raise HarnessError("--oracle-epochs needs the decision records; drop --no-record-decisions")
+        if 0 < cfg.oracle_epochs < cfg.finetune_epochs:
+            raise HarnessError(f"--oracle-epochs {cfg.oracle_epochs:g} must be 0 (off) or at least --finetune-epochs "
+                               f"{cfg.finetune_epochs:g}: the oracle judges over at least the kept model's horizon")
         return cfg
 
     def resolved(self) -> BenchConfig:

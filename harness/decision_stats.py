@@ -35,18 +35,21 @@ class TieRule:
     - **evaluation images**: the binomial variance of an accuracy p measured on n images,
       p (1 - p) / n, summed over the two candidates. Both are scored on the same images, so the
       error of their *difference* is smaller than this sum by the covariance of their per-image
-      outcomes; the records hold no per-image outcomes, so this is an upper bound and the rule
-      errs towards calling ties.
+      outcomes. Records made before the oracle read the test split hold no per-image outcomes,
+      so there this is an upper bound and the rule errs towards calling ties; newer ones
+      record the paired standard error (``paired_se``).
 
     ``z`` = 1.96 calls the oracle's answer only when its gap is significant at 5% (two-sided).
     """
 
     z: float = Z95
 
-    def verdict(self, accuracies: list[list[float]], images: int | None) -> dict:
+    def verdict(self, accuracies: list[list[float]], images: int | None, paired_se: float | None = None) -> dict:
         """The oracle's answer from each candidate's accuracies in % (one per seed) measured on
         ``images`` images (None: unknown, no binomial term): ``best`` (None for a tie), the
-        ``means``, the ``gap`` and its standard errors (points)."""
+        ``means``, the ``gap`` and its standard errors (points). ``paired_se``: the evaluation
+        images' standard error of the gap from per-image outcomes (runs record it since the
+        oracle reads the test split), which replaces the unpaired bound."""
         means = [statistics.fmean(a) for a in accuracies]
         order = sorted(range(len(means)), key=lambda i: -means[i])  # stable: equal means keep their order
         if len(means) < 2:
@@ -56,7 +59,7 @@ class TieRule:
         gap = means[top[0]] - means[top[1]]
         se_seeds = math.sqrt(sum(statistics.variance(accuracies[i]) / len(accuracies[i])
                                  for i in top if len(accuracies[i]) > 1))
-        se_images = 0.0 if not images else 100 * math.sqrt(
+        se_images = paired_se if paired_se is not None else 0.0 if not images else 100 * math.sqrt(
             sum((means[i] / 100) * (1 - means[i] / 100) / images for i in top))
         se = math.hypot(se_seeds, se_images)
         tie = gap == 0 or gap < self.z * se

@@ -97,7 +97,8 @@ def read_decisions(roots: list[Path], rule=TIE_RULE) -> list[Decision]:
                 continue
             accuracies = {split: [c["oracle"][f"{split}_accuracy"] for c in cands] for split in ORACLE_SPLITS}
             images = {split: sizes.get(split) for split in ORACLE_SPLITS}
-            verdict = {split: rule.verdict(accuracies[split], images[split]) for split in ORACLE_SPLITS}
+            paired = row["oracle"].get("paired_se") or {}  # per-image outcomes: records since the test oracle
+            verdict = {split: rule.verdict(accuracies[split], images[split], paired.get(split)) for split in ORACLE_SPLITS}
             found.append(Decision(group, run_dir.name, row["iteration"], cands, accuracies, images, verdict,
                                   row["oracle"].get("epochs"), bool(run.config["config"].get("test_subset"))))
     return found

@@ -20,11 +20,11 @@ from harness.config import BenchConfig
 from harness.errors import HarnessError, TimeLimitReached, first_line, warn
 from harness.measure import count_flops, count_parameters
 from harness.models import save_model
-from harness.oracle import oracle_verdict
+from harness.oracle import ORACLE_SPLIT, TIE_RULE, judged_outcomes
 from harness.seeds import derive_seed
 from harness.session import Session, measure_core
 from harness.structure_types import decision_letter
-from harness.training import accuracy
+from harness.training import predict
 
 
 def selection_key(rows: list[schema.Iteration]) -> str:
@@ -85,6 +85,7 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
             return reason, rows
         check_time_left(s.deadline, s.run_dir, rows)
         t0 = time.perf_counter()
+        s.phase_seconds = {}
         torch.manual_seed(derive_seed(cfg.seed, it))
         with s.phase("criterion"):
             candidates = build_candidates(s, model, it, method)
@@ -106,7 +107,8 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
             measure_core(model, s.data, s.device, rows[0]), iteration=it, decision=decision_letter(winner.type, s.plugins.structures.values()),
             removed=[u.key for u in winner.units],
             candidates=[candidate_record(c, s.data.input_shape, any(c is m for m in mine)) for c in candidates],
-            wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle)
+            wall_time_s=round(time.perf_counter() - t0, 2), oracle=oracle,
+            phase_s={name: round(seconds, 2) for name, seconds in s.phase_seconds.items()})
         save_model(model, records.model_path(s.run_dir, it))
         records.append_iteration(s.run_dir, record)
         rows.append(record)
@@ -173,24 +175,31 @@ def describe_candidates(step: Step, candidates: list[Candidate], similarities: d
 
 
 def run_oracle(s: Session, step: Step, candidates: list[Candidate]) -> schema.DecisionCheck:
-    """The oracle: every candidate, as briefly fine-tuned, trains ``--oracle-epochs`` more
-    with two seeds; each copy's validation (and, for reporting, test) accuracy is recorded.
-    Copies only, under a forked random state: the run goes on exactly as without it."""
-    cfg = s.cfg
-    copies = [copy.deepcopy(c.model) for c in candidates for _ in range(2)]
-    tags = [(step.iteration, "oracle", c.type, k) for c in candidates for k in range(2)]
+    """The oracle: every candidate, as briefly fine-tuned, trains ``--oracle-epochs`` more (at
+    least the kept model's horizon) with ``--oracle-seeds`` seeds; each copy is scored image by
+    image on the validation and the test split, and the verdict reads the test split, which no
+    decision inside the run reads (:mod:`harness.oracle`). Copies only, under a forked random
+    state: the run goes on exactly as without it."""
+    cfg, seeds = s.cfg, s.cfg.oracle_seeds
+    copies = [copy.deepcopy(c.model) for c in candidates for _ in range(seeds)]
+    tags = [(step.iteration, "oracle", c.type, k) for c in candidates for k in range(seeds)]
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if s.device.type == "cuda" else []):
         trained = s.finetune_all(copies, cfg.oracle_epochs, tags, teacher_for(cfg, step.parent))
+    splits = {"val": s.data.val, "test": s.data.test}
+    judged = {}
+    for name, split in splits.items():
+        correct = [torch.stack([predict(m, split, s.data, s.device).argmax(1) == split.labels
+                                for m in trained[i * seeds:(i + 1) * seeds]]) for i in range(len(candidates))]
+        judged[name] = judged_outcomes(correct)
     for i, cand in enumerate(candidates):
-        pair = trained[2 * i: 2 * i + 2]
-        cand.info["oracle"] = {
-            "val_accuracy": [round(s.validation(m)["accuracy"], 4) for m in pair],
-            "test_accuracy": [round(accuracy(m, s.data.test, s.data, s.device), 4) for m in pair],
-        }
-    verdict = oracle_verdict([c.info["oracle"]["val_accuracy"] for c in candidates])
+        cand.info["oracle"] = {f"{name}_accuracy": judged[name][0][i] for name in splits}
+    accuracies, paired_se = judged[ORACLE_SPLIT]
+    verdict = TIE_RULE.verdict(accuracies, len(splits[ORACLE_SPLIT]), paired_se)
     answer = None if verdict["best"] is None else candidates[verdict["best"]].type
-    return schema.DecisionCheck(epochs=cfg.oracle_epochs, seeds=2, split="val", answer=answer, gap=verdict["gap"],
-                                disagreement=verdict["disagreement"])
+    return schema.DecisionCheck(epochs=cfg.oracle_epochs, seeds=seeds, split=ORACLE_SPLIT, answer=answer,
+                                gap=round(verdict["gap"], 4), se=round(verdict["se"], 4),
+                                se_seeds=round(verdict["se_seeds"], 4), se_images=round(verdict["se_images"], 4),
+                                paired_se={name: judged[name][1] for name in splits})
 
 
 def candidate_record(c: Candidate, input_shape: tuple[int, ...], method_saw: bool) -> schema.Candidate:

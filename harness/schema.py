@@ -55,15 +55,22 @@ class Candidate(TypedDict, total=False):
     oracle: Oracle
 
 
-class DecisionCheck(TypedDict):
-    """An iteration's oracle verdict over its candidates."""
+class DecisionCheck(TypedDict, total=False):
+    """An iteration's oracle verdict over its candidates (each candidate's accuracies are in
+    its own record, ``candidates[i].oracle``)."""
 
     epochs: float
     seeds: int
-    split: str  # the split the verdict reads: "val"
+    split: str  # the split the verdict reads: "test" ("val" in records before it moved)
     answer: str | None  # the structure the oracle prefers; None when it cannot tell
-    gap: float | None
-    disagreement: bool | None
+    gap: float | None  # points between the two best candidates' mean accuracies
+    # the verdict's standard error of the gap (points) and its two sources, seeds and evaluation
+    # images (TieRule); not in records before the oracle read the test split
+    se: float
+    se_seeds: float
+    se_images: float
+    paired_se: dict[str, float | None]  # split -> images' standard error of the gap, from per-image outcomes
+    disagreement: float | None  # older records: the largest spread between one candidate's seeds
 
 
 class Measurements(TypedDict, total=False):
@@ -89,6 +96,9 @@ class Iteration(Measurements, total=False):
     removed: list[str]  # the unit keys removed
     candidates: list[Candidate]
     wall_time_s: float  # the iteration's time, criterion to fine-tune
+    # seconds per phase (criterion, candidates, oracle, finetune): what the method costs apart
+    # from the oracle; not in records before it
+    phase_s: dict[str, float]
     oracle: DecisionCheck  # with --oracle-epochs
     non_finite: dict[str, str]
 
@@ -107,10 +117,13 @@ def unpruned_iteration(measurements: Measurements, accuracy_before_baseline: flo
 
 
 def pruned_iteration(measurements: Measurements, *, iteration: int, decision: str, removed: list[str],
-                     candidates: list[Candidate], wall_time_s: float, oracle: DecisionCheck | None = None) -> Iteration:
+                     candidates: list[Candidate], wall_time_s: float, oracle: DecisionCheck | None = None,
+                     phase_s: dict[str, float] | None = None) -> Iteration:
     """Iteration 1 on: the model after removing ``removed`` (``oracle`` only when checked)."""
     record = measurements | Iteration(iteration=iteration, decision=decision, removed=removed,
                                       candidates=candidates, wall_time_s=wall_time_s)
+    if phase_s is not None:
+        record["phase_s"] = phase_s
     if oracle is not None:
         record["oracle"] = oracle
     return record

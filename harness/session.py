@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Session:
     pool: CandidatePool | None = None  # the Ray tasks of --parallel-candidates, started on first use
     unpruned_model: nn.Module | None = None  # iteration 0's model, read once when an evaluator asks
     deadline: float | None = None  # time.monotonic() by which the command must have stopped (--time-limit)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # the current iteration's, by phase
 
     def unpruned(self) -> nn.Module:
         """The run's unpruned model (its record's iteration 0), loaded on first use."""
@@ -124,12 +126,17 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        """Lets evaluators that measure the work itself (energy) track this phase."""
+        """Times this phase into ``phase_seconds`` (waiting for the GPU at its end, so the time
+        is the phase's own) and lets evaluators that measure the work itself (energy) track it."""
+        start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             for ev in self.evaluators:
                 if hasattr(ev, "track"):
                     stack.enter_context(ev.track(name))
             yield
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def eval_context(self, iteration: int, baseline: dict | None, unpruned=None) -> EvalContext:
         return EvalContext(self.data, self.device, self.cfg.options, self.cfg.seed, self.cfg.cache_dir,

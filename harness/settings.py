@@ -194,9 +194,12 @@ RUN_SETTINGS: tuple[Setting, ...] = (
             "decision inside a run (by default at most a fifth of the training split).", check=at_least(1),
             old_records=0),
     Setting("oracle_epochs", float, 0.0,
-            "Check every decision: fine-tune each candidate this many epochs more with two seeds and record its "
-            "validation accuracy (see `harness decisions`); 0 = off. The run itself goes on exactly as without it.",
+            "Check every decision: fine-tune each candidate this many epochs more (at least --finetune-epochs, "
+            "the kept model's horizon) with --oracle-seeds seeds and record its validation and test accuracy; the "
+            "verdict reads the test split, which no decision inside the run reads (see `harness decisions`); "
+            "0 = off. The run itself goes on exactly as without it.",
             check=ZERO_OR_MORE),
+    Setting("oracle_seeds", int, 2, "Seeds of the oracle's fine-tunes (--oracle-epochs).", check=at_least(2)),
     Setting("record_decisions", bool, True,
             "Fine-tune and describe every candidate of every iteration (every similarity metric, validation "
             "accuracy and loss), also those a method would not look at.", old_records=False),

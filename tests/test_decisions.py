@@ -14,7 +14,7 @@ from harness.run import run_bench
 from harness.config import BenchConfig
 from harness.decision_pages import write_decisions
 from harness.decisions import CONTESTED_BELOW, read_decisions, score, tables
-from harness.oracle import oracle_verdict
+from harness.oracle import TIE_RULE, judged_outcomes, oracle_verdict
 
 FAST = ["--budget", "smoke", "--scratch-epochs", "10", "--candidate-epochs", "0.3", "--finetune-epochs", "0.5"]
 
@@ -198,26 +198,55 @@ def test_decisions_without_any_oracle_is_a_one_line_error(tmp_path):
 @pytest.mark.slow
 def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothing(tmp_path):
     plain, plain_result = bench(tmp_path, "plain", "--iterations", "2")
-    checked, checked_result = bench(tmp_path, "checked", "--iterations", "2", "--oracle-epochs", "0.2")
+    checked, checked_result = bench(tmp_path, "checked", "--iterations", "2", "--oracle-epochs", "0.5",
+                                    "--oracle-seeds", "3")
     metrics = sorted(registry.registry("similarity"))
     config = records.read_config(tmp_path / "checked")
     assert config["data"]["val"] == 256 and config["data"]["splits"]["val_accuracy"] == "val"
+    test_images = config["data"]["test"]
     for row in checked[1:]:
-        assert row["oracle"]["seeds"] == 2 and row["oracle"]["split"] == "val"
+        check = row["oracle"]
+        assert check["seeds"] == 3 and check["split"] == "test" and check["epochs"] == 0.5
         for c in row["candidates"]:
             assert sorted(c["similarities"]) == metrics
             assert 0 <= c["val_accuracy"] <= 100 and c["val_loss"] > 0 and c["params"] > 0
-            assert len(c["oracle"]["val_accuracy"]) == 2 and len(c["oracle"]["test_accuracy"]) == 2
-        verdict = oracle_verdict([c["oracle"]["val_accuracy"] for c in row["candidates"]])
+            assert len(c["oracle"]["val_accuracy"]) == 3 and len(c["oracle"]["test_accuracy"]) == 3
+            # accuracies of whole images: a multiple of 100/n
+            assert all(abs(a * test_images / 100 - round(a * test_images / 100)) < 1e-3
+                       for a in c["oracle"]["test_accuracy"])
+        # the verdict is the tie rule's on the test split with the paired error of the images
+        verdict = TIE_RULE.verdict([c["oracle"]["test_accuracy"] for c in row["candidates"]], test_images,
+                                   check["paired_se"]["test"])
         answer = None if verdict["best"] is None else row["candidates"][verdict["best"]]["structure"]
-        assert row["oracle"]["answer"] == answer
+        assert check["answer"] == answer and check["se"] == pytest.approx(verdict["se"], abs=1e-4)
+        # both candidates are scored on the same images: the paired error is below the unpaired bound
+        unpaired = TIE_RULE.verdict([c["oracle"]["test_accuracy"] for c in row["candidates"]], test_images)
+        assert 0 <= check["paired_se"]["test"] < unpaired["se_images"]
+        assert set(row["phase_s"]) == {"criterion", "candidates", "oracle", "finetune"}
+        assert sum(row["phase_s"].values()) <= row["wall_time_s"] + 0.05
+    assert "oracle" not in plain[1]["phase_s"]
     # the oracle trains copies under a forked random state: the run itself is the same
     assert plain_result["decision_path"] == checked_result["decision_path"]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("oracle", "wall_time_s", "candidates")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("oracle", "wall_time_s", "phase_s", "candidates")}  # noqa: E731
     assert [strip(r) for r in plain] == [strip(r) for r in checked]
     a = torch.load(records.model_path(tmp_path / "plain", 2), weights_only=True)
     b = torch.load(records.model_path(tmp_path / "checked", 2), weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    # the board's wall time is the method's: the checked run's oracle seconds are left out
+    from harness.leaderboard.runs import method_seconds
+    assert all(method_seconds(r) == pytest.approx(r["wall_time_s"] - r["phase_s"]["oracle"]) for r in checked[1:])
+
+
+def test_oracle_paired_error_from_per_image_outcomes():
+    # two candidates, two seeds, 4 images: the better one is right on image 0 where the other is wrong
+    better = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 1]], dtype=torch.bool)
+    worse = torch.tensor([[0, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool)
+    accuracies, se = judged_outcomes([worse, better])
+    assert accuracies == [[50.0, 50.0], [75.0, 75.0]]
+    # per-image differences (better - worse): 1, 0, 0, 0 -> sd 0.5, se 0.25 -> 25 points
+    assert se == pytest.approx(25.0)
+    same = torch.ones(2, 4, dtype=torch.bool)
+    assert judged_outcomes([same, same])[1] == 0.0
 
 
 @pytest.mark.parametrize("method, key, sign", [("accuracy-greedy", "val_accuracy", 1), ("loss-greedy", "val_loss", -1)])
@@ -274,7 +303,10 @@ def test_impossible_validation_and_oracle_settings_are_one_line_errors(tmp_path)
     for args, message in ((["--val-size", "5000"], "--val-size 5000 would leave too little"),
                           (["--val-size", "0"], "--val-size 0 must be at least 1"),
                           (["--oracle-epochs", "-1"], "--oracle-epochs -1.0 must be 0 or more"),
-                          (["--oracle-epochs", "1", "--no-record-decisions"], "needs the decision records")):
+                          (["--oracle-epochs", "1", "--no-record-decisions"], "needs the decision records"),
+                          (["--oracle-epochs", "0.05"], "--oracle-epochs 0.05 must be 0 (off) or at least "
+                                                        "--finetune-epochs 0.1"),
+                          (["--oracle-epochs", "1", "--oracle-seeds", "1"], "--oracle-seeds 1 must be at least 2")):
         result = run_cli("bench", "--budget", "smoke", *args, "--runs-dir", str(tmp_path / "runs"))
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1

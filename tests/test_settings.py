@@ -92,7 +92,8 @@ def test_a_setting_an_old_record_lacks_has_the_value_runs_had_before_it():
     old = BenchConfig.from_dict({"model": "tiny-resnet"})
     declared = {s.name: s.old_records for s in RUN_SETTINGS if s.old_records is not NOT_RECORDED}
     assert {name: getattr(old, name) for name in declared} == declared == {
-        "round_to": 1, "val_size": 0, "record_decisions": False, "batch_size": 128, "precision": "fp32", "distill": 0.0}
+        "round_to": 1, "val_size": 0, "record_decisions": False, "batch_size": 128, "precision": "fp32", "distill": 0.0,
+        "cuda_graphs": "off"}
 
 
 def test_the_old_name_of_checked_still_works_with_a_warning():

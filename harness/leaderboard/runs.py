@@ -33,12 +33,21 @@ class Run:
     oracle_share: float | None = None  # of its training epochs, the share the oracle's fine-tunes took
 
 
+def method_seconds(row: schema.Iteration) -> float:
+    """An iteration's wall time less its oracle's (records with per-phase times: the method's
+    own cost); older records time the iteration whole."""
+    return (row.get("wall_time_s") or 0.0) - (row.get("phase_s") or {}).get("oracle", 0.0)
+
+
 def oracle_share(cfg: dict, rows: list[schema.Iteration]) -> float | None:
     """By training epochs, the share of a run's iterations that went to the oracle's fine-tunes
-    (``--oracle-epochs``); None without an oracle. An estimate: the records time each iteration
-    whole, not its phases, and evaluation passes are left out."""
+    (``--oracle-epochs``) in iterations timed whole (records without per-phase times; the
+    others' wall time leaves the oracle out); None without such an oracle. An estimate:
+    evaluation passes are left out."""
     oracle = method = 0.0
     for r in rows[1:]:
+        if "phase_s" in r:
+            continue
         candidates = r.get("candidates") or []
         check = r.get("oracle") or {}
         oracle += len(candidates) * check.get("seeds", 0) * (check.get("epochs") or 0.0)
@@ -142,7 +151,7 @@ def read_run(run_dir: Path) -> Run | None:
         "baseline_accuracy": base["accuracy"], "accuracy": last["accuracy"],
         "accuracy_delta": last.get("accuracy_delta", 0.0),
         # every iteration's time, the ones past the kept model included: the run spent it
-        "wall_time_s": round(sum(r.get("wall_time_s") or 0.0 for r in rows[1:]), 2),
+        "wall_time_s": round(sum(method_seconds(r) for r in rows[1:]), 2),
     }
     row |= evaluator_columns(run.evaluations.get(final))
     row |= {"complete": run.complete, "run": run_dir.name}
