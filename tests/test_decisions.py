@@ -139,7 +139,7 @@ def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothin
             assert 0 <= c["val_accuracy"] <= 100 and c["val_loss"] > 0 and c["params"] > 0
             assert len(c["oracle"]["val_accuracy"]) == 2 and len(c["oracle"]["test_accuracy"]) == 2
         verdict = oracle_verdict([c["oracle"]["val_accuracy"] for c in row["candidates"]])
-        answer = None if verdict["best"] is None else row["candidates"][verdict["best"]]["structure"]
+        answer = None if verdict["best"] is None else row["candidates"][verdict["best"]]["type"]
         assert row["oracle"]["answer"] == answer
     # the oracle trains copies under a forked random state: the run itself is the same
     assert plain_result["decision_path"] == checked_result["decision_path"]
@@ -156,7 +156,7 @@ def test_validation_greedy_methods_keep_the_best_candidate_on_validation(tmp_pat
     for row in rows[1:]:
         cands = row["candidates"]
         best = max(range(len(cands)), key=lambda i: (sign * cands[i][key], -i))  # a tie goes to the layer
-        assert row["decision"] == cands[best]["structure"][0].upper()
+        assert row["decision"] == cands[best]["type"][0].upper()
     assert len(result["decision_path"]) == 3
 
 

@@ -396,6 +396,7 @@ def test_schema_reads_an_old_record(tmp_path):
 
 
 def test_schema_constructors_rebuild_a_committed_record_exactly():
+    """As read (the committed records are older than ``type``: the reader names it so)."""
     run_dir = ROOT / "leaderboards" / "records" / "decisions" / "decisions-resnet32-cifar10-cka-kl-cka-s4"
     run = records.RunRecord.read(run_dir)
     measured = set(schema.Measurements.__annotations__)
@@ -403,7 +404,7 @@ def test_schema_constructors_rebuild_a_committed_record_exactly():
     assert schema.unpruned_iteration({k: v for k, v in base.items() if k in measured},
                                      base["accuracy_before_baseline"]) == base
     for row in run.iterations[1:]:
-        candidates = [schema.candidate(**{k: c[k] for k in ("structure", "similarity", "units", "flops", "params",
+        candidates = [schema.candidate(**{k: c[k] for k in ("type", "similarity", "units", "flops", "params",
                                                             "finetuned", "method_saw")},
                                        info={k: c[k] for k in ("similarities", "val_accuracy", "val_loss", "oracle")})
                       for c in row["candidates"]]

@@ -133,7 +133,7 @@ def test_the_conformance_kit_passes_the_example_package_in_its_own_tests(example
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join([example_env["PYTHONPATH"], str(ROOT)])),
                             cwd=EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 passed" in result.stdout
+    assert "15 passed" in result.stdout
     checked = run_cli("check-plugin", "similarity", "rsa", env=example_env)
     assert checked.returncode == 0 and checked.stdout.strip() == \
         "ok similarity rsa (harness-example-plugins 0.1.0): conforms"
@@ -158,7 +158,7 @@ def test_the_example_method_decides_on_validation_data_and_records_its_numbers(e
         scores = [c["val_agreement"] for c in row["candidates"]]
         assert all(0 <= s <= 100 for s in scores)
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        assert row["decision"] == row["candidates"][best]["structure"][0].upper()
+        assert row["decision"] == row["candidates"][best]["type"][0].upper()
 
 
 @pytest.mark.slow
