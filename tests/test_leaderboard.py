@@ -18,18 +18,19 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", label="CIFAR-10 (JPEG)", method="cka",
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
              decisions=None, final=None, stop_on_drop=None, version=2, evaluations=None, complete=True,
-             wall=10.0, hardware=None) -> Path:
+             wall=10.0, hardware=None, options=None, similarity="cka", option_defaults=None) -> Path:
     """A run directory as harness/run.py writes it, built through harness.schema: config.json,
     iterations.jsonl (0 is the unpruned model), evaluations.jsonl when given, and result.json
     when complete. ``version=1`` leaves out what schema 1 lacked (data label, final_iteration,
     and the keys added since: hardware, option defaults, val_accuracy, chosen_on)."""
     run_dir = root / name
-    cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": "cka",
+    cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": similarity,
            "seed": seed, "budget": "quick", "structures": ["layer", "filter"], "stop_on_drop": stop_on_drop,
            "iterations": len(accuracies) - 1, "name": name, "runs_dir": str(root), "cache_dir": "/tmp/cache",
-           "device": "cpu"}
+           "device": "cpu", "options": options or {}}
     config = schema.run_config(config=cfg, versions={"schema_version": version}, hardware=hardware or {},
-                               command=["harness", "bench"], option_defaults={}, data={"label": label})
+                               command=["harness", "bench"], option_defaults=option_defaults or {},
+                               data={"label": label})
     if not hardware:  # records from before the hardware field
         del config["hardware"]
     if version < 2:
