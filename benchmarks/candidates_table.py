@@ -31,7 +31,7 @@ def main(runs: list[Path]) -> None:
     for run in runs:
         rows = records.read_iterations(run)
         for row in rows:
-            by_type = {c["structure"]: c for c in row.get("candidates", [])}
+            by_type = {c["type"]: c for c in row.get("candidates", [])}
             parent = rows[row["iteration"] - 1]["flops"] if row["iteration"] else row["flops"]
             print(f"| {run.name} | {row['iteration']} | {row.get('decision') or ''} | "
                   + " | ".join(cell(by_type.get(t), parent) for t in types)

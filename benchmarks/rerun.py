@@ -1,7 +1,9 @@
 """Runs a committed run again from its own config.json, in a fresh runs folder and cache,
 with the threads it recorded, and compares what it writes with the committed records:
 every iteration record (decisions, units removed, FLOPs, parameters, accuracies, every
-candidate's numbers) and result.json, wall times aside. Exit status 1 when they differ.
+candidate's numbers) and result.json, wall times aside. Both sides are read through the
+record schema's reader, so a key renamed since the committed run (a candidate's ``structure``,
+now ``type``) compares as the same. Exit status 1 when they differ.
 
     python benchmarks/rerun.py leaderboards/records/table3-resnet32/table3-resnet32-cifar10-layer-only-kl-cka-s2
 

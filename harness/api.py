@@ -36,9 +36,10 @@ class Option:
 
     ``parse`` turns a command-line string into the value (config files may give the
     value already typed, which ``parse`` must accept too); ``check`` returns an error
-    message for an impossible value, or None. ``affects_training`` says that the option
-    changes the network or its training (a model family's sizes), so cached baselines are
-    kept apart by it; other options (an evaluator's, a metric's) never retrain a baseline.
+    message for an impossible value, or None. ``affects_training`` says whether the option
+    changes the network or its training, so that cached baselines are kept apart by it;
+    left None, it does for a model family's and a data set's options (a width, a resolution)
+    and does not for the other kinds' (an evaluator's, a metric's never retrain a baseline).
 
     A run stores only the options of the plugins it uses.
     """
@@ -48,7 +49,7 @@ class Option:
     help: str
     parse: Callable[[Any], Any] = str
     check: Callable[[Any], str | None] | None = None
-    affects_training: bool = False
+    affects_training: bool | None = None
 
     @property
     def flag(self) -> str:

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from harness import records
-from harness.api import Option
 from harness.checks import check_criterion_supports, check_model_takes_data
 from harness.errors import HarnessError
 from harness.models import create_model, load_model, save_model
@@ -43,11 +42,24 @@ def split_digest(split) -> str:
     return digest.hexdigest()
 
 
-def training_options(options: dict, declared: dict[str, Option]) -> list:
+def training_options(options: dict, keyed: set[str]) -> list:
     """The run's plugin options (``options``, by name) that change the network or its
-    training (as ``declared``): the only ones that key a cached baseline (an evaluator's
-    option never retrains one)."""
-    return sorted((k, v) for k, v in options.items() if k in declared and declared[k].affects_training)
+    training (``keyed``: :meth:`harness.runplugins.RunPlugins.training_options`): the only
+    ones that key a cached baseline (an evaluator's option never retrains one)."""
+    return sorted((k, v) for k, v in options.items() if k in keyed)
+
+
+def check_same_network(cached: nn.Module, built: nn.Module, cache: Path, options: dict) -> None:
+    """The cached baseline must be the network this run's settings build: a model family
+    option that changes the network but is declared ``affects_training=False`` keys no
+    baseline, and reusing another network's would be silently wrong."""
+    if cached.arch == built.arch:
+        return
+    differ = sorted(k for k in {*cached.arch, *built.arch} if cached.arch.get(k) != built.arch.get(k))
+    shown = ", ".join(f"{k} {cached.arch.get(k)!r} there, {built.arch.get(k)!r} here" for k in differ[:3])
+    raise HarnessError(f"the cached baseline {cache} is another network than this run's settings build ({shown}): "
+                       f"an option that changes the network keys no baseline (declared affects_training=False?); "
+                       f"the run's options: {', '.join(sorted(options)) or '(none)'}")
 
 
 def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
@@ -74,7 +86,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     # folder whose images changed, train a baseline of their own
     key = content_key(cfg.model, cfg.dataset, split_digest(data.train), cfg.checkpoint and file_digest(cfg.checkpoint),
                       cfg.pretrained, epochs, recipe, cfg.seed,
-                      training_options(cfg.options, s.plugins.options()))
+                      training_options(cfg.options, s.plugins.training_options()))
     cache = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{key}.pt"
     before = measure_core(model, data, device, None)["accuracy"] if has_weights else None
     # runs started side by side (sweep shards) wait for one of them to train the shared
@@ -83,10 +95,13 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
         records.remove_temporaries(cache.parent, cache.name)  # a killed writer's half-written copy
         if cache.exists():
             try:
-                print(f"baseline: reusing {cache}")
-                return load_model(cache, device), before
+                cached = load_model(cache, device)
             except HarnessError:
-                pass  # a broken cache entry is rebuilt
+                cached = None  # a broken cache entry is rebuilt
+            if cached is not None:
+                check_same_network(cached, model, cache, cfg.options)
+                print(f"baseline: reusing {cache}")
+                return cached, before
         with s.phase("baseline"):
             train(model, data, epochs, recipe=recipe, seed=derive_seed(cfg.seed, "baseline"), device=device,
                   desc="baseline", progress=s.progress)

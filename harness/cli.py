@@ -45,7 +45,7 @@ class HarnessGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
-        from harness.errors import RunsFailed, RunStopped, TimeLimitReached
+        from harness.errors import RunsFailed, RunStopped, TimeLimitReached, print_traceback
 
         try:
             return super().invoke(ctx)
@@ -53,9 +53,11 @@ class HarnessGroup(click.Group):
             click.echo(f"harness: {exc}", err=True)
             sys.exit(EXIT_TIME_LIMIT)
         except (RunStopped, RunsFailed) as exc:
+            print_traceback(exc)
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_RUN_STOPPED)
         except HarnessError as exc:
+            print_traceback(exc)
             click.echo(f"harness: error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
 
@@ -67,12 +69,16 @@ class HarnessGroup(click.Group):
                    "comma-separated).")
 @click.option("--builtin-only", is_flag=True, default=False,
               help="Load the built-in plugins only (also $HARNESS_BUILTIN_PLUGINS_ONLY=1).")
+@click.option("--traceback", "tracebacks", is_flag=True, default=False,
+              help="Print the full stack of any error before its one line (also $HARNESS_TRACEBACK=1).")
 @click.pass_context
-def main(ctx, blocked, builtin_only):
+def main(ctx, blocked, builtin_only, tracebacks):
     """prunebench: benchmark structured pruning (layers, filters, heads) of neural networks."""
     from harness import registry
+    from harness.errors import tracebacks_shown
 
     ctx.meta[STARTED] = time.monotonic()  # --time-limit counts from here
+    ctx.with_resource(tracebacks_shown(tracebacks))
     # this command's own plugins, with its blocking settings (pytest's Config per invocation)
     ctx.with_resource(registry.activated(registry.Registry.from_environment(blocked, builtin_only)))
 
@@ -264,14 +270,38 @@ def export_command(run_dir, fmt, iteration, out, check_samples):
 @main.command("check-plugin")
 @click.argument("kind", type=click.Choice([kind.name for kind in KINDS if kind.conformance]))
 @click.argument("name")
-def check_plugin(kind, name):
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="The network to check a structure, criterion or evaluator on [default: resnet20, or for a "
+                   "structure that does not prune it a model of the structure's own package]; for a model family, "
+                   "the model to build (a prefix family's: timm:<name>).")
+@click.option("--input-shape", default="3,32,32", show_default=True, metavar="C,H,W",
+              help="One input's shape, for the network checked on (rows: F).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where a data set's files are (data sets only).")
+def check_plugin(kind, name, model_name, input_shape, data_dir):
     """Run the conformance kit (harness.testing) on an installed plugin: the invariants every
     plugin of its kind must keep. Exit status 0 when it conforms, 1 when it does not."""
     from harness import registry, testing
 
-    problems = getattr(testing, BY_NAME[kind].conformance)(registry.build(kind, name))
-    info = registry.info(kind, name)
-    where = f" ({info.package} {info.version})" if info else ""
+    info = registry.current().entry(kind, name)
+    try:
+        shape = tuple(int(part) for part in input_shape.split(","))
+    except ValueError:
+        raise HarnessError(f"--input-shape {input_shape!r} must be whole numbers separated by commas, "
+                           "e.g. 3,32,32") from None
+    check = getattr(testing, BY_NAME[kind].conformance)
+    if kind == "model":
+        problems = check(info.build(), model_name or name, input_shape=shape)
+    elif kind == "dataset":
+        problems = check(info.build(), data_dir=data_dir)
+    elif kind in ("structure", "criterion", "evaluator"):
+        model = _model_to_check_on(info, model_name, shape)
+        extra = {"input_shape": shape} if kind in ("structure", "criterion") else {}
+        if kind == "criterion" and model is not None:
+            extra["structures"] = testing.structures_for(model)
+        problems = check(info.build(), model=model, **extra)
+    else:
+        problems = check(info.build())
+    where = f" ({info.package} {info.version})".replace(" )", ")")
     for problem in problems:
         click.echo(f"FAIL {kind} {name}{where}: {problem}")
     if problems:
@@ -279,18 +309,38 @@ def check_plugin(kind, name):
     click.echo(f"ok {kind} {name}{where}: conforms")
 
 
+def _model_to_check_on(info, model_name: str | None, shape: tuple[int, ...]):
+    """The network ``--model`` names; without it, the kit's default (None) unless a structure
+    does not prune that one and its own package has a model family whose network it prunes."""
+    from harness import registry, testing
+
+    if model_name:
+        return testing.model_named(model_name, input_shape=shape)
+    if info.kind != "structure" or info.obj.supports(testing.model_named("resnet20")):
+        return None
+    for family in registry.current().of_kind("model").values():
+        if family.package == info.package and not family.name.endswith(":"):
+            model = testing.model_named(family.name, input_shape=shape)
+            if info.obj.supports(model):
+                return model
+    return None
+
+
 @main.command("plugins")
 def plugins_command():
-    """List every plugin: kind, name and the package (and version) it came from."""
+    """List every plugin: kind, the name that chooses it and the package (and version) it came
+    from. A plugin whose name another plugin of its kind has too is listed as PACKAGE:NAME."""
     from harness import registry
 
-    rows = sorted(registry.all_plugins(), key=lambda p: (p.kind, p.name))
-    width = max(len(p.name) for p in rows) if rows else 4
+    current = registry.current()
+    rows = sorted(((kind.name, chosen, p) for kind in KINDS for chosen, p in current.of_kind(kind.name).items()),
+                  key=lambda r: (r[0], r[1]))
+    width = max(len(chosen) for _, chosen, _ in rows) if rows else 4
     click.echo(f"{'kind':<11} {'name':<{width}} package")
-    for p in rows:
-        kind_of = getattr(p.obj, "type", "") if p.kind == "structure" else ""
+    for kind, chosen, p in rows:
+        kind_of = getattr(p.obj, "type", "") if kind == "structure" else ""
         extra = f"  (type {kind_of})" if kind_of else ""
-        click.echo(f"{p.kind:<11} {p.name:<{width}} {p.package} {p.version}{extra}")
+        click.echo(f"{kind:<11} {chosen:<{width}} {p.package} {p.version}{extra}")
 
 
 @main.command()

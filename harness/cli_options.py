@@ -25,10 +25,17 @@ class PluginOptionsCommand(click.Command):
         current = registry.current()
         if current not in self._plugin_params:
             self._plugin_params[current] = [
-                click.Option([opt.flag], default=None, help=f"{opt.help} [default: {_show(opt.default)}]")
+                click.Option([opt.flag], type=_click_type(opt), default=None,
+                             help=f"{opt.help} [default: {_show(opt.default)}]")
                 for opt in current.all_options().values()]
         params = super().get_params(ctx)  # the command's own, then its help option
         return params[:len(self.params)] + self._plugin_params[current] + params[len(self.params):]
+
+
+def _click_type(opt) -> click.ParamType:
+    """A plugin option's type on the command line (``--help`` shows it): its ``parse`` when that
+    is ``int`` or ``float``, else text, which the plugin's own ``parse`` reads."""
+    return {int: click.INT, float: click.FLOAT}.get(opt.parse, click.STRING)
 
 
 def _show(value) -> str:

@@ -120,7 +120,7 @@ def selectors(decisions: list[Decision]) -> dict[str, Selector | None]:
     similarity metric (the CKA-guided method with that metric), the validation-greedy ones,
     random (None: scored by its expectation) and always-<type>."""
     metrics = sorted({m for d in decisions for c in d.candidates for m in (c.get("similarities") or {})})
-    types = sorted({c["structure"] for d in decisions for c in d.candidates},
+    types = sorted({c["type"] for d in decisions for c in d.candidates},
                    key=lambda t: (t != "layer", t != "filter", t))
     out: dict[str, Selector | None] = {}
     for metric in sorted(metrics, key=lambda m: m != "cka"):
@@ -130,7 +130,7 @@ def selectors(decisions: list[Decision]) -> dict[str, Selector | None]:
     out["loss-greedy"] = lambda cs: _argbest([c.get("val_loss") for c in cs], -1.0)
     out["random"] = None
     for t in types:
-        out[f"always {t}"] = lambda cs, t=t: next((i for i, c in enumerate(cs) if c["structure"] == t), None)
+        out[f"always {t}"] = lambda cs, t=t: next((i for i, c in enumerate(cs) if c["type"] == t), None)
     return out
 
 

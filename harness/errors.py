@@ -1,7 +1,10 @@
-"""The errors the CLI turns into one line on stderr, without a traceback, and the one
-channel for warnings."""
+"""The errors the CLI turns into one line on stderr, without a traceback unless asked
+(``harness --traceback`` or ``HARNESS_TRACEBACK=1``), and the one channel for warnings."""
 
+import contextlib
+import os
 import sys
+import traceback
 
 
 class HarnessError(Exception):
@@ -42,9 +45,45 @@ def unknown_name(kind: str, name: str, valid) -> HarnessError:
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message, for one-line errors."""
+    """The first line of an exception's message, for one-line errors; one cut at ``limit``
+    characters ends at a word, with an ellipsis."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def described(exc: BaseException) -> str:
+    """An exception as one line: a HarnessError's message as it is (a plugin's failure names
+    the plugin already), anything else with its type."""
+    return str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {first_line(exc)}"
+
+
+_TRACEBACKS: list[bool] = []  # set by `harness --traceback` for the length of one command
+
+
+@contextlib.contextmanager
+def tracebacks_shown(on: bool):
+    _TRACEBACKS.append(on)
+    try:
+        yield
+    finally:
+        _TRACEBACKS.pop()
+
+
+def tracebacks_wanted() -> bool:
+    """``harness --traceback`` or ``HARNESS_TRACEBACK=1`` (the variable reaches sweep shards and Ray tasks)."""
+    if _TRACEBACKS and _TRACEBACKS[-1]:
+        return True
+    return os.environ.get("HARNESS_TRACEBACK", "").lower() not in ("", "0", "false", "no")
+
+
+def print_traceback(exc: BaseException) -> None:
+    """The full stack of ``exc`` and of what caused it (a plugin's own frames) on stderr, when asked."""
+    if tracebacks_wanted():
+        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.flush()
 
 
 def warn(message: str) -> None:

@@ -29,15 +29,15 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("model", "models", "ModelFamily", setting="model",
+    Kind("model", "models", "ModelFamily", setting="model", conformance="check_model_family",
          description="networks created by name (``resnet20``), rebuilt from an architecture spec, with optional "
                      "pretrained weights."),
-    Kind("dataset", "datasets", "Dataset", setting="dataset",
+    Kind("dataset", "datasets", "Dataset", setting="dataset", conformance="check_dataset",
          description="loaders for train, calibration and test splits, with the normalisation the models expect."),
     Kind("structure", "structures", "Structure", every=True, conformance="check_structure",
          description="a kind of prunable unit (a residual block, a filter) that can be listed, ablated temporarily "
                      "and removed for good."),
-    Kind("method", "methods", "Method", setting="method",
+    Kind("method", "methods", "Method", setting="method", conformance="check_method",
          description="the decision rule of one pruning iteration (which candidates to build and which to keep)."),
     Kind("criterion", "criteria", "Criterion", setting="criterion", conformance="check_criterion",
          description="importance scores for units of a structure; lower means less important, comparable across "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
 import time
 
@@ -17,7 +18,8 @@ from harness import records, schema
 from harness.api import Candidate, Similarity, Step
 from harness.candidates import build_candidates
 from harness.config import BenchConfig
-from harness.errors import HarnessError, TimeLimitReached, first_line, warn
+from harness.errors import HarnessError, PluginError, TimeLimitReached, described, print_traceback, warn
+from harness.runplugins import label_of
 from harness.measure import count_flops, count_parameters
 from harness.models import save_model
 from harness.oracle import ORACLE_SPLIT, TIE_RULE, judged_outcomes
@@ -92,10 +94,10 @@ def iterate(s: Session, model: nn.Module, rows: list[schema.Iteration]) -> tuple
         mine = [c for c in candidates if c.type in method.structures([c.type for c in candidates])]
         if not mine:
             return "nothing left to remove", rows
-        step = make_step(s, model, it)
+        step = make_step(s, model, it, candidates)
         with s.phase("candidates"):
             if cfg.record_decisions:
-                describe_candidates(step, candidates, s.plugins.similarities, cfg.candidate_epochs)
+                describe_candidates(step, candidates, s.plugins.similarities, cfg.candidate_epochs, cfg.similarity)
             winner = method.select(step, mine)
         oracle = None
         if cfg.oracle_epochs > 0:
@@ -123,9 +125,12 @@ def teacher_for(cfg: BenchConfig, parent: nn.Module) -> nn.Module | None:
     return parent if cfg.distill > 0 else None
 
 
-def make_step(s: Session, parent: nn.Module, it: int) -> Step:
+def make_step(s: Session, parent: nn.Module, it: int, candidates: list[Candidate] = ()) -> Step:
     """The services a method gets in iteration ``it``. Representations are computed once
-    per model and forgotten when the model trains again."""
+    per model and forgotten when the model trains again. The loop owns fine-tuning: a
+    candidate's model fine-tuned once is not trained again, whoever asks (a method written
+    when methods fine-tuned candidates themselves gets the model as it is; asking for other
+    epochs is a one-line error), so the record describes the model the method judged."""
     cfg = s.cfg
     similarity = s.plugins.similarity
     features: dict[int, torch.Tensor] = {}
@@ -137,27 +142,69 @@ def make_step(s: Session, parent: nn.Module, it: int) -> Step:
             features[id(m)] = s.features(m)
         return features[id(m)]
 
+    def candidate_of(m) -> Candidate | None:
+        return next((c for c in candidates if c.model is m), None)
+
+    def tuned_already(m, epochs) -> bool:
+        cand = candidate_of(m)
+        if cand is None or cand.finetuned_epochs is None:
+            return False
+        if cand.finetuned_epochs != epochs:
+            raise HarnessError(f"method {cfg.method} fine-tunes the {cand.type} candidate for {epochs:g} epochs after "
+                               f"it was fine-tuned for {cand.finetuned_epochs:g}: the loop fine-tunes candidates "
+                               "(--candidate-epochs); to train one longer, fine-tune a copy (copy.deepcopy)")
+        return True
+
+    def mark(m, epochs):
+        cand = candidate_of(m)
+        if cand is not None:
+            cand.finetuned_epochs = epochs
+
     def finetune(m, epochs):
+        if tuned_already(m, epochs):
+            return m
         features.pop(id(m), None)
-        return s.finetune(m, epochs, (it, "candidate", next(counter)), teacher)
+        trained = s.finetune(m, epochs, (it, "candidate", next(counter)), teacher)
+        mark(trained, epochs)
+        return trained
 
     def finetune_all(ms, epochs, tags=None):
-        for m in ms:
-            features.pop(id(m), None)
         tags = [(it, *t) for t in tags] if tags else [(it, "candidate", next(counter)) for _ in ms]
-        return s.finetune_all(ms, epochs, tags, teacher)
+        todo = [i for i, m in enumerate(ms) if not tuned_already(m, epochs)]
+        for i in todo:
+            features.pop(id(ms[i]), None)
+        trained = s.finetune_all([ms[i] for i in todo], epochs, [tags[i] for i in todo], teacher) if todo else []
+        out = list(ms)
+        for i, m in zip(todo, trained):
+            out[i] = m
+            mark(m, epochs)
+        return out
 
     return Step(iteration=it, parent=parent, config=cfg, rng=random.Random(derive_seed(cfg.seed, it, "method")),
-                finetune=finetune, similarity=lambda p, c: similarity(feats(p), feats(c)),
+                finetune=finetune, similarity=lambda p, c: in_range(similarity, similarity(feats(p), feats(c))),
                 finetune_all=finetune_all, validation=s.validation if s.data.val is not None else None,
                 data=s.data, features=feats, device=s.device)
 
 
+def in_range(metric: Similarity, value) -> float:
+    """A similarity as its metric declares it: a finite number no higher than its ``maximum``
+    (what identical inputs give); else one line naming the metric (a decision taken on a value
+    out of range, or on NaN, would be silently wrong)."""
+    maximum = float(getattr(metric, "maximum", 1.0))
+    number = float(value)
+    if not math.isfinite(number) or number > maximum + 1e-6 * max(1.0, abs(maximum)):
+        raise HarnessError(f"{label_of(metric, 'similarity')} gave {number:.6g}, outside its declared range "
+                           f"(a finite number, at most its maximum {maximum:g}); check it with harness check-plugin "
+                           f"similarity {metric.name}")
+    return number
+
+
 def describe_candidates(step: Step, candidates: list[Candidate], similarities: dict[str, Similarity],
-                        epochs: float) -> None:
+                        epochs: float, decisive: str | None = None) -> None:
     """The decision record of every candidate: all of them get the method's brief fine-tune
     (``epochs``; one fine-tune serves every metric), then every similarity metric, the
-    validation accuracy and loss."""
+    validation accuracy and loss. A metric that fails or gives a value out of its range is
+    recorded as None with a warning, except ``decisive`` (the run's own), which stops the run."""
     step.finetune_candidates(candidates, epochs)
     parent = step.features(step.parent)
     for cand in candidates:
@@ -165,13 +212,23 @@ def describe_candidates(step: Step, candidates: list[Candidate], similarities: d
         sims = {}
         for name, metric in similarities.items():
             try:
-                sims[name] = round(float(metric(parent, child)), 6)
+                sims[name] = round(in_range(metric, metric(parent, child)), 6)
+            except HarnessError as exc:
+                if name == decisive:
+                    raise
+                warn_failed(name, exc)
+                sims[name] = None
             except Exception as exc:  # one broken metric must not take the run down
-                warn(f"similarity {name} failed: {type(exc).__name__}: {first_line(exc)}")
+                warn_failed(name, exc)
                 sims[name] = None
         cand.info["similarities"] = sims
         if step.validation is not None:
             step.validate(cand)
+
+
+def warn_failed(name: str, exc: BaseException) -> None:
+    print_traceback(exc)
+    warn(str(exc) if isinstance(exc, HarnessError) else f"similarity {name} failed: {described(exc)}")
 
 
 def run_oracle(s: Session, step: Step, candidates: list[Candidate]) -> schema.DecisionCheck:
@@ -203,7 +260,7 @@ def run_oracle(s: Session, step: Step, candidates: list[Candidate]) -> schema.De
 
 
 def candidate_record(c: Candidate, input_shape: tuple[int, ...], method_saw: bool) -> schema.Candidate:
-    return schema.candidate(structure=c.type, similarity=c.similarity, units=len(c.units),
+    return schema.candidate(type=c.type, similarity=c.similarity, units=len(c.units),
                             flops=count_flops(c.model, input_shape), params=count_parameters(c.model),
                             finetuned=c.finetuned_epochs is not None, method_saw=method_saw, info=c.info)
 
@@ -220,19 +277,19 @@ def run_evaluators(s: Session, model: nn.Module, iteration: int) -> schema.Evalu
                              s.unpruned if iteration else None)
         try:
             results[ev.name] = ev.evaluate(model, ctx)
-        except HarnessError as exc:
-            errors[ev.name] = str(exc)
         except Exception as exc:  # a broken evaluator must not take the run down
-            errors[ev.name] = f"{type(exc).__name__}: {first_line(exc)}"
-        if ev.name in errors:
-            warn(f"evaluator {ev.name} failed at iteration {iteration}: {errors[ev.name]}")
+            print_traceback(exc)
+            errors[ev.name] = described(exc)
+            # a plugin's failure names the evaluator already
+            warn(f"{errors[ev.name]} at iteration {iteration}" if isinstance(exc, PluginError)
+                 else f"evaluator {ev.name} failed at iteration {iteration}: {errors[ev.name]}")
     row = schema.evaluation(iteration, results, errors)
     records.append_evaluation(s.run_dir, row)
     return row
 
 
 def report_iteration(r: schema.Iteration, structures) -> None:
-    sims = " ".join(f"{decision_letter(c['structure'], structures)}={c['similarity']:.4f}" for c in r["candidates"]
+    sims = " ".join(f"{decision_letter(c['type'], structures)}={c['similarity']:.4f}" for c in r["candidates"]
                     if c["similarity"] is not None)
     print(f"iteration {r['iteration']}: {r['decision']} {sims} removed {len(r['removed'])} unit(s); "
           f"FLOPs -{r['flops_reduction_pct']:.2f}% params -{r['params_reduction_pct']:.2f}% "

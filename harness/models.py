@@ -14,18 +14,29 @@ from harness.checkpoints import load_state, read_checkpoint
 from harness.deprecation import moved_names
 from harness.errors import HarnessError
 from harness.records import atomic_write_bytes
+from harness.runplugins import Guarded
+
+
+def family_of(name: str):
+    """The registered model family of ``name``, guarded: a failure of its code is blamed on it,
+    also when a structure's surgery or a reload calls it."""
+    info = registry.current().entry("model", name)
+    return Guarded(info.obj, "model", info)
 
 
 def build_from_arch(arch: dict) -> nn.Module:
     """A network with fresh weights from an architecture spec (``arch["model"]`` names the family)."""
-    return registry.get("model", arch["model"]).build(arch)
+    if not isinstance(arch, dict) or not isinstance(arch.get("model"), str):
+        raise HarnessError(f"an architecture spec must be a dict naming its model family under \"model\"; "
+                           f"got {str(arch)[:80]}")
+    return family_of(arch["model"]).build(arch)
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], dataset: str,
                  checkpoint: str | None = None, pretrained: bool = False, family=None) -> nn.Module:
     """A new network by name; ``family`` is a run's own model family (default: the registered
     one)."""
-    family = family or registry.get("model", name)
+    family = family or family_of(name)
     if checkpoint and pretrained:
         raise HarnessError("give either --checkpoint or --pretrained, not both")
     model = family.build(family.default_arch(name, num_classes, tuple(input_shape)))

@@ -217,8 +217,9 @@ def _append_line(path: Path, record: dict) -> None:
 
 
 def read_iterations(run_dir: Path) -> list[schema.Iteration]:
-    """One dict per finished iteration; iteration 0 is the unpruned model."""
-    return _read_lines(Path(run_dir) / ITERATIONS_FILE)
+    """One dict per finished iteration; iteration 0 is the unpruned model. Older records are
+    read as the current schema has them (:func:`harness.schema.read_iteration`)."""
+    return [schema.read_iteration(row) for row in _read_lines(Path(run_dir) / ITERATIONS_FILE)]
 
 
 def append_iteration(run_dir: Path, record: schema.Iteration) -> None:

@@ -23,8 +23,9 @@ from harness.session import Session, measure_core, open_session
 
 
 def run_name(cfg: BenchConfig) -> str:
-    return cfg.name or (f"{cfg.model.replace(':', '_')}-{cfg.dataset}-{cfg.method}-{cfg.criterion}-{cfg.similarity}"
-                        f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # a qualified plugin name (PACKAGE:NAME) or a prefix model (timm:...) makes no colon in a folder name
+    return cfg.name or (f"{cfg.model}-{cfg.dataset}-{cfg.method}-{cfg.criterion}-{cfg.similarity}"
+                        f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}").replace(":", "_")
 
 
 def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False,

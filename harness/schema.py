@@ -39,9 +39,11 @@ class Oracle(TypedDict):
 
 
 class Candidate(TypedDict, total=False):
-    """One candidate of an iteration: a child model that removes units of one structure."""
+    """One candidate of an iteration: a child model that removes units of one structure.
+    Records written before issue 26 name ``type`` ``structure``; :func:`read_iteration` reads
+    them as the new ones."""
 
-    structure: str  # "layer", "filter", "head", "neuron"
+    type: str  # the type of structure it removes: "layer", "filter", "head", "neuron"
     similarity: float | None  # the run's similarity between parent and candidate (the method's score)
     units: int  # how many units it removes
     flops: int
@@ -103,12 +105,28 @@ class Iteration(Measurements, total=False):
     non_finite: dict[str, str]
 
 
-def candidate(*, structure: str, similarity: float | None, units: int, flops: int, params: int, finetuned: bool,
+def candidate(*, type: str, similarity: float | None, units: int, flops: int, params: int, finetuned: bool,
               method_saw: bool, info: dict | None = None) -> Candidate:
     """A candidate record; ``info`` holds the decision-record keys (similarities, val_accuracy,
     val_loss, oracle) that a candidate collected."""
-    return Candidate(structure=structure, similarity=similarity, units=units, flops=flops, params=params,
+    return Candidate(type=type, similarity=similarity, units=units, flops=flops, params=params,
                      finetuned=finetuned) | (info or {}) | Candidate(method_saw=method_saw)
+
+
+# keys of older records and their names now, per candidate
+OLD_CANDIDATE_KEYS = {"structure": "type"}
+
+
+def read_iteration(row: dict) -> Iteration:
+    """An iterations.jsonl line as the current schema has it, whatever version wrote it (a
+    candidate's ``structure`` is its ``type``): every reader of records reads through here."""
+    candidates = row.get("candidates")
+    if not isinstance(candidates, list) or not any(isinstance(c, dict) and OLD_CANDIDATE_KEYS.keys() & c.keys()
+                                                  for c in candidates):
+        return row
+    renamed = [{OLD_CANDIDATE_KEYS.get(k, k): v for k, v in c.items()} if isinstance(c, dict) else c
+               for c in candidates]
+    return row | {"candidates": renamed}
 
 
 def unpruned_iteration(measurements: Measurements, accuracy_before_baseline: float | None) -> Iteration:

@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.measure import count_filters, count_flops, count_parameters
 from harness.models import load_model
 from harness.resolve import ResolvedRun
-from harness.runplugins import RunPlugins
+from harness.runplugins import RunPlugins, package_of
 from harness.seeds import derive_seed, seeded_train
 from harness.structure_types import choose_structures
 from harness.training import Recipe, accuracy, evaluate, predict, scaled_lr
@@ -120,9 +120,12 @@ class Session:
         return predict(model, self.data.calib, self.data, self.device, features=True)
 
     def structures(self, model) -> dict[str, Structure]:
-        """The structure plugin of each asked-for type that supports this model."""
+        """The structure plugin of each asked-for type that supports this model (the model
+        family's own package's structures win a tie: they were written for its networks)."""
+        family = package_of(self.plugins.model)
+        own = {st.name for st in self.plugins.structures.values() if family and package_of(st) == family}
         return choose_structures(self.plugins.structures.values(), self.cfg.structures, model,
-                                 getattr(self.plugins.model, "structure_names", None) or {})
+                                 getattr(self.plugins.model, "structure_names", None) or {}, own)
 
     @contextlib.contextmanager
     def phase(self, name: str):

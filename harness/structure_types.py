@@ -64,21 +64,24 @@ def check_decision_letters(types: Iterable[str], structures: Iterable) -> None:
 _WARNED: set = set()  # ties already reported in this process: once is enough
 
 
-def choose_structures(structures: Iterable, types: Iterable[str], model, named: dict[str, str]) -> dict:
+def choose_structures(structures: Iterable, types: Iterable[str], model, named: dict[str, str],
+                      own: Iterable[str] = ()) -> dict:
     """For each type, the structure that prunes it on this model, whatever order the plugins
     were discovered in: the one the model family names, else the highest ``priority`` among
-    those that support the model; equal priorities are a warning naming both, and the first
-    by name wins."""
-    structures = list(structures)
+    those that support the model, of those the ones ``own`` names (the model family's own
+    package's); a tie left is a warning naming both, and the first by name wins."""
+    structures, own = list(structures), set(own)
     found = {}
     for t in types:
         offered = [st for st in structures if structure_type(st) == t]
         if t in named:
             chosen = [st for st in offered if st.name == named[t] and st.supports(model)]
         else:
-            chosen = sorted((st for st in offered if st.supports(model)),
-                            key=lambda st: (-getattr(st, "priority", 0), st.name))
-            tied = [st.name for st in chosen if getattr(st, "priority", 0) == getattr(chosen[0], "priority", 0)]
+            def rank(st):
+                return -getattr(st, "priority", 0), st.name not in own
+
+            chosen = sorted((st for st in offered if st.supports(model)), key=lambda st: (*rank(st), st.name))
+            tied = [st.name for st in chosen if rank(st) == rank(chosen[0])]
             if len(tied) > 1 and (t, *tied) not in _WARNED:
                 _WARNED.add((t, *tied))
                 warn(f"structures {', '.join(tied)} all claim type {t!r} on this model with the same priority; "

@@ -1,15 +1,18 @@
-"""The conformance kit for plugin authors: the invariants every similarity metric, criterion,
-structure and evaluator must keep, checked on small seeded inputs. The harness's own suite
-runs them on every registered plugin; a plugin package runs them in its own tests::
+"""The conformance kit for plugin authors: the invariants the plugins of every kind must keep
+(model families, data sets, structures, criteria, similarity metrics, methods, evaluators),
+checked on small seeded inputs. The harness's own suite runs them on every registered plugin;
+a plugin package runs them in its own tests::
 
     from harness.testing import check_similarity
     def test_my_metric_conforms():
         assert check_similarity(MyMetric()) == []
 
-or from the command line, on an installed plugin: ``harness check-plugin similarity my-metric``.
+or from the command line, on an installed plugin: ``harness check-plugin similarity my-metric``
+(``--model M`` checks a structure, criterion or evaluator on another network).
 
 Each ``check_*`` returns a list of problems, one line each (empty: the plugin conforms); a
-check that raises is reported as a problem, not as a crash.
+check that raises is reported as a problem, not as a crash. :func:`plugin` gives an installed
+plugin (a built-in structure to check a network with, for instance).
 """
 
 from __future__ import annotations
@@ -17,17 +20,17 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from typing import Callable
 
 import torch
 from torch import nn
 
 from harness import registry
 from harness.api import CriterionContext, DataSplits, EvalContext, TensorSplit
+from harness.conformance import (check_dataset, check_method, check_model_family, model_named,  # noqa: F401
+                                 run_checks, structures_for)
 from harness.errors import HarnessError
 from harness.kinds import KINDS
 from harness.measure import count_parameters
-from harness.models import create_model
 
 Problems = list[str]
 
@@ -41,17 +44,13 @@ def _orthogonal(g: torch.Generator, size: int) -> torch.Tensor:
     return q
 
 
-def _checks(checks: list[tuple[str, Callable[[], str | None]]]) -> Problems:
-    """Runs each (what, check): a check returns None when it holds or a reason."""
-    problems = []
-    for what, check in checks:
-        try:
-            reason = check()
-        except Exception as exc:  # a plugin that crashes a check fails it
-            reason = f"raised {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        if reason:
-            problems.append(f"{what}: {reason}")
-    return problems
+def plugin(kind: str, name: str):
+    """A fresh object of the installed plugin of that kind and name (``PACKAGE:NAME`` too), as a
+    run gets one: ``check_structure(plugin("structure", "resnet-filter"), my_network)``."""
+    return registry.build(kind, name)
+
+
+_checks = run_checks
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -123,15 +122,7 @@ def check_similarity(metric) -> Problems:
 
 # ---------------------------------------------------------------- structures and criteria
 def _default_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model("resnet20", 10, (3, 32, 32), "cifar10")
-    for m in model.modules():  # random statistics: no unit is trivially dead
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
+    return model_named("resnet20")
 
 
 def _inputs(shape: tuple[int, ...], n: int = 8) -> torch.Tensor:
@@ -158,7 +149,9 @@ def check_structure(structure, model: nn.Module | None = None, input_shape: tupl
 
     def supports():
         if not structure.supports(model):
-            return "does not support the model it is checked on"
+            return (f"does not support the model it is checked on ({getattr(model, 'arch', {}).get('model', type(model).__name__)}); "
+                    "check it on one it prunes: check_structure(structure, model), or harness check-plugin "
+                    "structure NAME --model M")
         found["units"] = structure.units(model)
         if not found["units"]:
             return "lists no units on it"

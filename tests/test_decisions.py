@@ -217,7 +217,7 @@ def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothin
         # the verdict is the tie rule's on the test split with the paired error of the images
         verdict = TIE_RULE.verdict([c["oracle"]["test_accuracy"] for c in row["candidates"]], test_images,
                                    check["paired_se"]["test"])
-        answer = None if verdict["best"] is None else row["candidates"][verdict["best"]]["structure"]
+        answer = None if verdict["best"] is None else row["candidates"][verdict["best"]]["type"]
         assert check["answer"] == answer and check["se"] == pytest.approx(verdict["se"], abs=1e-4)
         # both candidates are scored on the same images: the paired error is below the unpaired bound
         unpaired = TIE_RULE.verdict([c["oracle"]["test_accuracy"] for c in row["candidates"]], test_images)
@@ -255,7 +255,7 @@ def test_validation_greedy_methods_keep_the_best_candidate_on_validation(tmp_pat
     for row in rows[1:]:
         cands = row["candidates"]
         best = max(range(len(cands)), key=lambda i: (sign * cands[i][key], -i))  # a tie goes to the layer
-        assert row["decision"] == cands[best]["structure"][0].upper()
+        assert row["decision"] == cands[best]["type"][0].upper()
     assert len(result["decision_path"]) == 3
 
 

@@ -19,18 +19,19 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def make_run(root: Path, name: str, *, model="resnet20", dataset="cifar10", label="CIFAR-10 (JPEG)", method="cka",
              criterion="kl", seed=0, accuracies=(91.0, 90.5, 90.0), flops=(100.0, 80.0, 60.0), params=None,
              decisions=None, final=None, stop_on_drop=None, version=2, evaluations=None, complete=True,
-             wall=10.0, hardware=None) -> Path:
+             wall=10.0, hardware=None, options=None, similarity="cka", option_defaults=None) -> Path:
     """A run directory as harness/run.py writes it, built through harness.schema: config.json,
     iterations.jsonl (0 is the unpruned model), evaluations.jsonl when given, and result.json
     when complete. ``version=1`` leaves out what schema 1 lacked (data label, final_iteration,
     and the keys added since: hardware, option defaults, val_accuracy, chosen_on)."""
     run_dir = root / name
-    cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": "cka",
+    cfg = {"model": model, "dataset": dataset, "method": method, "criterion": criterion, "similarity": similarity,
            "seed": seed, "budget": "quick", "structures": ["layer", "filter"], "stop_on_drop": stop_on_drop,
            "iterations": len(accuracies) - 1, "name": name, "runs_dir": str(root), "cache_dir": "/tmp/cache",
-           "device": "cpu"}
+           "device": "cpu", "options": options or {}}
     config = schema.run_config(config=cfg, versions={"schema_version": version}, hardware=hardware or {},
-                               command=["harness", "bench"], option_defaults={}, data={"label": label})
+                               command=["harness", "bench"], option_defaults=option_defaults or {},
+                               data={"label": label})
     if not hardware:  # records from before the hardware field
         del config["hardware"]
     if version < 2:
@@ -407,6 +408,7 @@ def test_schema_reads_an_old_record(tmp_path):
 
 
 def test_schema_constructors_rebuild_a_committed_record_exactly():
+    """As read (the committed records are older than ``type``: the reader names it so)."""
     run_dir = ROOT / "leaderboards" / "records" / "decisions" / "decisions-resnet32-cifar10-cka-kl-cka-s4"
     run = records.RunRecord.read(run_dir)
     measured = set(schema.Measurements.__annotations__)
@@ -414,7 +416,7 @@ def test_schema_constructors_rebuild_a_committed_record_exactly():
     assert schema.unpruned_iteration({k: v for k, v in base.items() if k in measured},
                                      base["accuracy_before_baseline"]) == base
     for row in run.iterations[1:]:
-        candidates = [schema.candidate(**{k: c[k] for k in ("structure", "similarity", "units", "flops", "params",
+        candidates = [schema.candidate(**{k: c[k] for k in ("type", "similarity", "units", "flops", "params",
                                                             "finetuned", "method_saw")},
                                        info={k: c[k] for k in ("similarities", "val_accuracy", "val_loss", "oracle")})
                       for c in row["candidates"]]

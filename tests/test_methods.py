@@ -31,19 +31,19 @@ def test_layers_then_filters_removes_every_block_first(tmp_path):
 def test_single_structure_methods(tmp_path, method, letter):
     rows, result, _ = bench(tmp_path, method, "--method", method, "--iterations", "3")
     assert result["decision_path"] == letter * 3
-    assert all([c["structure"][0].upper() for c in r["candidates"] if c["method_saw"]] == [letter] for r in rows[1:])
+    assert all([c["type"][0].upper() for c in r["candidates"] if c["method_saw"]] == [letter] for r in rows[1:])
     assert all(len(r["candidates"]) == 2 for r in rows[1:])  # the decision records describe both
 
 
 def test_filter_only_matches_the_layer_candidates_reduction(tmp_path):
     cka_rows, _, _ = bench(tmp_path, "cka", "--iterations", "1")
     filt_rows, _, _ = bench(tmp_path, "filt", "--method", "filter-only", "--iterations", "1")
-    layer_flops = next(c["flops"] for c in cka_rows[1]["candidates"] if c["structure"] == "layer")
+    layer_flops = next(c["flops"] for c in cka_rows[1]["candidates"] if c["type"] == "layer")
     filter_flops = next(c["flops"] for c in filt_rows[1]["candidates"] if c["method_saw"])
     base = cka_rows[0]["flops"]
     # the filter candidate removes filters until it has saved at least what the block saved
     assert base - filter_flops >= base - layer_flops
-    assert filter_flops == next(c["flops"] for c in cka_rows[1]["candidates"] if c["structure"] == "filter")
+    assert filter_flops == next(c["flops"] for c in cka_rows[1]["candidates"] if c["type"] == "filter")
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def test_a_guarded_plugin_names_itself_when_it_fails_and_passes_harness_errors_t
     guarded = runplugins.Guarded(Flaky(), "criterion")
     assert guarded.name == "flaky" and guarded.label == "kept"
     with pytest.raises(PluginError, match=r"^criterion 'flaky' \(from an unregistered plugin\) failed: "
-                                          r"ZeroDivisionError: division by zero$"):
+                                          r"ZeroDivisionError: division by zero \(at test_plugin_platform.py:\d+\)$"):
         guarded.scores(None)
     with pytest.raises(HarnessError, match="^bad input stays as it is$"):
         guarded.refuse()

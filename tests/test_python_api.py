@@ -55,7 +55,7 @@ def test_an_unseen_module_is_pruned_from_python_and_reloads_from_the_records(tmp
     assert type(result.model) is TinyResidualNet and len(result.decision_path) == 3
     assert set(result.decision_path) <= {"L", "F"} and result.flops_reduction_pct > 0
     rows = records.read_iterations(result.run_dir)
-    assert all(sorted(c["structure"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
+    assert all(sorted(c["type"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
     assert count_parameters(result.model) == rows[-1]["params"] < rows[0]["params"]
     assert count_flops(result.model, (3, 12, 12)) == rows[-1]["flops"]
     again = harness.load_pruned(result.run_dir, TinyResidualNet())

@@ -61,7 +61,7 @@ def test_bench_prunes_the_tabular_transformer(shuttle_run):
     path = json.loads((shuttle_run / "result.json").read_text())["decision_path"]
     assert len(path) == 2 and set(path) <= {"L", "H", "N"}
     for row in rows[1:]:
-        assert {c["structure"] for c in row["candidates"]} <= {"layer", "head", "neuron"}
+        assert {c["type"] for c in row["candidates"]} <= {"layer", "head", "neuron"}
         assert all(c["similarity"] is not None for c in row["candidates"])
 
 

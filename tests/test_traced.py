@@ -182,7 +182,7 @@ def test_bench_prunes_a_traced_network_with_both_candidates_every_iteration(name
     assert result.returncode == 0, result.stderr
     rows = records.read_iterations(tmp_path / "run")
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
-    assert all(sorted(c["structure"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
+    assert all(sorted(c["type"] for c in r["candidates"]) == ["filter", "layer"] for r in rows[1:])
     for row in rows:  # every kept model reloads from its file alone, with the recorded numbers
         model = load_model(records.model_path(tmp_path / "run", row["iteration"]))
         assert count_flops(model, SHAPE) == row["flops"] and count_parameters(model) == row["params"]

@@ -89,11 +89,45 @@ def evaluator_columns(evaluation: schema.Evaluation | None) -> dict[str, float]:
     return columns
 
 
+# the kinds of plugin whose options make a configuration, by the setting that names the run's
+# own (the similarity metrics that only describe candidates do not change what a run keeps)
+OWN_PLUGINS = {"model": "model", "dataset": "dataset", "method": "method", "criterion": "criterion",
+               "similarity": "similarity", "evaluator": "evaluators"}
+
+
+def own_options(cfg: dict) -> dict:
+    """The plugin options of a run's own plugins (its model, data set, method, criterion,
+    similarity metric and evaluators): what makes its configuration. Records hold more (older
+    ones every installed plugin's, newer ones every metric that described candidates), which
+    must neither split identical runs nor show in their rows. An option whose plugin is not
+    installed here counts when one of the run's plugins is not installed either."""
+    options = cfg.get("options") or {}
+    if not options:
+        return {}
+    from harness import registry  # only boards of runs with options load the plugins (and torch)
+
+    current = registry.current()
+    try:
+        owners = current.option_owners()
+    except HarnessError:
+        owners = {}
+    mine, missing = [], False
+    for kind, setting in OWN_PLUGINS.items():
+        value = cfg.get(setting)
+        for name in [value] if isinstance(value, str) else (value or []):
+            try:
+                mine.append(current.entry(kind, name))
+            except HarnessError:
+                missing = True
+    return {k: v for k, v in options.items() if any(owners.get(k) is info for info in mine)
+            or (k not in owners and missing)}
+
+
 def options_text(record: schema.RunConfig) -> str:
-    """The plugin options a run changed from their defaults, as ``name=value`` (the defaults
-    come from the record, or for older records from the installed plugins), and ``--round-to``
-    when it aligned the widths."""
-    options = record["config"].get("options") or {}
+    """The options of a run's own plugins (:func:`own_options`) that it changed from their
+    defaults, as ``name=value`` (the defaults come from the record, or for older records from
+    the installed plugins), and ``--round-to`` when it aligned the widths."""
+    options = own_options(record["config"])
     defaults = record.get("option_defaults")
     if defaults is None:
         # only records from before option_defaults load the plugins (and torch) for a board
@@ -155,8 +189,8 @@ def read_run(run_dir: Path) -> Run | None:
     }
     row |= evaluator_columns(run.evaluations.get(final))
     row |= {"complete": run.complete, "run": run_dir.name}
-    configuration = json.dumps({k: v for k, v in cfg.items() if k not in NOT_CONFIGURATION} | {"data": row["data"]},
-                               sort_keys=True)
+    configuration = json.dumps({k: v for k, v in cfg.items() if k not in NOT_CONFIGURATION}
+                               | {"data": row["data"], "options": own_options(cfg)}, sort_keys=True)
     trajectory = [(r.get("flops_reduction_pct", 0.0), r.get("accuracy_delta", 0.0)) for r in kept]
     return Run(row, configuration, trajectory, run.complete, oracle_share(cfg, rows))
 

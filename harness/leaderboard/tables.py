@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.leaderboard.runs import METRICS, TEXT_COLUMNS, Run
+from harness.leaderboard.runs import METRICS, TEXT_COLUMNS, Run, is_number
 
 SOURCE_COLUMNS = ["source", "citation", "note"]
 REPORTED_FIELDS = ["data", "model", "method", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy",
@@ -22,10 +22,12 @@ REPORTED_NUMBERS = ["flops_reduction_pct", "params_reduction_pct", "baseline_acc
 WHERE_PATTERN = re.compile(r"^\s*([^\s!<>=]+)\s*(!=|>=|<=|==|=|>|<)\s*(.*?)\s*$")
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN below two values)."""
-    if not values:
+def mean_std(values: list) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN below two values); NaN when a value is missing
+    or not a finite number (a run that diverged has no mean with the others)."""
+    if not values or not all(is_number(v) for v in values):
         return math.nan, math.nan
+    values = [float(v) for v in values]
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
@@ -39,20 +41,35 @@ def oracle_note(members: list[Run]) -> str:
             f"{100 * statistics.fmean(shares):.0f}% of their training epochs; the records do not time it apart")
 
 
+def one_per_seed(members: list[Run]) -> tuple[list[Run], str]:
+    """The runs of one configuration, one per seed (a seed recorded twice, as a resumed run and
+    an uninterrupted one, is one sample: its first run by name counts), and the note saying so."""
+    kept, repeats = {}, {}
+    for run in members:
+        seed = run.row["seed"]
+        if seed in kept:
+            repeats.setdefault(seed, [kept[seed].row["run"]]).append(run.row["run"])
+        else:
+            kept[seed] = run
+    note = "; ".join(f"seed {seed} recorded {len(names)} times ({', '.join(names)}): {names[0]} counted"
+                     for seed, names in sorted(repeats.items()))
+    return list(kept.values()), note
+
+
 def merged_rows(runs: list[Run]) -> list[dict]:
-    """One board row per configuration: its complete runs over seeds."""
+    """One board row per configuration: its complete runs, one per distinct seed."""
     by_configuration: dict[str, list[Run]] = {}
     for run in sorted(runs, key=lambda r: (r.row["seed"], r.row["run"])):
         if run.complete:
             by_configuration.setdefault(run.configuration, []).append(run)
     board = []
     for key in sorted(by_configuration):
-        members = by_configuration[key]
+        members, note = one_per_seed(by_configuration[key])
         row = {c: members[0].row[c] for c in TEXT_COLUMNS}
         row["hardware"] = " / ".join(dict.fromkeys(m.row["hardware"] for m in members))
         row |= {"seeds": float(len(members)),
                 "decision_path": " / ".join(m.row["decision_path"] or "-" for m in members),
-                "source": "measured", "citation": "", "note": oracle_note(members),
+                "source": "measured", "citation": "", "note": "; ".join(filter(None, (note, oracle_note(members)))),
                 "trajectories": [m.trajectory for m in members]}
         numeric = METRICS + sorted({k for m in members for k in m.row if "." in k})
         for col in numeric:

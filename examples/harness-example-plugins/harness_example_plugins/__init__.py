@@ -10,10 +10,12 @@
   its parent's (fidelity rather than accuracy), reading the validation split through ``Step``
   and recording its numbers in ``Candidate.info``;
 - model ``example-vgg`` and structure ``vgg-layer`` (in ``vgg.py``): a plain CNN that offers
-  the width protocol only, with its own layer structure.
+  the width protocol only, with its own layer structure;
+- data set ``example-shapes`` (in ``shapes.py``): images of four patterns made on the spot.
 
 Only the public API is used (``harness.api``, ``harness.hookimpl``); ``tests/`` runs the
-conformance kit (``harness.testing``) on each plugin.
+conformance kit (``harness.testing``, ``harness check-plugin``) on each plugin. Each hook returns
+classes: every run gets objects of its own.
 """
 
 from __future__ import annotations
@@ -100,33 +102,40 @@ class ValidationAgreement(Method):
 
 @harness.hookimpl
 def register_methods():
-    return [ValidationAgreement()]
+    return [ValidationAgreement]
 
 
 @harness.hookimpl
 def register_models():
     from harness_example_plugins.vgg import VGGFamily
 
-    return [VGGFamily()]
+    return [VGGFamily]
 
 
 @harness.hookimpl
 def register_structures():
     from harness_example_plugins.vgg import VGGLayers
 
-    return [VGGLayers()]
+    return [VGGLayers]
+
+
+@harness.hookimpl
+def register_datasets():
+    from harness_example_plugins.shapes import Shapes
+
+    return [Shapes]
 
 
 @harness.hookimpl
 def register_criteria():
-    return [L2Norm()]
+    return [L2Norm]
 
 
 @harness.hookimpl
 def register_similarities():
-    return [RSA()]
+    return [RSA]
 
 
 @harness.hookimpl
 def register_evaluators():
-    return [ExpectedCalibrationError()]
+    return [ExpectedCalibrationError]
