@@ -23,7 +23,7 @@ import difflib
 
 from torch import nn
 
-from harness.api import load_url_state_dict
+from harness.api import checkpoint_tensors, load_url_state_dict
 from harness.errors import HarnessError, first_line, warn
 from harness.traced import TracedFamily
 from harness_plugins.models.blocks import fit_shapes
@@ -114,7 +114,7 @@ class TracedLibraryFamily(TracedFamily):
             import torchvision
 
             state = load_url_state_dict(torchvision.models.get_model_weights(variant).DEFAULT.url)
-        state = {"net." + key: value for key, value in state.items()}
+        state = checkpoint_tensors(state, "net.")  # with its metadata: MNASNet reads it
         if name not in self._made:
             return state
         fitted, kept = fit_shapes(state, self.build(self._made[name]).state_dict())
