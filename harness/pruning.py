@@ -39,7 +39,7 @@ from torch import nn
 from harness import records, registry
 from harness.api import DataSplits, Dataset, TensorSplit
 from harness.baseline import split_digest
-from harness.checkpoints import load_state, read_checkpoint
+from harness.checkpoints import load_state, read_checkpoint, renamed
 from harness.config import BenchConfig
 from harness.errors import HarnessError
 from harness.models import load_model
@@ -157,7 +157,7 @@ class OwnModelFamily(TracedFamily):
         return copy.deepcopy(self.module)
 
     def pretrained_state_dict(self, name, dataset):
-        return {"net." + k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        return renamed(self.module.state_dict(), key=lambda k: "net." + k, value=lambda v: v.detach().cpu())
 
 
 class OwnDataset(Dataset):
