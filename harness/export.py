@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from harness.checks import default_cache_dir
 from harness.config import BenchConfig
 from harness.errors import HarnessError, first_line
 from harness.models import load_model
+from harness.pruning import OWN_PREFIX, load_own_model
 from harness.session import load_data
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
@@ -111,9 +113,11 @@ def export_checked(model: nn.Module, mean, std, inputs: torch.Tensor, fmt: str, 
 
 
 def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path | None = None,
-               samples: int = 256) -> dict:
+               samples: int = 256, model: nn.Module | Callable[[], nn.Module] | None = None) -> dict:
     """Exports one iteration's model of a run (default: the model it kept), checked on the
-    first ``samples`` test inputs of the run's data set."""
+    first ``samples`` test inputs of the run's data set. A run of ``harness.prune`` needs
+    ``model``, a fresh instance of the network it pruned (or a call that makes one), and is
+    checked on seeded random inputs of its input shape: it keeps none of the caller's data."""
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
@@ -127,11 +131,33 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     if fmt not in FORMATS:
         raise HarnessError(f"unknown --format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     out = Path(out) if out else run_dir / "exported" / f"iter_{iteration:03d}{FORMATS[fmt]}"
-    model = load_model(records.model_path(run_dir, iteration), "cpu")
-    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
-    cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
-    data = load_data(dataclasses.replace(cfg, cache_dir=cache))
-    report = export_checked(model, data.mean, data.std, data.test.images[:samples], fmt, out)
+    record = records.read_config(run_dir)
+    cfg = BenchConfig.from_dict(record["config"])
+    path = records.model_path(run_dir, iteration)
+    if cfg.model.startswith(OWN_PREFIX):
+        if model is None:
+            raise HarnessError(f"run {run_dir} was written by harness.prune, whose network only its caller can make: "
+                               "give a fresh one (--factory MODULE:CALLABLE, e.g. 'torchvision.models:resnet18"
+                               "(num_classes=10)'; from Python harness.export_pruned(run, model))")
+        net = load_own_model(path, model)
+        shape = tuple(record["data"]["input_shape"])
+        channels = shape[0] if len(shape) == 3 else shape[-1]
+        inputs = torch.randn((samples, *shape), generator=torch.Generator().manual_seed(0))
+        report = export_checked(net, (0.0,) * channels, (1.0,) * channels, inputs, fmt, out)
+        report["inputs_from"] = "random"
+    else:
+        net = load_model(path, "cpu")
+        # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
+        cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
+        data = load_data(dataclasses.replace(cfg, cache_dir=cache))
+        report = export_checked(net, data.mean, data.std, data.test.images[:samples], fmt, out)
+        report["inputs_from"] = "test"
     return report | {"iteration": iteration, "flops": rows[recorded.index(iteration)]["flops"],
                      "params": rows[recorded.index(iteration)]["params"]}
+
+
+def export_pruned(run_dir: str | Path, model: nn.Module | Callable[[], nn.Module], format: str = "onnx",
+                  iteration: int | None = None, out: str | Path | None = None, samples: int = 256) -> dict:
+    """A run of ``harness.prune`` exported (see :func:`export_run`), rebuilt on ``model``: a fresh
+    instance of the network it pruned, or a call without arguments that makes one."""
+    return export_run(Path(run_dir), format, iteration, Path(out) if out else None, samples, model)
