@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import traceback
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from harness.errors import HarnessError, first_line
 from harness.measure import evaluating
 
 
@@ -112,7 +114,15 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
             # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
             # along their one dimension, which is right, and warns about it every time
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward)
+            try:
+                return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward)
+            except Exception as exc:  # noqa: BLE001 - any failure inside Torch-Pruning: one line, not its stack
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                net = getattr(model, "net", model)
+                raise HarnessError(f"Torch-Pruning {tp.__version__} cannot trace the channels of "
+                                   f"{type(net).__name__}: {type(exc).__name__} in its {where.name} "
+                                   f"({first_line(exc)}): no width candidate can be built (--structures layer prunes its "
+                                   "residual blocks alone)") from None
 
     return _GRAPHS.get(model, trace)
 

@@ -106,6 +106,8 @@ class TracedFamily(ModelFamily):
     default_dataset = "cifar10"
     default_structures = ("layer", "filter")
     structure_names = {"layer": "traced-block", "filter": "traced-channel"}
+    # kl scores a unit by a forward pass with it ablated: a MobileNetV2 has 9,128 channel units
+    default_criterion = "l1"
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3

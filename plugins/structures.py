@@ -563,7 +563,9 @@ class TracedChannels(Structure):
     type = "filter"
 
     def supports(self, model):
-        return _is_traced(model)
+        # tracing once here makes a network Torch-Pruning cannot trace a one-line error before
+        # anything trains (the graph is kept for the units)
+        return _is_traced(model) and self._sites(model) is not None
 
     def _sites(self, model):
         return channel_sites(model, model.traced_input_shape(), model.traced_ignored())

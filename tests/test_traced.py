@@ -274,3 +274,22 @@ def test_a_state_dicts_metadata_survives_saving_and_loading(tmp_path):
     assert model.state_dict()._metadata["net"]["version"] == 2
     save_model(model, tmp_path / "m.pt")
     assert torch.equal(outputs(load_model(tmp_path / "m.pt")), outputs(model))
+
+
+def test_a_network_torch_pruning_cannot_trace_is_one_line_saying_where_it_failed():
+    from harness.errors import HarnessError
+
+    model = traced("torchvision:shufflenet_v2_x0_5")  # its channel shuffle is a reshape Torch-Pruning cannot map
+    with pytest.raises(HarnessError, match=r"^Torch-Pruning \S+ cannot trace the channels of ShuffleNetV2: "
+                                           r"ZeroDivisionError in its update_reshape_index_mapping") as caught:
+        structure("traced-channel").supports(model)
+    assert "\n" not in str(caught.value)
+
+
+def test_traced_networks_default_to_l1_and_the_others_to_kl():
+    from harness.config import BenchConfig
+    from harness.resolve import resolve
+
+    assert resolve(BenchConfig(model="torchvision:mobilenet_v2")).config.criterion == "l1"
+    assert resolve(BenchConfig(model="resnet20")).config.criterion == "kl"
+    assert resolve(BenchConfig(model="torchvision:mobilenet_v2", criterion="kl")).config.criterion == "kl"
