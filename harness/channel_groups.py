@@ -114,6 +114,9 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
             # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
             # along their one dimension, which is right, and warns about it every time
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            # its shape inference giving up (Swin's attention): the grouping that follows then
+            # runs for many minutes and fills the memory
+            warnings.filterwarnings("error", message="Maximum recursive depth reached")
             try:
                 return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward)
             except Exception as exc:  # noqa: BLE001 - any failure inside Torch-Pruning: one line, not its stack
@@ -175,8 +178,8 @@ def _piece(item) -> Piece | None:
     target, how = item.dep.target.module, item.dep.handler.__name__
     idx = [int(i) for i in item.idxs]
     roots = [int(i) for i in (item.root_idxs or item.idxs)]
-    if isinstance(target, nn.Parameter):
-        return Piece(None, target, getattr(item.dep.handler.__self__, "pruning_dim", 0), "out", idx, roots)
+    if isinstance(target, nn.Parameter):  # the dimension Torch-Pruning found for it (its last non-singleton one)
+        return Piece(None, target, item.dep.target.pruning_dim % target.dim(), "out", idx, roots)
     weight = getattr(target, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None

@@ -248,7 +248,8 @@ def decisions(runs, out):
 @click.option("--out", type=click.Path(), default=None,
               help="The file to write [default: RUN_DIR/exported/iter_NNN.<format>].")
 @click.option("--check-samples", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Test inputs on which the file's outputs must equal the PyTorch model's (within 1e-4).")
+              help="Test inputs on which the file's outputs must equal the PyTorch model's (within 1e-4, relative "
+                   "to the largest output when that is above 1).")
 @click.option("--factory", default=None, metavar="MODULE:CALLABLE",
               help="Runs of harness.prune: the call that makes a fresh instance of the network pruned, e.g. "
                    "'torchvision.models:resnet18(num_classes=10)' (it is checked on random inputs: such a run keeps "
