@@ -81,9 +81,9 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
     the method choosing). ``settings`` are ``harness bench`` settings by their Python names
     (``method="cka"``, ``criterion="l1"``, ``iterations=3``, ``candidate_epochs=0.5``,
     ``round_to=8``, ``device="cuda"``, ``seed=1``, ``budget="quick"``), with the command line's
-    defaults but for :data:`PRUNE_DEFAULTS`. A run with ``name`` that was interrupted continues
+    defaults but for :data:`PRUNE_DEFAULTS`, and plugins' options as ``options={"plain_layers": True}``. A run with ``name`` that was interrupted continues
     where it stopped when called again with the same arguments."""
-    valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"}
+    valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"} | {"options"}  # options: the plugins' own
     unknown = sorted(set(settings) - valid)
     if unknown:
         raise HarnessError(f"unknown setting {', '.join(unknown)} of harness.prune; valid choices: "

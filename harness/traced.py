@@ -112,8 +112,8 @@ class TracedFamily(ModelFamily):
     finetune_lr = 5e-4
     scratch_lr = 1e-3
     options = (Option("plain_layers", False, "traced networks: the layer candidate may also remove plain "
-                      "convolutions that keep their input's shape, with their batch norm (VGG's 512->512 layers), "
-                      "besides residual blocks: yes or no", parse=parse_yes_no),)
+                      "convolutions between two ReLUs that keep their input's shape, with their batch norm and the "
+                      "second ReLU (VGG's 512->512 layers), besides residual blocks: yes or no", parse=parse_yes_no),)
 
     def create_network(self, arch: dict) -> nn.Module:
         """A fresh network of the spec, before the logged surgery."""

@@ -362,7 +362,8 @@ class Removable:
     """A module the traced blocks can remove: a residual block (``kind`` "residual", ablated by
     zeroing ``layers``, the last layers of its branch) or a plain layer ("plain": a convolution
     that keeps its input's shape, ``layers`` = it and its batch norm, ablated by making them the
-    identity). Removal replaces ``layers`` (residual: the block itself) by the identity."""
+    identity). Removal replaces ``replaced`` by the identity: the block itself, or the plain
+    layer's convolution, batch norm and the ReLU after them."""
 
     kind: str
     layers: tuple[str, ...]
@@ -382,9 +383,11 @@ def probe_removable(model: nn.Module, input_shape, plain: bool = False) -> dict[
       branch``. Removing it leaves the identity; zeroing those layers ablates it. A module that
       holds a block is not one (the innermost is kept);
     - with ``plain``, plain layers outside those blocks: a convolution (one group, as many
-      outputs as inputs) whose output has its input's shape, with the batch norm that reads it.
-      A Dirac kernel and the batch norm undone make them the identity, which is what removing
-      them leaves (checked on the probe)."""
+      outputs as inputs) between two ReLUs whose output has its input's shape (VGG's), with the
+      batch norm between it and the second ReLU. A Dirac kernel and the batch norm undone make
+      them the identity, and the second ReLU then passes its input (the first one's output)
+      unchanged: removing all three leaves the same network (checked on the probe), and no
+      in-place ReLU overwrites what the first one's backward pass needs."""
     found = _PROBED.get(model, lambda: _probe(model, input_shape))
     if plain and found[1] is None:
         found[1] = _probe_plain(model, input_shape, found[0])
@@ -457,10 +460,16 @@ def _probe_plain(model: nn.Module, input_shape, blocks: dict[str, Removable]) ->
                     or name not in calls or calls[name][0].shape != calls[name][1].shape
                     or any(name.startswith(site + ".") for site in blocks)):
                 continue
-            norm = next((n for n, (x, _) in calls.items() if x is calls[name][1]
-                         and isinstance(modules[n], nn.modules.batchnorm._BatchNorm)), None)
-            plain = Removable("plain", (name,) + ((norm,) if norm else ()), (name,) + ((norm,) if norm else ()))
-            bypass = [modules[n].register_forward_hook(lambda m, args, out: args[0]) for n in plain.layers]
+            x, y = calls[name]
+            after_relu = any(out is x and isinstance(modules[n], nn.ReLU) for n, (_, out) in calls.items())
+            norm = next((n for n, (i, _) in calls.items() if i is y and isinstance(modules[n], _BatchNorm)), None)
+            last = calls[norm][1] if norm else y
+            relu = next((n for n, (i, _) in calls.items() if i is last and isinstance(modules[n], nn.ReLU)), None)
+            if not after_relu or relu is None:
+                continue
+            layers = (name,) + ((norm,) if norm else ())
+            plain = Removable("plain", layers, layers + (relu,))
+            bypass = [modules[n].register_forward_hook(lambda m, args, out: args[0]) for n in plain.replaced]
             try:
                 without = model(probe)
             finally:
@@ -492,9 +501,9 @@ class TracedBlocks(Structure):
     blocks, torchvision's ResNet and RegNet blocks, GhostNet's bottlenecks), found by
     :func:`probe_removable`. Removing one replaces it by the identity; zeroing the last layers
     of its branch ablates it exactly. Blocks that change the shape or have a projection
-    shortcut are never offered. With ``--plain-layers`` also plain convolutions whose removal
-    keeps the shapes (VGG's 512->512 layers): their ablation makes them the identity (a Dirac
-    kernel, the batch norm undone), not zero."""
+    shortcut are never offered. With ``--plain-layers`` also plain convolutions between two
+    ReLUs whose removal keeps the shapes (VGG's 512->512 layers): their ablation makes them the
+    identity (a Dirac kernel, the batch norm undone), not zero."""
 
     name = "traced-block"
     type = "layer"
@@ -547,6 +556,7 @@ class TracedBlocks(Structure):
 
 
 NORMALIZATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
 class TracedChannels(Structure):

@@ -259,14 +259,19 @@ def test_plain_layers_are_blocks_on_request_and_their_ablation_is_the_identity()
     assert blocks.units(model) == []
     blocks.configure({"plain_layers": True})
     units = blocks.units(model)
-    convs = [f"net.features.{i}" for i, m in enumerate(model.net.features)
-             if isinstance(m, nn.Conv2d) and m.in_channels == m.out_channels]
-    assert [u.site for u in units] == convs and len(convs) == 4
+    # 256->256 and 512->512 convolutions right after a ReLU (features.22 comes after a max-pool)
+    convs = [f"net.features.{i}" for i, m in enumerate(model.net.features) if isinstance(m, nn.Conv2d)
+             and m.in_channels == m.out_channels and isinstance(model.net.features[i - 1], nn.ReLU)]
+    assert [u.site for u in units] == convs and len(convs) == 3
     with blocks.ablate(model, units[-2:]):
         ablated = outputs(model)
     child = blocks.remove(model, units[-2:])
-    assert child.arch["removed"] == [{"blocks": sorted(convs[-2:] + [c[:-2] + str(int(c[-2:]) + 1) for c in convs[-2:]])}]
+    # each with its batch norm and the ReLU after it, which passes the ReLU before it unchanged
+    index = [int(c.rpartition(".")[2]) for c in convs[-2:]]
+    assert child.arch["removed"] == [{"blocks": sorted(f"net.features.{i + k}" for i in index for k in range(3))}]
     assert torch.allclose(outputs(child), ablated, atol=1e-5)
+    # and it trains: no in-place ReLU left to overwrite what the one before needs for its gradient
+    child.train()(torch.randn(2, *SHAPE)).sum().backward()
 
 
 def test_a_state_dicts_metadata_survives_saving_and_loading(tmp_path):
