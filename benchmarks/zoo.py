@@ -25,6 +25,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def why(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (in {frames[-1].name}, {Path(frames[-1].filename).name})" if frames else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, MemoryError) or "Cannot allocate memory" in text or "can't allocate memory" in text:
+        text = f"out of the {os.environ.get('ZOO_MEMORY_GB', '?')} GB this process may use ({text[:120]})"
     return f"{type(exc).__name__}: {text[:300]}{where}"
 
 
@@ -176,11 +179,13 @@ def one(name: str, part: str, size: int, result_file: Path) -> None:
         if part == "tp":
             out |= run_torch_pruning(name, size) | {"ok": True}
         else:
-            with tempfile.TemporaryDirectory() as work:
-                out |= run_harness(name, size, Path(work)) | {"ok": True}
+            work = tempfile.mkdtemp(prefix="zoo-")
+            out |= run_harness(name, size, Path(work)) | {"ok": True}
     except BaseException as exc:  # noqa: BLE001 - every failure is a row of the table
         out |= {"ok": False, "why": why(exc)}
     result_file.write_text(json.dumps(out))
+    if part != "tp":
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_child(name: str, part: str, size: int, timeout: float, memory: int) -> dict:
@@ -188,7 +193,7 @@ def run_child(name: str, part: str, size: int, timeout: float, memory: int) -> d
     bytes of address space (Torch-Pruning's grouping of Swin grows past 15 GB)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = Path(f.name)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), ZOO_MEMORY_GB=f"{memory / 2 ** 30:g}",
                MKL_NUM_THREADS=os.environ.get("MKL_NUM_THREADS", "1"), PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
     try:
@@ -280,7 +285,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=1, help="processes at once [default: 1]")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per library and model [default: 300]")
     parser.add_argument("--size", type=int, default=64, help="image size [default: 64]")
-    parser.add_argument("--memory-gb", type=float, default=8, help="address space per process [default: 8]")
+    parser.add_argument("--memory-gb", type=float, default=12, help="address space per process [default: 12]")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where zoo.csv and zoo.md go")
     parser.add_argument("--shared", default="the machine was shared with other jobs",
                         help="how the machine was used, for the table's heading")
