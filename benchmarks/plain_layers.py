@@ -87,7 +87,7 @@ def main():
         "|---|---|---|---|---|---|---|",
     ]
     parent = rows[0]["flops"]
-    kind = lambda c: c.get("type", c.get("structure"))  # noqa: E731 - records before 0.4 wrote "structure"
+    kind = lambda c: c.get("type", c.get("structure"))  # noqa: E731 - older records wrote "structure"
     for before, row in zip(rows, rows[1:]):
         cands = {kind(c): c for c in row["candidates"]}
         layer, width = cands.get("layer"), cands.get("filter")
