@@ -10,4 +10,8 @@ def __getattr__(name):
         from harness import pruning
 
         return getattr(pruning, name)
+    if name == "export_pruned":
+        from harness.export import export_pruned
+
+        return export_pruned
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

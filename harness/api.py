@@ -87,6 +87,8 @@ class ModelFamily(Plugin):
     # which structure plugin prunes each type on this family's networks (type -> structure
     # name); a type left out goes to the highest-priority structure that supports the model
     structure_names: dict[str, str] = {}
+    # the criterion runs use when --criterion is not given
+    default_criterion: str = "kl"
     # training defaults of this family; the command line overrides them
     optimizer: str = "sgd"
     finetune_lr: float = 0.01
@@ -116,6 +118,13 @@ class ModelFamily(Plugin):
         """Published weights for ``name`` trained on ``dataset`` (raise HarnessError when
         there are none or they cannot be had)."""
         raise HarnessError(f"no pretrained weights for model {name}")
+
+    def adopt(self, name: str, module: nn.Module) -> ModelFamily | None:
+        """For ``harness.prune``: a family (a new object) that prunes ``module``, a caller's own
+        network, under the model name ``name`` (fresh networks are copies of ``module``, its
+        weights the pretrained ones), when this family's structures suit it; None (the
+        default) when they do not, and the traced family takes it."""
+        return None
 
     def adapt_state_dict(self, state: dict) -> dict:
         """Turn a published checkpoint into this family's state-dict layout."""
@@ -239,6 +248,12 @@ class Structure(Plugin):
         batch-norm scale and shift, for criteria such as BN-gamma; ``[]`` when none belongs
         to the unit alone (an attention head)."""
         return []
+
+    def prices(self, model: nn.Module, measure: str) -> dict[str, float]:
+        """What removing one unit of each site saves in ``measure`` (``flops``, ``params`` or
+        ``filters``, as the core counts them), worked out without building a smaller network;
+        empty (the default): the core removes one unit of each site from a copy and measures it."""
+        return {}
 
 
 # ---------------------------------------------------------------- criteria

@@ -7,6 +7,7 @@ import copy
 
 import torch
 
+from harness.checkpoints import renamed
 from harness.cluster import RETRIES, connect
 from harness.seeds import seeded_train
 
@@ -18,7 +19,7 @@ def _finetune_task(model, data, epochs, recipe, seed, teacher, threads: int):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = seeded_train(model.to(device), data, epochs, recipe=recipe, seed=seed, device=device,
                            teacher=teacher.to(device) if teacher is not None else None, quiet=True)
-    return {k: v.cpu() for k, v in trained.state_dict().items()}
+    return renamed(trained.state_dict(), value=lambda v: v.cpu())
 
 
 class CandidatePool:

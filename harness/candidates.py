@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from harness.api import Candidate, CriterionContext, Method, Structure, Unit
+from harness.channel_groups import untouched
+from harness.errors import HarnessError, first_line
 from harness.seeds import derive_seed
 from harness.session import Session
 from harness.training import normalize
@@ -38,7 +41,7 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method: Metho
         layer = structures["layer"]
         scores = criterion.scores(model, layer, units["layer"], cctx)
         chosen = [u for _, u in sorted(zip(scores, units["layer"]), key=lambda p: p[0])[: cfg.p_layer]]
-        child = layer.remove(model, chosen)
+        child = checked(layer.remove(model, chosen), "layer", cctx.calib_inputs[:2])
         target = parent_size - size(child)
         if "layer" in wanted:
             candidates.append(Candidate("layer", chosen, child))
@@ -50,26 +53,45 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method: Metho
             continue
         structure = structures[t]
         scores = criterion.scores(model, structure, units[t], cctx)
-        chosen = fill_to_target(size, model, structure, units[t], scores, target, cfg.round_to)
+        chosen = fill_to_target(size, model, structure, units[t], scores, target, cfg.round_to, cfg.match)
         if chosen:
-            candidates.append(Candidate(t, chosen, structure.remove(model, chosen)))
+            candidates.append(Candidate(t, chosen, checked(structure.remove(model, chosen), t, cctx.calib_inputs[:2])))
     order = {t: i for i, t in enumerate(offered)}
     return sorted(candidates, key=lambda c: order[c.type])
 
 
+def checked(model: nn.Module, what: str, x: torch.Tensor) -> nn.Module:
+    """``model`` once it has run ``x`` in train mode and in eval mode (left as it was: batch-norm
+    statistics, modes, random state), so that a candidate that cannot be fine-tuned or measured
+    (a branch that runs only in training and was not pruned with the trunk) stops the run here,
+    in one line, rather than inside its fine-tune."""
+    for train in (True, False):
+        try:
+            with untouched(model), torch.no_grad():
+                model.train(train)
+                model(x)
+        except Exception as exc:
+            raise HarnessError(f"the {what} candidate does not run in {'train' if train else 'eval'} mode: "
+                               f"{type(exc).__name__}: {first_line(exc)}") from None
+    return model
+
+
 def fill_to_target(size: Callable[[nn.Module], float], model: nn.Module, structure: Structure, units: list[Unit],
-                   scores: list[float], target: float, round_to: int) -> list[Unit]:
+                   scores: list[float], target: float, round_to: int, match: str = "flops") -> list[Unit]:
     """The lowest-scoring units until their removal saves ``target`` of ``size`` (the
-    ``--match`` measure),
-    always leaving one unit per site. Every unit of a site costs the same (a filter of a
-    convolution, a head of an attention), so one trial removal per site prices them all.
+    ``--match`` measure, named by ``match``), always leaving one unit per site. Every unit of a
+    site costs the same (a filter of a convolution, a head of an attention): the structure's
+    ``prices`` give each site's price, or else one trial removal per site does.
     Under ``--round-to N`` the units come in aligned steps (:func:`aligned_steps`), so the
     candidate reaches its target with every layer it touches keeping a multiple of N."""
     per_site: dict[str, list[Unit]] = {}
     for u in units:
         per_site.setdefault(u.site, []).append(u)
-    parent_size = size(model)
-    cost = {site: parent_size - size(structure.remove(model, [us[0]])) for site, us in per_site.items() if len(us) > 1}
+    cost = structure.prices(model, match) if hasattr(structure, "prices") else {}
+    if not cost:  # a trial removal per site
+        parent_size = size(model)
+        cost = {site: parent_size - size(structure.remove(model, [us[0]])) for site, us in per_site.items()
+                if len(us) > 1}
     chosen, removed = [], 0.0
     if round_to > 1:
         for step in aligned_steps(units, scores, round_to):

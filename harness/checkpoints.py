@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -68,10 +69,29 @@ def load_url_state_dict(url: str) -> dict:
 
 def checkpoint_tensors(state: dict, prefix: str = "") -> dict:
     """A checkpoint's tensors (inside a ``state_dict`` or ``model`` entry when there is one,
-    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``)."""
+    without DataParallel's ``module.``), each key under ``prefix`` (a wrapper's ``net.``), with
+    the checkpoint's metadata (see :func:`renamed`)."""
     for wrapper in ("state_dict", "model"):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    return {key if key.startswith(prefix) else prefix + key: value for key, value in state.items()}
+
+    def key(name: str) -> str:
+        name = name.removeprefix("module.")
+        return name if name.startswith(prefix) else prefix + name
+
+    return renamed(state, key)
+
+
+def renamed(state: dict, key=lambda name: name, value=lambda tensor: tensor) -> dict:
+    """``state`` with its keys renamed by ``key`` and its tensors mapped by ``value``, keeping
+    its ``_metadata``, the version of each module's state-dict layout, with module paths
+    renamed alike: some modules read it when they load (MNASNet refuses a state dict without
+    it), and a state dict rebuilt key by key loses it."""
+    out = OrderedDict((key(name), value(tensor)) for name, tensor in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        # a module path "a.b" is a key prefix "a.b.": renamed as a key, then without its dot
+        out._metadata = OrderedDict((key(f"{path}." if path else "").removesuffix("."), dict(meta))
+                                    for path, meta in metadata.items())
+    return out

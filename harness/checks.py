@@ -13,6 +13,7 @@ from torch import nn
 from harness import registry
 from harness.config import BenchConfig
 from harness.data import DataSplits
+from harness.channel_groups import untouched
 from harness.errors import HarnessError, first_line
 from harness.training import normalize
 
@@ -45,7 +46,8 @@ def parse_option(opt, value):
 
 def check_model_takes_data(model: nn.Module, data: DataSplits, device: torch.device, cfg: BenchConfig) -> None:
     """Before anything is trained or written: two training samples go through the model and
-    give one score per class, or one line names the mismatch. Leaves the model in eval mode."""
+    give one score per class, and go through it in train mode too, or one line names the
+    mismatch. Leaves the model in eval mode, its batch-norm statistics as they were."""
     shape = tuple(data.input_shape)
     try:
         with torch.no_grad():
@@ -57,6 +59,14 @@ def check_model_takes_data(model: nn.Module, data: DataSplits, device: torch.dev
     if tuple(out.shape) != (min(2, len(data.train)), data.num_classes):
         raise HarnessError(f"model {cfg.model} gives outputs of shape {tuple(out.shape[1:])} on data set "
                            f"{cfg.dataset}, which has {data.num_classes} classes")
+    try:  # and in train mode, which can run more (GoogLeNet's and Inception-v3's auxiliary classifiers)
+        with untouched(model), torch.no_grad():
+            model.train()
+            model(normalize(data.train.images[:2].to(device), data.mean, data.std))
+    except Exception as exc:
+        raise HarnessError(f"model {cfg.model} cannot be trained on data set {cfg.dataset} (inputs of shape {shape}): "
+                           f"{first_line(exc, 160)}; larger inputs, or the network without its training-only "
+                           "branches (--traced-kwargs aux_logits=False), would do") from None
 
 
 def check_criterion_supports(criterion, structures: dict, model: nn.Module, cfg: BenchConfig) -> None:

@@ -252,17 +252,25 @@ def decisions(runs, out):
 @click.option("--out", type=click.Path(), default=None,
               help="The file to write [default: RUN_DIR/exported/iter_NNN.<format>].")
 @click.option("--check-samples", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Test inputs on which the file's outputs must equal the PyTorch model's (within 1e-4).")
-def export_command(run_dir, fmt, iteration, out, check_samples):
+              help="Test inputs on which the file's outputs must equal the PyTorch model's (within 1e-4, relative "
+                   "to the largest output when that is above 1).")
+@click.option("--factory", default=None, metavar="MODULE:CALLABLE",
+              help="Runs of harness.prune: the call that makes a fresh instance of the network pruned, e.g. "
+                   "'torchvision.models:resnet18(num_classes=10)' (it is checked on random inputs: such a run keeps "
+                   "no data).")
+def export_command(run_dir, fmt, iteration, out, check_samples, factory):
     """Write a run's pruned model as a file that runs without this project, with the data
     set's normalisation inside (raw inputs in, logits out, any batch size). The file is run
     with its own runtime on real test inputs and written only when its outputs equal the
     PyTorch model's."""
     from harness.export import export_run
+    from harness.pruning import factory_from_text
 
-    report = export_run(Path(run_dir), fmt, iteration, Path(out) if out else None, check_samples)
+    report = export_run(Path(run_dir), fmt, iteration, Path(out) if out else None, check_samples,
+                        factory_from_text(factory) if factory else None)
     click.echo(f"wrote {report['path']}: {report['format']}, {report['bytes']} bytes, iteration {report['iteration']} "
-               f"({report['flops'] / 1e6:.2f} MFLOPs, {report['params']} params); on {report['inputs']} test inputs "
+               f"({report['flops'] / 1e6:.2f} MFLOPs, {report['params']} params); on {report['inputs']} "
+               f"{report['inputs_from']} inputs "
                f"its outputs are within {report['max_abs_difference']:.2g} of the PyTorch model's, "
                f"{100 * report['same_prediction']:.1f}% the same class")
 

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,10 +22,13 @@ from harness.checks import default_cache_dir
 from harness.config import BenchConfig
 from harness.errors import HarnessError, first_line
 from harness.models import load_model
+from harness.pruning import OWN_PREFIX, load_own_model
 from harness.session import load_data
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
-TOLERANCE = 1e-4  # largest absolute difference of any output from the PyTorch model's
+# largest difference of any output from the PyTorch model's, relative to the largest output when that is
+# above 1: float32 keeps about 7 digits, and a network with random weights can give logits of 1e9
+TOLERANCE = 1e-4
 
 
 class Deployable(nn.Module):
@@ -76,7 +80,8 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def export_checked(model: nn.Module, mean, std, inputs: torch.Tensor, fmt: str, path: Path) -> dict:
     """Exports ``model`` to ``path`` and checks the file on ``inputs`` (real samples, raw):
-    the file is only put in place when its outputs equal the model's within TOLERANCE.
+    the file is only put in place when its outputs equal the model's within TOLERANCE (relative to
+    the largest output when that is above 1).
     Returns what the check measured."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown --format {fmt!r}; valid choices: {', '.join(FORMATS)}")
@@ -99,21 +104,24 @@ def export_checked(model: nn.Module, mean, std, inputs: torch.Tensor, fmt: str, 
         except Exception as exc:
             raise HarnessError(f"cannot export to {fmt}: {type(exc).__name__}: {first_line(exc)}") from None
         difference = float((got - expected).abs().max())
-        if not difference <= TOLERANCE:
+        tolerance = TOLERANCE * max(1.0, float(expected.abs().max()))
+        if not difference <= tolerance:
             raise HarnessError(f"the {fmt} file's outputs differ from the PyTorch model's by up to {difference:.3g} "
-                               f"(tolerance {TOLERANCE:g}) on {len(inputs)} inputs: not written")
+                               f"(tolerance {tolerance:.3g}) on {len(inputs)} inputs: not written")
         os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     same_class = float((got.argmax(1) == expected.argmax(1)).float().mean())
     return {"format": fmt, "path": str(path), "bytes": path.stat().st_size, "inputs": len(inputs),
-            "max_abs_difference": difference, "same_prediction": same_class}
+            "max_abs_difference": difference, "max_output": float(expected.abs().max()), "same_prediction": same_class}
 
 
 def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path | None = None,
-               samples: int = 256) -> dict:
+               samples: int = 256, model: nn.Module | Callable[[], nn.Module] | None = None) -> dict:
     """Exports one iteration's model of a run (default: the model it kept), checked on the
-    first ``samples`` test inputs of the run's data set."""
+    first ``samples`` test inputs of the run's data set. A run of ``harness.prune`` needs
+    ``model``, a fresh instance of the network it pruned (or a call that makes one), and is
+    checked on seeded random inputs of its input shape: it keeps none of the caller's data."""
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
@@ -127,11 +135,33 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     if fmt not in FORMATS:
         raise HarnessError(f"unknown --format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     out = Path(out) if out else run_dir / "exported" / f"iter_{iteration:03d}{FORMATS[fmt]}"
-    model = load_model(records.model_path(run_dir, iteration), "cpu")
-    cfg = BenchConfig.from_dict(records.read_config(run_dir)["config"])
-    # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
-    cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
-    data = load_data(dataclasses.replace(cfg, cache_dir=cache))
-    report = export_checked(model, data.mean, data.std, data.test.images[:samples], fmt, out)
+    record = records.read_config(run_dir)
+    cfg = BenchConfig.from_dict(record["config"])
+    path = records.model_path(run_dir, iteration)
+    if cfg.model.startswith(OWN_PREFIX):
+        if model is None:
+            raise HarnessError(f"run {run_dir} was written by harness.prune, whose network only its caller can make: "
+                               "give a fresh one (--factory MODULE:CALLABLE, e.g. 'torchvision.models:resnet18"
+                               "(num_classes=10)'; from Python harness.export_pruned(run, model))")
+        net = load_own_model(path, model)
+        shape = tuple(record["data"]["input_shape"])
+        channels = shape[0] if len(shape) == 3 else shape[-1]
+        inputs = torch.randn((samples, *shape), generator=torch.Generator().manual_seed(0))
+        report = export_checked(net, (0.0,) * channels, (1.0,) * channels, inputs, fmt, out)
+        report["inputs_from"] = "random"
+    else:
+        net = load_model(path, "cpu")
+        # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
+        cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
+        data = load_data(dataclasses.replace(cfg, cache_dir=cache))
+        report = export_checked(net, data.mean, data.std, data.test.images[:samples], fmt, out)
+        report["inputs_from"] = "test"
     return report | {"iteration": iteration, "flops": rows[recorded.index(iteration)]["flops"],
                      "params": rows[recorded.index(iteration)]["params"]}
+
+
+def export_pruned(run_dir: str | Path, model: nn.Module | Callable[[], nn.Module], format: str = "onnx",
+                  iteration: int | None = None, out: str | Path | None = None, samples: int = 256) -> dict:
+    """A run of ``harness.prune`` exported (see :func:`export_run`), rebuilt on ``model``: a fresh
+    instance of the network it pruned, or a call without arguments that makes one."""
+    return export_run(Path(run_dir), format, iteration, Path(out) if out else None, samples, model)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from harness import checkpoints, measure, registry
-from harness.checkpoints import load_state, read_checkpoint
+from harness.checkpoints import load_state, read_checkpoint, renamed
 from harness.deprecation import moved_names
 from harness.errors import HarnessError
 from harness.records import atomic_write_bytes
@@ -51,7 +51,7 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], data
 def save_model(model: nn.Module, path: Path) -> None:
     """One file: ``{"arch": spec, "state_dict": tensors}``, loadable with weights_only=True."""
     buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = renamed(model.state_dict(), value=lambda v: v.detach().cpu())
     torch.save({"arch": model.arch, "state_dict": state}, buf)
     atomic_write_bytes(path, buf.getvalue())
 

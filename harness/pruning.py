@@ -25,10 +25,12 @@ decisions read ``val_loader`` and, without ``test_loader``, so does the reported
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import functools
 import hashlib
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,9 +41,9 @@ from torch import nn
 from harness import records, registry
 from harness.api import DataSplits, Dataset, TensorSplit
 from harness.baseline import split_digest
-from harness.checkpoints import load_state, read_checkpoint
+from harness.checkpoints import load_state, read_checkpoint, renamed
 from harness.config import BenchConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models import load_model
 from harness.run import resume_bench, run_bench
 from harness.settings import RUN_SETTINGS
@@ -60,6 +62,7 @@ class PruneResult:
     val_accuracy: float  # of the kept model, on val_loader
     accuracy: float  # on test_loader (val_loader when none was given)
     decision_path: str  # one letter per iteration: L (blocks removed) or F (channels removed)
+    family: str = "traced"  # the family that pruned it: "traced", or "timm" for a timm Vision Transformer
 
 
 # How harness.prune differs from `harness bench`, whose defaults (harness.settings) it takes
@@ -78,9 +81,9 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
     the method choosing). ``settings`` are ``harness bench`` settings by their Python names
     (``method="cka"``, ``criterion="l1"``, ``iterations=3``, ``candidate_epochs=0.5``,
     ``round_to=8``, ``device="cuda"``, ``seed=1``, ``budget="quick"``), with the command line's
-    defaults but for :data:`PRUNE_DEFAULTS`. A run with ``name`` that was interrupted continues
+    defaults but for :data:`PRUNE_DEFAULTS`, and plugins' options as ``options={"plain_layers": True}``. A run with ``name`` that was interrupted continues
     where it stopped when called again with the same arguments."""
-    valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"}
+    valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"} | {"options"}  # options: the plugins' own
     unknown = sorted(set(settings) - valid)
     if unknown:
         raise HarnessError(f"unknown setting {', '.join(unknown)} of harness.prune; valid choices: "
@@ -92,7 +95,8 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
                            f"val {tuple(val.images.shape[1:])}, test {tuple(test.images.shape[1:])}")
     digest = _digest(model, train, val)
     model_name = f"{OWN_PREFIX}{type(model).__name__}-{digest}"
-    family = functools.partial(OwnModelFamily, model_name, model)
+    family = functools.partial(own_family, model_name, model)
+    print(f"harness.prune: {family().description}", flush=True)
     dataset_name = f"{OWN_PREFIX}data-{digest}"
     dataset = functools.partial(OwnDataset, dataset_name, train, val, test,
                                 num_classes=int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1,
@@ -108,18 +112,24 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
         run = records.RunRecord.read(run_dir)
         final = run.through_final[-1]
         pruned = load_model(records.model_path(run_dir, run.final_iteration))
-    return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch["removed"],
+    return PruneResult(model=pruned.net, run_dir=run_dir, removed=pruned.arch.get("removed"),
                        # the unpruned model's record has no reductions (a run that kept iteration 0)
                        flops_reduction_pct=final.get("flops_reduction_pct", 0.0),
                        params_reduction_pct=final.get("params_reduction_pct", 0.0),
                        val_accuracy=final["val_accuracy"], accuracy=final["accuracy"],
-                       decision_path=run.result["decision_path"])
+                       decision_path=run.result["decision_path"], family=pruned.arch["family"])
 
 
-def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None) -> nn.Module:
+def load_pruned(path: str | Path, model: nn.Module | Callable[[], nn.Module], iteration: int | None = None) -> nn.Module:
     """The pruned network of a run (its kept model, or ``iteration``'s) or of one model file,
-    rebuilt on ``model`` (a fresh instance of the class that was pruned, left untouched):
-    the logged surgery is replayed on a copy, then the weights load (weights only)."""
+    rebuilt on ``model`` (a fresh instance of the class that was pruned, left untouched, or a
+    call without arguments that makes one): the logged surgery is replayed on a copy (a Vision
+    Transformer's blocks and heads resized), then the weights load (weights only)."""
+    return load_own_model(path, model, iteration).net.eval()
+
+
+def load_own_model(path: str | Path, model: nn.Module | Callable[[], nn.Module], iteration: int | None = None):
+    """What :func:`load_pruned` rebuilds, inside its family's wrapper (``.net`` is the network)."""
     path = Path(path)
     if path.is_dir():
         run = records.RunRecord.read(path)
@@ -129,11 +139,50 @@ def load_pruned(path: str | Path, model: nn.Module, iteration: int | None = None
         path = records.model_path(path, run.final_iteration if iteration is None else iteration)
     blob = read_checkpoint(str(path))
     arch = blob.get("arch")
-    if not isinstance(arch, dict) or not isinstance(arch.get("removed"), list):
-        raise HarnessError(f"{path} is not a model file of a traced network (its spec has no surgery log)")
-    pruned = OwnModelFamily(arch["model"], model).build(arch)
+    if not isinstance(arch, dict) or not str(arch.get("model", "")).startswith(OWN_PREFIX):
+        raise HarnessError(f"{path} is not a model file of a run of harness.prune (its spec names no model given "
+                           "to it)")
+    fresh = model if isinstance(model, nn.Module) else model()
+    family = own_family(arch["model"], fresh)
+    if getattr(family, "family", None) != arch.get("family"):
+        raise HarnessError(f"{path} holds a network pruned by the {arch.get('family')} family; the "
+                           f"{type(fresh).__name__} given goes to another family: give a fresh instance "
+                           f"of {arch.get('variant', 'the class that was pruned')}")
+    pruned = family.build(arch)
     load_state(pruned, blob["state_dict"], str(path))
-    return pruned.net.eval()
+    return pruned.eval()
+
+
+def own_family(name: str, module: nn.Module):
+    """The model family that prunes ``module``, a caller's network, as ``name``: the first
+    registered family (by name) whose ``adopt`` takes it (timm's Vision Transformers go to the
+    ViT family, whose structures remove blocks and heads), else the traced one."""
+    for _, family in sorted(registry.registry("model").items()):
+        adopted = family.adopt(name, module) if hasattr(family, "adopt") else None
+        if adopted is not None:
+            return adopted
+    return OwnModelFamily(name, module)
+
+
+def factory_from_text(text: str) -> Callable[[], nn.Module]:
+    """``module:callable`` or ``module:callable(literal arguments)`` (``torchvision.models:resnet18
+    (num_classes=10)``) as a call that makes a fresh network: the command line's way of naming
+    the class a run of harness.prune pruned."""
+    module_name, _, call = text.partition(":")
+    try:
+        tree = ast.parse(call.strip(), mode="eval").body
+        args, kwargs = (), {}
+        if isinstance(tree, ast.Call):
+            args = tuple(ast.literal_eval(a) for a in tree.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in tree.keywords}
+            tree = tree.func
+        target = importlib.import_module(module_name)
+        for attr in ast.unparse(tree).split("."):
+            target = getattr(target, attr)
+    except (SyntaxError, ValueError, ImportError, AttributeError, TypeError) as exc:
+        raise HarnessError(f"--factory {text!r}: {type(exc).__name__}: {first_line(exc)}; give MODULE:CALLABLE or "
+                           "MODULE:CALLABLE(ARGUMENTS), e.g. 'torchvision.models:resnet18(num_classes=10)'") from None
+    return functools.partial(target, *args, **kwargs)
 
 
 # ---------------------------------------------------------------- the run's own plugins
@@ -141,10 +190,13 @@ class OwnModelFamily(TracedFamily):
     """The caller's network as a traced model family: fresh networks are copies of it (their
     weights replaced on load), its own weights are the 'pretrained' ones."""
 
+    family = "traced"
+
     def __init__(self, name: str, module: nn.Module):
         super().__init__()
         self.name, self.module = name, module
-        self.description = f"the {type(module).__name__} given to harness.prune"
+        self.description = (f"the {type(module).__name__} given is pruned as a traced network (Torch-Pruning's "
+                            "channel groups, probed residual blocks)")
 
     def check_name(self, name):
         pass
@@ -157,7 +209,7 @@ class OwnModelFamily(TracedFamily):
         return copy.deepcopy(self.module)
 
     def pretrained_state_dict(self, name, dataset):
-        return {"net." + k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        return renamed(self.module.state_dict(), key=lambda k: "net." + k, value=lambda v: v.detach().cpu())
 
 
 class OwnDataset(Dataset):

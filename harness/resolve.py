@@ -46,6 +46,7 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
     if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
         family.check_name(cfg.model)
     cfg = dataclasses.replace(cfg, dataset=cfg.dataset or family.default_dataset,
+                              criterion=cfg.criterion or getattr(family, "default_criterion", "kl"),
                               evaluators=[n for n in dict.fromkeys(cfg.evaluators) if n not in CORE_EVALUATORS],
                               structures=structure_types(cfg.structures or family.default_structures))
     for kind in KINDS:  # every plugin the settings name (the model's was found above)

@@ -151,10 +151,12 @@ def measure_core(model: nn.Module, data: DataSplits, device: torch.device,
     """The measurements every iteration records, taken by the core itself: test accuracy,
     FLOPs and parameters, validation accuracy and loss, and the reductions against the
     unpruned model's record (``unpruned``, None for the unpruned model itself)."""
+    val = evaluate(model, data.val, data, device) if data.val is not None else None
+    # harness.prune without a test loader reports on the validation split: one pass serves both
+    tested = val["accuracy"] if data.test is data.val else accuracy(model, data.test, data, device)
     out = schema.Measurements(flops=count_flops(model, data.input_shape), params=count_parameters(model),
-                              accuracy=round(accuracy(model, data.test, data, device), 4))
-    if data.val is not None:
-        val = evaluate(model, data.val, data, device)
+                              accuracy=round(tested, 4))
+    if val is not None:
         out |= {"val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 6)}
     if unpruned:
         out["flops_reduction_pct"] = round(100 * (1 - out["flops"] / unpruned["flops"]), 4)

@@ -155,7 +155,9 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint", str, None, "State dict to start from (weights only).", path=True),
     Setting("pretrained", bool, False, "Start from the published weights (local cache first, then download)."),
     Setting("method", str, "cka", "Pruning method."),
-    Setting("criterion", str, "kl", "Importance criterion."),
+    Setting("criterion", str, None,
+            "Importance criterion; default: the model family's: kl, but l1 for traced networks (torchvision:<name> "
+            "and timm:<name> other than ResNets and ViTs), where kl would run one forward pass per channel."),
     Setting("similarity", str, "cka", "Similarity metric."),
     Setting("structures", list, None,
             "Structure types to prune, comma-separated (layer, filter, head, neuron); default: the model's."),

@@ -4,14 +4,15 @@ surviving weights over. Structures decide *what* goes; this module only moves te
 from __future__ import annotations
 
 import copy
-import warnings
-import weakref
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from harness.measure import evaluating  # structures take it from here
+# structures take these from here
+from harness.channel_groups import (PerModel, channel_sites, dependency_graph, prune_channel_groups,  # noqa: F401
+                                     unit_prices)
+from harness.measure import evaluating  # noqa: F401
 from harness.models import build_from_arch
 
 # old parameter name -> [(dim, indices to keep), ...]
@@ -87,103 +88,6 @@ def zero_(tensor: torch.Tensor, index=slice(None), dim: int = 0):
 # Operations: {"channels": {site: [indices]}} removes those output channels of each site (a
 # convolution or linear layer) and every channel coupled to them; {"blocks": [sites]} replaces
 # those modules by the identity.
-
-class PerModel:
-    """What was computed about a model object, kept while that object lives (at most ``keep``
-    models: a cached value may hold its model, as a dependency graph does). Weights may change
-    in place; a changed structure is a new model, so the cache follows objects."""
-
-    def __init__(self, keep: int):
-        self.keep = keep
-        self.entries: dict[int, tuple] = {}  # id(model) -> (weak reference to it, value)
-
-    def get(self, model: nn.Module, compute):
-        entry = self.entries.get(id(model))
-        if entry is not None and entry[0]() is model:
-            return entry[1]
-        value = compute()
-        self.entries = {k: e for k, e in self.entries.items() if e[0]() is not None}
-        self.entries[id(model)] = (weakref.ref(model), value)
-        while len(self.entries) > self.keep:
-            del self.entries[next(iter(self.entries))]
-        return value
-
-    def forget(self, model: nn.Module) -> None:
-        self.entries.pop(id(model), None)
-
-
-_GRAPHS = PerModel(keep=4)  # a parent and its candidates
-
-
-def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
-    """Torch-Pruning's dependency graph of ``model``, traced once per model object."""
-    def trace():
-        import torch_pruning as tp
-
-        example = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
-        # tracing runs a forward pass: in eval mode, so batch-norm statistics do not move
-        with evaluating(model), torch.enable_grad(), warnings.catch_warnings():
-            # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
-            # along their one dimension, which is right, and warns about it every time
-            warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-
-    return _GRAPHS.get(model, trace)
-
-
-def channel_group_sites(model: nn.Module, input_shape: Sequence[int], ignored: Sequence[str] = ()) -> dict[str, int]:
-    """``{site: channels}``: one entry per group of coupled channels (a convolution's filters
-    with their batch norms, depthwise convolutions, residual sums and the next layers'
-    inputs), named by the layer Torch-Pruning roots it at. ``ignored`` layers (the classifier)
-    keep their outputs."""
-    graph = dependency_graph(model, input_shape)
-    modules = dict(model.named_modules())
-    names = {id(m): n for n, m in modules.items()}
-    groups = graph.get_all_groups(ignored_layers=[modules[n] for n in ignored],
-                                  root_module_types=[nn.Conv2d, nn.Linear])
-    return {names[id(g[0].dep.target.module)]: len(g[0].idxs) for g in groups}
-
-
-def channel_group(model: nn.Module, input_shape: Sequence[int], site: str, indices: Sequence[int]):
-    """The Torch-Pruning group of those output channels of ``site`` and everything coupled to them."""
-    graph = dependency_graph(model, input_shape)
-    layer = model.get_submodule(site)
-    return graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, list(indices))
-
-
-def channel_group_slices(group) -> list[tuple[nn.Module | None, torch.Tensor, int, list[int]]]:
-    """``[(layer, tensor, dim, indices)]``: the parameters a group's channels own, along the
-    dimension Torch-Pruning would cut: outputs of layers and normalisations, inputs of the
-    layers that read them (a grouped convolution's inputs go with its outputs). ``layer`` is
-    None for a parameter outside any layer (ConvNeXt's layer scale)."""
-    out = []
-    for item in group:
-        target, how, idx = item.dep.target.module, item.dep.handler.__name__, list(item.idxs)
-        if isinstance(target, nn.Parameter):
-            out.append((None, target, getattr(item.dep.handler.__self__, "pruning_dim", 0), idx))
-            continue
-        weight, bias = getattr(target, "weight", None), getattr(target, "bias", None)
-        if not isinstance(weight, torch.Tensor):
-            continue
-        transposed = bool(getattr(target, "transposed", False))
-        if how == "prune_out_channels":
-            out.append((target, weight, 1 if transposed else 0, idx))
-            if isinstance(bias, torch.Tensor):
-                out.append((target, bias, 0, idx))
-        elif how == "prune_in_channels" and getattr(target, "groups", 1) == 1 and weight.dim() >= 2:
-            out.append((target, weight, 0 if transposed else 1, idx))
-    return out
-
-
-def prune_channel_groups(model: nn.Module, input_shape: Sequence[int], drop: Mapping[str, Sequence[int]]) -> nn.Module:
-    """A copy of ``model`` without those output channels of each site and everything coupled
-    to them (Torch-Pruning cuts the tensors; the copy is really smaller)."""
-    new = copy.deepcopy(model)
-    for site, indices in drop.items():
-        channel_group(new, input_shape, site, sorted(indices)).prune()
-    _GRAPHS.forget(new)  # traced before the cut: shapes changed
-    return new
-
 
 def replace_blocks(model: nn.Module, sites: Sequence[str]) -> nn.Module:
     """A copy of ``model`` with those modules replaced by the identity (residual blocks whose

@@ -1,4 +1,4 @@
-"""The traced wrapper: any ``nn.Module`` with a linear classifier as a network the harness can
+"""The traced wrapper: any classifier ``nn.Module`` as a network the harness can
 prune without an architecture spec of its own. Its spec is the fresh network's recipe plus
 the log of every removal (``arch["removed"]``), and :class:`TracedFamily` builds a network by
 creating the fresh one and replaying the log (:func:`harness.surgery.replay`), so pruned
@@ -12,23 +12,38 @@ import copy
 import torch
 from torch import nn
 
-from harness.api import ModelFamily
+from harness.api import ModelFamily, Option
 from harness.checkpoints import checkpoint_tensors
 from harness.errors import HarnessError, first_line
+from harness.measure import evaluating
 from harness.surgery import replay
 
 
 class TracedNetwork(nn.Module):
-    """A network and the spec it was built from. ``forward_features`` is what its classifier
-    reads (the last linear layer's input): the representation similarity compares."""
+    """A network and the spec it was built from. Its classifier is the last convolution or
+    linear layer the network runs (in eval mode): a linear layer, or SqueezeNet's 1x1
+    convolution. ``forward_features`` is that layer's input, flattened: the representation
+    similarity compares. A network that returns more than its logits in train mode
+    (GoogLeNet's and Inception-v3's auxiliary classifiers) is trained on the logits, its first
+    output; ``forward_all`` gives everything."""
 
     def __init__(self, arch: dict, net: nn.Module, classifier: str | None = None):
         super().__init__()
         self.arch = copy.deepcopy(arch)
         self.net = net
-        self.classifier = classifier or last_linear(net)
+        self._classifier = classifier
+
+    @property
+    def classifier(self) -> str:
+        if self._classifier is None:
+            self._classifier = last_layer(self.net, self.traced_input_shape())
+        return self._classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    def forward_all(self, x: torch.Tensor):
         return self.net(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,11 +65,34 @@ class TracedNetwork(nn.Module):
         return [f"net.{self.classifier}"]
 
 
-def last_linear(net: nn.Module) -> str:
-    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise HarnessError(f"{type(net).__name__} has no linear classifier to read features from")
-    return linears[-1]
+def parse_yes_no(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("yes", "no", "true", "false", "1", "0"):
+        raise ValueError("give yes or no")
+    return text in ("yes", "true", "1")
+
+
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@torch.no_grad()
+def last_layer(net: nn.Module, input_shape) -> str:
+    """The last convolution or linear layer ``net`` runs on an input (in eval mode)."""
+    ran = []
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=name: ran.append(n))
+             for name, m in net.named_modules() if isinstance(m, LAYERS)]
+    try:
+        with evaluating(net):
+            net(torch.zeros((1, *input_shape), device=next(net.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not ran:
+        raise HarnessError(f"{type(net).__name__} runs no convolution or linear layer: no classifier to read "
+                           "features from")
+    return ran[-1]
 
 
 class TracedFamily(ModelFamily):
@@ -68,9 +106,14 @@ class TracedFamily(ModelFamily):
     default_dataset = "cifar10"
     default_structures = ("layer", "filter")
     structure_names = {"layer": "traced-block", "filter": "traced-channel"}
+    # kl scores a unit by a forward pass with it ablated: a MobileNetV2 has 9,128 channel units
+    default_criterion = "l1"
     optimizer = "adamw"
     finetune_lr = 5e-4
     scratch_lr = 1e-3
+    options = (Option("plain_layers", False, "traced networks: the layer candidate may also remove plain "
+                      "convolutions between two ReLUs that keep their input's shape, with their batch norm and the "
+                      "second ReLU (VGG's 512->512 layers), besides residual blocks: yes or no", parse=parse_yes_no),)
 
     def create_network(self, arch: dict) -> nn.Module:
         """A fresh network of the spec, before the logged surgery."""

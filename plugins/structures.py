@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -42,8 +43,8 @@ from torch import nn
 
 from harness import hookimpl
 from harness.api import ChannelWidthNetwork, ResidualBlockNetwork, Structure, Unit
-from harness.surgery import (PerModel, channel_group, channel_group_sites, channel_group_slices, evaluating,
-                             keep_indices, prune_channel_groups, rebuild, replace_blocks, zero_)
+from harness.surgery import (PerModel, channel_sites, evaluating, keep_indices, prune_channel_groups, rebuild,
+                             replace_blocks, unit_prices, zero_)
 
 TRANSFORMER_PROTOCOL = ("blocks", "arch_without_blocks", "arch_with_heads", "arch_with_mlp", "forward_features")
 
@@ -349,22 +350,58 @@ def _logged(model, new, operation: dict):
     return new
 
 
-_PROBED = PerModel(keep=8)  # model -> {block site: its last layer}
+#: how many of a block's last layers the probe zeroes at most: MobileNetV2, ConvNeXt and ResNet
+#: blocks end in one layer, GhostNet's bottleneck in a ghost module of two parallel paths, which
+#: the last three layers it runs (primary convolution's batch norm, cheap convolution and its
+#: batch norm) silence together
+BRANCH_ENDS = 4
 
 
-def probe_residual_blocks(model: nn.Module, input_shape) -> dict[str, str]:
-    """``{site: last layer}`` for every module that is a residual block with an identity
-    shortcut, found by trying: on a probe input (random images through the whole network, in
-    eval mode), a module whose output has its input's shape, and which returns its input
-    exactly once the weights of the last layer it runs (in forward order) are zeroed, is
-    ``input + branch``. Removing it leaves the identity; zeroing that layer ablates it. Modules
-    inside another found block count as the block (the innermost one is kept). Probed once per
-    model object."""
-    return _PROBED.get(model, lambda: _probe(model, input_shape))
+@dataclass(frozen=True)
+class Removable:
+    """A module the traced blocks can remove: a residual block (``kind`` "residual", ablated by
+    zeroing ``layers``, the last layers of its branch) or a plain layer ("plain": a convolution
+    that keeps its input's shape, ``layers`` = it and its batch norm, ablated by making them the
+    identity). Removal replaces ``replaced`` by the identity: the block itself, or the plain
+    layer's convolution, batch norm and the ReLU after them."""
+
+    kind: str
+    layers: tuple[str, ...]
+    replaced: tuple[str, ...]
+
+
+_PROBED = PerModel(keep=8)  # model -> (its residual blocks, its plain layers), each {site: Removable}
+
+
+def probe_removable(model: nn.Module, input_shape, plain: bool = False) -> dict[str, Removable]:
+    """Every module the traced blocks can remove, found by trying on a probe input (random
+    images through the whole network, in eval mode), once per model object:
+
+    - residual blocks with an identity shortcut: a module whose output has its input's shape,
+      and which returns its input exactly once the weights of the last layer it runs (in
+      forward order) are zeroed, or of its last two, ... up to ``BRANCH_ENDS``, is ``input +
+      branch``. Removing it leaves the identity; zeroing those layers ablates it. A module that
+      holds a block is not one (the innermost is kept);
+    - with ``plain``, plain layers outside those blocks: a convolution (one group, as many
+      outputs as inputs) between two ReLUs whose output has its input's shape (VGG's), with the
+      batch norm between it and the second ReLU. A Dirac kernel and the batch norm undone make
+      them the identity, and the second ReLU then passes its input (the first one's output)
+      unchanged: removing all three leaves the same network (checked on the probe), and no
+      in-place ReLU overwrites what the first one's backward pass needs."""
+    found = _PROBED.get(model, lambda: _probe(model, input_shape))
+    if plain and found[1] is None:
+        found[1] = _probe_plain(model, input_shape, found[0])
+    return found[0] | (found[1] if plain else {})
+
+
+def _has_weights(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, input_shape) -> dict[str, str]:
+def _run_recording(model: nn.Module, input_shape):
+    """The probe input's pass: (every module's first input and output, the layers with weights
+    of their own in the order they ran, the probe, the network's output)."""
     modules = dict(model.named_modules())
     calls, order = {}, []
 
@@ -380,94 +417,202 @@ def _probe(model: nn.Module, input_shape) -> dict[str, str]:
     probe = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with evaluating(model):
-            model(probe)
-            # layers with weights of their own, in the order they ran
-            layers = [n for n in order if not any(True for _ in modules[n].children())
-                      and any(True for _ in modules[n].parameters(recurse=False))]
-            found = {}
-            for name, (x, y) in calls.items():
-                block = modules[name]
-                if x.shape != y.shape or not any(True for _ in block.children()) or float(x.abs().max()) == 0.0:
-                    continue
-                inside = [n for n in layers if n.startswith(name + ".")]
-                if not inside:
-                    continue
-                with _restoring([zero_(p) for p in modules[inside[-1]].parameters(recurse=False)]):
-                    out = block(x)
-                if torch.allclose(out, x, rtol=0, atol=1e-5 * float(x.abs().max())):
-                    found[name] = inside[-1]
+            expected = model(probe)
     finally:
         for h in hooks:
             h.remove()
-    return {n: layer for n, layer in found.items() if not any(o.startswith(n + ".") for o in found)}
+    layers = [n for n in dict.fromkeys(order) if not any(True for _ in modules[n].children())
+              and _has_weights(modules[n])]
+    return calls, layers, probe, expected
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, input_shape) -> list:
+    modules = dict(model.named_modules())
+    calls, layers, _, _ = _run_recording(model, input_shape)
+    found: dict[str, Removable] = {}
+    with evaluating(model):
+        for name in sorted(calls, key=lambda n: -n.count(".")):  # innermost first
+            x, y = calls[name]
+            block = modules[name]
+            if (x.shape != y.shape or not any(True for _ in block.children()) or float(x.abs().max()) == 0.0
+                    or any(site.startswith(name + ".") for site in found)):
+                continue
+            inside = [n for n in layers if n.startswith(name + ".")]
+            for k in range(1, min(len(inside), BRANCH_ENDS) + 1):
+                with _restoring([zero_(p) for n in inside[-k:] for p in modules[n].parameters(recurse=False)]):
+                    out = block(x)
+                if torch.allclose(out, x, rtol=0, atol=1e-5 * float(x.abs().max())):
+                    found[name] = Removable("residual", tuple(inside[-k:]), (name,))
+                    break
+    return [dict(sorted(found.items(), key=lambda item: layers.index(item[1].layers[-1]))), None]
+
+
+@torch.no_grad()
+def _probe_plain(model: nn.Module, input_shape, blocks: dict[str, Removable]) -> dict[str, Removable]:
+    modules = dict(model.named_modules())
+    calls, layers, probe, expected = _run_recording(model, input_shape)
+    found = {}
+    with evaluating(model):
+        for name in layers:
+            conv = modules[name]
+            if (not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.in_channels != conv.out_channels
+                    or name not in calls or calls[name][0].shape != calls[name][1].shape
+                    or any(name.startswith(site + ".") for site in blocks)):
+                continue
+            x, y = calls[name]
+            after_relu = any(out is x and isinstance(modules[n], nn.ReLU) for n, (_, out) in calls.items())
+            norm = next((n for n, (i, _) in calls.items() if i is y and isinstance(modules[n], _BatchNorm)), None)
+            last = calls[norm][1] if norm else y
+            relu = next((n for n, (i, _) in calls.items() if i is last and isinstance(modules[n], nn.ReLU)), None)
+            if not after_relu or relu is None:
+                continue
+            layers = (name,) + ((norm,) if norm else ())
+            plain = Removable("plain", layers, layers + (relu,))
+            bypass = [modules[n].register_forward_hook(lambda m, args, out: args[0]) for n in plain.replaced]
+            try:
+                without = model(probe)
+            finally:
+                for h in bypass:
+                    h.remove()
+            with _restoring(_make_identity(model, plain)):
+                ablated = model(probe)
+            if torch.allclose(ablated, without, rtol=0, atol=1e-4 * (float(expected.abs().max()) or 1.0)):
+                found[name] = plain
+    return found
+
+
+def _make_identity(model, plain: Removable) -> list:
+    """A plain layer made the identity in place (a Dirac kernel, no bias; its batch norm
+    undone on its running statistics); returns the functions that restore it."""
+    conv = model.get_submodule(plain.layers[0])
+    restores = [zero_(conv.weight)] + ([zero_(conv.bias)] if conv.bias is not None else [])
+    nn.init.dirac_(conv.weight.data)
+    if len(plain.layers) > 1:
+        norm = model.get_submodule(plain.layers[1])
+        restores += [zero_(norm.weight), zero_(norm.bias)]
+        norm.weight.data.copy_(torch.sqrt(norm.running_var + norm.eps))
+        norm.bias.data.copy_(norm.running_mean)
+    return restores
 
 
 class TracedBlocks(Structure):
     """Residual blocks of any traced network (MobileNetV2's inverted residuals, ConvNeXt
-    blocks, torchvision's ResNet blocks), found by :func:`probe_residual_blocks`. Removing
-    one replaces it by the identity; zeroing the last layer of its branch ablates it exactly.
-    Blocks that change the shape or have a projection shortcut are never offered."""
+    blocks, torchvision's ResNet and RegNet blocks, GhostNet's bottlenecks), found by
+    :func:`probe_removable`. Removing one replaces it by the identity; zeroing the last layers
+    of its branch ablates it exactly. Blocks that change the shape or have a projection
+    shortcut are never offered. With ``--plain-layers`` also plain convolutions between two
+    ReLUs whose removal keeps the shapes (VGG's 512->512 layers): their ablation makes them the
+    identity (a Dirac kernel, the batch norm undone), not zero."""
 
     name = "traced-block"
     type = "layer"
+    description = "residual blocks of traced networks, and with --plain-layers their shape-keeping convolutions " \
+                  "(ablation = identity, not zero)"
+
+    def __init__(self):
+        self.plain_layers = False
+
+    def configure(self, options):
+        self.plain_layers = bool(options.get("plain_layers", False))
 
     def supports(self, model):
         return _is_traced(model)
 
+    def _removable(self, model) -> dict[str, Removable]:
+        return probe_removable(model, model.traced_input_shape(), self.plain_layers)
+
     def units(self, model):
-        return [Unit(self.name, site) for site in probe_residual_blocks(model, model.traced_input_shape())]
+        return [Unit(self.name, site) for site in self._removable(model)]
 
     def ablate(self, model, units: Sequence[Unit]):
-        last = probe_residual_blocks(model, model.traced_input_shape())
-        return _restoring([zero_(p) for u in units for p in model.get_submodule(last[u.site]).parameters(recurse=False)])
+        found = self._removable(model)
+        restores = []
+        for u in units:
+            if found[u.site].kind == "plain":
+                restores += _make_identity(model, found[u.site])
+            else:
+                restores += [zero_(p) for layer in found[u.site].layers
+                             for p in model.get_submodule(layer).parameters(recurse=False)]
+        return _restoring(restores)
 
     def remove(self, model, units: Sequence[Unit]):
+        found = self._removable(model)
         sites = sorted({u.site for u in units})
-        bad = set(sites) - set(probe_residual_blocks(model, model.traced_input_shape()))
+        bad = set(sites) - set(found)
         if bad:
-            raise ValueError(f"module(s) {', '.join(sorted(bad))} are not removable residual blocks")
-        return _logged(model, replace_blocks(model, sites), {"blocks": sites})
+            raise ValueError(f"module(s) {', '.join(sorted(bad))} are not removable residual blocks or plain layers")
+        replaced = sorted(name for site in sites for name in found[site].replaced)
+        return _logged(model, replace_blocks(model, replaced), {"blocks": replaced})
 
     def weights(self, model, unit):
         return [m.weight for m in model.get_submodule(unit.site).modules()
                 if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]
 
     def normalization(self, model, unit):
-        layer = model.get_submodule(probe_residual_blocks(model, model.traced_input_shape())[unit.site])
-        return list(layer.parameters(recurse=False)) if isinstance(layer, NORMALIZATIONS) else []
+        found = self._removable(model)[unit.site]
+        return [p for name in found.layers for p in model.get_submodule(name).parameters(recurse=False)
+                if isinstance(model.get_submodule(name), NORMALIZATIONS)]
 
 
 NORMALIZATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
 class TracedChannels(Structure):
     """Groups of coupled channels of any network Torch-Pruning can trace: a filter with its
     batch-norm channel, the depthwise convolution and residual sums it feeds, and the input
-    channels of the layers that read it (:func:`harness.surgery.channel_group_sites`). A
-    unit is one channel of a group, named by the layer Torch-Pruning roots the group at.
-    Ablation zeroes every tensor slice of the group (exact where a normalisation over
-    channels, ConvNeXt's LayerNorm, does not read it); removal cuts them from a copy."""
+    channels of the layers that read it (:func:`harness.surgery.channel_sites`). A unit is
+    one channel of a group, named by the layer Torch-Pruning roots the group at; where grouped
+    convolutions read or write the group, one channel in each of their groups (Torch-Pruning's
+    pruner takes them so), so every candidate runs. Ablation zeroes every tensor slice of the
+    unit (exact where a normalisation over channels, ConvNeXt's LayerNorm, does not read it);
+    removal cuts them from a copy; prices come from the layers' shapes, not from trial cuts."""
 
     name = "traced-channel"
     type = "filter"
 
     def supports(self, model):
-        return _is_traced(model)
+        # tracing once here makes a network Torch-Pruning cannot trace a one-line error before
+        # anything trains (the graph is kept for the units)
+        return _is_traced(model) and self._sites(model) is not None
+
+    def _sites(self, model):
+        return channel_sites(model, model.traced_input_shape(), model.traced_ignored())
 
     def units(self, model):
-        sites = channel_group_sites(model, model.traced_input_shape(), model.traced_ignored())
-        return [Unit(self.name, site, c) for site, size in sites.items() if size > 1 for c in range(size)]
+        return [Unit(self.name, site, j) for site, group in self._sites(model).items() if group.units > 1
+                for j in range(group.units)]
 
-    def _slices(self, model, site, indices):
-        return channel_group_slices(channel_group(model, model.traced_input_shape(), site, indices))
+    def _slices(self, model, site, units):
+        """``[(layer, tensor, dim, indices)]`` of those units of a site: outputs of layers and
+        normalisations (weights and biases), inputs of the layers that read them (a grouped
+        convolution's inputs go with their producer's outputs); ``layer`` is None for a
+        parameter outside any layer (ConvNeXt's layer scale)."""
+        group = self._sites(model)[site]
+        channels = group.channels_of(units)
+        out = []
+        for piece in group.pieces:
+            idx = piece.indices(channels)
+            if piece.kind == "grouped-in" or not idx:
+                continue
+            out.append((piece.layer, piece.tensor, piece.dim, idx))
+            bias = getattr(piece.layer, "bias", None) if piece.kind == "out" else None
+            if isinstance(bias, torch.Tensor):
+                out.append((piece.layer, bias, 0, idx))
+        return out
 
     def ablate(self, model, units: Sequence[Unit]):
         return _restoring([zero_(tensor, idx, dim) for site, drop in _by_site(units).items()
                            for _, tensor, dim, idx in self._slices(model, site, sorted(drop))])
 
     def remove(self, model, units: Sequence[Unit]):
-        drop = {site: sorted(idx) for site, idx in sorted(_by_site(units).items())}
+        sites = self._sites(model)
+        drop = {site: sites[site].channels_of(sorted(idx)) for site, idx in sorted(_by_site(units).items())}
         return _logged(model, prune_channel_groups(model, model.traced_input_shape(), drop), {"channels": drop})
+
+    def prices(self, model, measure):
+        return unit_prices(model, model.traced_input_shape(), self._sites(model), measure)
 
     def weights(self, model, unit):
         # the convolution and linear slices only: batch-norm scales (about 1) and layer scales

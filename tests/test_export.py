@@ -83,6 +83,21 @@ def test_an_export_that_differs_is_refused_and_nothing_is_written(tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_tolerance_follows_the_size_of_the_outputs(tmp_path, monkeypatch):
+    import harness.export as export
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(1e9)  # logits of ~1e9, as random weights through a deep network give
+    inputs = torch.rand(8, 1, 8, 8)
+    exact = export.Deployable(model, (0.0,), (1.0,))(inputs)
+    monkeypatch.setattr(export, "run_file", lambda path, fmt, x: exact * (1 + 1e-6))  # float32's last digits
+    assert export_checked(model, (0.0,), (1.0,), inputs, "torchscript", tmp_path / "m.pt")["max_abs_difference"] > 1e-4
+    monkeypatch.setattr(export, "run_file", lambda path, fmt, x: exact * 1.001)  # really another model
+    with pytest.raises(HarnessError, match="outputs differ"):
+        export_checked(model, (0.0,), (1.0,), inputs, "torchscript", tmp_path / "n.pt")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite"], "unknown --format 'tflite'; valid choices: onnx, pt2, torchscript"),
     (["--iteration", "9"], "--iteration 9: run "),

@@ -1,6 +1,7 @@
 """harness.prune: a model the harness has never seen, pruned from Python with its own loaders,
 and harness.load_pruned rebuilding it from the records on a fresh instance of its class."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -86,3 +87,48 @@ def test_bad_loaders_are_one_line_errors(tmp_path):
         harness.prune(TinyResidualNet(), train, val, runs_dir=tmp_path, candidate_epoch=1)
     with pytest.raises(HarnessError, match="calib_size 300 would leave too little"):
         harness.prune(TinyResidualNet(), train, val, calib_size=300, runs_dir=tmp_path)
+
+
+def test_harness_export_takes_a_run_of_harness_prune_with_the_factory_of_its_network(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import run_cli
+
+    torch.manual_seed(0)
+    train, val, x = loaders()
+    result = harness.prune(TinyResidualNet(), train, val, iterations=1, calib_size=64, runs_dir=tmp_path,
+                           candidate_epochs=0.1, finetune_epochs=0.1)
+    refused = run_cli("export", result.run_dir, "--format", "onnx")
+    assert refused.returncode == 2 and "written by harness.prune" in refused.stderr and "--factory" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
+    done = run_cli("export", result.run_dir, "--format", "onnx", "--factory", "test_python_api:TinyResidualNet(classes=4)")
+    assert done.returncode == 0, done.stderr
+    assert "random inputs" in done.stdout
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(result.run_dir / "exported" / "iter_001.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x[:5].numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, result.model.eval()(x[:5]).numpy(), atol=1e-4)
+    # and from Python, with a fresh instance
+    report = harness.export_pruned(result.run_dir, TinyResidualNet(), "pt2", out=tmp_path / "m.pt2")
+    assert report["max_abs_difference"] <= 1e-4
+
+
+def test_a_timm_vision_transformer_goes_to_the_vit_family_and_reloads_on_its_factory(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+
+    def make():
+        return timm.create_model("vit_tiny_patch16_224", num_classes=4, img_size=12, patch_size=4, depth=3)
+
+    torch.manual_seed(0)
+    train, val, x = loaders()
+    result = harness.prune(make(), train, val, iterations=1, calib_size=64, runs_dir=tmp_path, candidate_epochs=0.1,
+                           finetune_epochs=0.1)
+    assert "pruned as a timm Vision Transformer" in capsys.readouterr().out
+    assert result.family == "timm" and result.decision_path in ("L", "H")
+    again = harness.load_pruned(result.run_dir, make)
+    with torch.no_grad():
+        assert torch.equal(again(x[:4]), result.model.eval()(x[:4]))
+    with pytest.raises(HarnessError, match="pruned by the timm family"):
+        harness.load_pruned(result.run_dir, TinyResidualNet())

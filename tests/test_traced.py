@@ -187,3 +187,114 @@ def test_bench_prunes_a_traced_network_with_both_candidates_every_iteration(name
         model = load_model(records.model_path(tmp_path / "run", row["iteration"]))
         assert count_flops(model, SHAPE) == row["flops"] and count_parameters(model) == row["params"]
     assert rows[-1]["flops"] < rows[0]["flops"]
+
+
+def test_grouped_convolutions_lose_one_channel_per_group_and_every_candidate_runs():
+    model, channels = traced("torchvision:resnext50_32x4d"), structure("traced-channel")
+    conv = model.net.layer1[0].conv2  # 128 channels in 32 groups
+    site = "net.layer1.0.conv2"
+    units = [u for u in channels.units(model) if u.site == site]
+    assert conv.groups == 32 and len(units) == 128 // 32
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    chosen = units[:2] + [u for u in channels.units(model) if u.site == "net.layer1.0.conv1"][:3]
+    with channels.ablate(model, chosen):
+        ablated = outputs(model)
+    child = channels.remove(model, chosen)
+    # a unit is one channel in each of the 32 groups, on both sides of the grouped convolution
+    assert child.net.layer1[0].conv2.out_channels == 128 - 2 * 32 and child.net.layer1[0].conv2.in_channels == 128 - 3 * 32
+    assert torch.allclose(outputs(child), ablated, atol=1e-5)
+    child.train()(x)  # and in train mode
+
+
+@pytest.mark.parametrize("name", ["torchvision:mobilenet_v2", "torchvision:regnet_x_400mf", "timm:convnext_atto"])
+def test_width_prices_from_the_shapes_equal_what_a_trial_cut_saves(name):
+    from harness.measure import count_filters
+
+    model, channels = traced(name), structure("traced-channel")
+    sites = {}
+    for u in channels.units(model):
+        sites.setdefault(u.site, u)
+    for measure, size in (("flops", lambda m: count_flops(m, SHAPE)), ("params", count_parameters),
+                          ("filters", count_filters)):
+        prices = channels.prices(model, measure)
+        for site, unit in list(sites.items())[::5]:
+            assert prices[site] == size(model) - size(channels.remove(model, [unit])), (measure, site)
+
+
+def test_training_only_branches_are_pruned_with_the_trunk():
+    model, channels = traced("torchvision:googlenet"), structure("traced-channel")
+    assert model.net.aux1 is not None
+    # inception4a's output feeds inception4b and, in train mode only, the first auxiliary classifier
+    units = [u for u in channels.units(model) if u.site == "net.inception4a.branch4.1.conv"][:5]
+    child = channels.remove(model, units)
+    assert child.net.aux1.conv.conv.in_channels == model.net.aux1.conv.conv.in_channels - 5
+    x = torch.randn(2, *SHAPE)
+    assert child.train()(x).shape == (2, 10)  # the trunk's logits: the auxiliary ones train nothing here
+    assert len(child.forward_all(x)) == 3
+    # the auxiliary classifiers' outputs are classes: never offered
+    assert not any(u.site.startswith("net.aux") and u.site.endswith("fc2") for u in channels.units(model))
+
+
+def test_a_convolution_classifier_is_the_classifier():
+    model, channels = traced("torchvision:squeezenet1_0"), structure("traced-channel")
+    assert model.classifier == "classifier.1"
+    assert model.forward_features(torch.randn(2, *SHAPE)).shape[0] == 2
+    assert "net.classifier.1" not in {u.site for u in channels.units(model)}
+
+
+def test_ghostnet_bottlenecks_are_blocks_ablated_through_both_paths_of_their_ghost_module():
+    model, blocks = traced("timm:ghostnet_100"), structure("traced-block")
+    units = blocks.units(model)
+    identity = [f"net.{n}" for n, m in model.net.named_modules()
+                if type(m).__name__ == "GhostBottleneck" and len(m.shortcut) == 0 and m.conv_dw is None]
+    assert [u.site for u in units] == identity and len(units) == 11
+    for unit in units[::4]:
+        with blocks.ablate(model, [unit]):
+            ablated = outputs(model)
+        assert torch.allclose(outputs(blocks.remove(model, [unit])), ablated, atol=1e-5)
+
+
+def test_plain_layers_are_blocks_on_request_and_their_ablation_is_the_identity():
+    model, blocks = traced("torchvision:vgg11_bn"), structure("traced-block")
+    assert blocks.units(model) == []
+    blocks.configure({"plain_layers": True})
+    units = blocks.units(model)
+    # 256->256 and 512->512 convolutions right after a ReLU (features.22 comes after a max-pool)
+    convs = [f"net.features.{i}" for i, m in enumerate(model.net.features) if isinstance(m, nn.Conv2d)
+             and m.in_channels == m.out_channels and isinstance(model.net.features[i - 1], nn.ReLU)]
+    assert [u.site for u in units] == convs and len(convs) == 3
+    with blocks.ablate(model, units[-2:]):
+        ablated = outputs(model)
+    child = blocks.remove(model, units[-2:])
+    # each with its batch norm and the ReLU after it, which passes the ReLU before it unchanged
+    index = [int(c.rpartition(".")[2]) for c in convs[-2:]]
+    assert child.arch["removed"] == [{"blocks": sorted(f"net.features.{i + k}" for i in index for k in range(3))}]
+    assert torch.allclose(outputs(child), ablated, atol=1e-5)
+    # and it trains: no in-place ReLU left to overwrite what the one before needs for its gradient
+    child.train()(torch.randn(2, *SHAPE)).sum().backward()
+
+
+def test_a_state_dicts_metadata_survives_saving_and_loading(tmp_path):
+    model = traced("torchvision:mnasnet0_5")  # MNASNet refuses a state dict without its version
+    assert model.state_dict()._metadata["net"]["version"] == 2
+    save_model(model, tmp_path / "m.pt")
+    assert torch.equal(outputs(load_model(tmp_path / "m.pt")), outputs(model))
+
+
+def test_a_network_torch_pruning_cannot_trace_is_one_line_saying_where_it_failed():
+    from harness.errors import HarnessError
+
+    model = traced("torchvision:shufflenet_v2_x0_5")  # its channel shuffle is a reshape Torch-Pruning cannot map
+    with pytest.raises(HarnessError, match=r"^Torch-Pruning \S+ cannot trace the channels of ShuffleNetV2: "
+                                           r"ZeroDivisionError in its update_reshape_index_mapping") as caught:
+        structure("traced-channel").supports(model)
+    assert "\n" not in str(caught.value)
+
+
+def test_traced_networks_default_to_l1_and_the_others_to_kl():
+    from harness.config import BenchConfig
+    from harness.resolve import resolve
+
+    assert resolve(BenchConfig(model="torchvision:mobilenet_v2")).config.criterion == "l1"
+    assert resolve(BenchConfig(model="resnet20")).config.criterion == "kl"
+    assert resolve(BenchConfig(model="torchvision:mobilenet_v2", criterion="kl")).config.criterion == "kl"

@@ -4,6 +4,7 @@ dropping blocks from a staged architecture spec, reading and fitting checkpoints
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 
 def block_index(blocks: list[tuple[str, object]], site: str) -> int:
@@ -52,5 +53,8 @@ def fit_shapes(state: dict, fresh: dict) -> tuple[dict, list[str]]:
     """Published weights fitted to a model's fresh state dict: each tensor whose shape differs
     here (a classifier for other classes, another stem) keeps its fresh initialisation.
     Returns the fitted state and the keys that stayed fresh."""
-    fitted = {key: state[key] if key in state and state[key].shape == t.shape else t for key, t in fresh.items()}
+    fitted = OrderedDict((key, state[key] if key in state and state[key].shape == t.shape else t)
+                         for key, t in fresh.items())
+    # the published layout's versions (MNASNet reads them when it loads)
+    fitted._metadata = getattr(state, "_metadata", getattr(fresh, "_metadata", None))
     return fitted, [key for key, t in fresh.items() if fitted[key] is t]

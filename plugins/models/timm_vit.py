@@ -228,6 +228,56 @@ class TimmFamily(ModelFamily):
         ``state_dict`` or ``model`` entry, with a ``module.`` prefix)."""
         return checkpoint_tensors(state, "net.")
 
+    def adopt(self, name, module):
+        """A timm ``VisionTransformer`` given to harness.prune, when every block is one the
+        transformer structures prune (:func:`transformer_block_problem`)."""
+        if not type(module).__module__.startswith("timm."):  # no need to import timm to know
+            return None
+        from timm.models.vision_transformer import VisionTransformer
+
+        if type(module) is not VisionTransformer or not len(module.blocks):
+            return None
+        if any(transformer_block_problem(block) for block in module.blocks):
+            return None
+        return OwnViTFamily(name, module)
+
+
+class OwnViTFamily(TimmFamily):
+    """A caller's timm Vision Transformer (harness.prune) as this family: fresh networks are
+    copies of it, with the spec's depth and block sizes; its weights are the pretrained ones.
+    Spec: ``{"model": name, "family": "timm", "source": "own", "variant": class name,
+    "blocks": [{"heads": h, "head_dim": d, "mlp": hidden}, ...]}``."""
+
+    options = ()
+    family = "timm"
+
+    def __init__(self, name: str, module: nn.Module):
+        super().__init__()
+        self.name, self.module = name, module
+        self.description = (f"the {type(module).__name__} given is pruned as a timm Vision Transformer (the "
+                            f"{PREFIX} family: blocks and attention heads)")
+
+    def claims(self, name):
+        return name == self.name
+
+    def check_name(self, name):
+        pass
+
+    def default_arch(self, name, num_classes, input_shape):
+        return {"model": self.name, "family": "timm", "source": "own", "variant": type(self.module).__name__,
+                "blocks": [block_spec(block) for block in self.module.blocks]}
+
+    def build(self, arch: dict) -> nn.Module:
+        net = copy.deepcopy(self.module)
+        # the kept blocks are the first ones, renamed (harness.surgery.rebuild carries their weights over)
+        net.blocks = nn.Sequential(*list(net.blocks)[: len(arch["blocks"])])
+        for block, spec in zip(net.blocks, arch["blocks"]):
+            resize_block(block, spec)
+        return TimmViT(arch, net)
+
+    def pretrained_state_dict(self, name, dataset):
+        return checkpoint_tensors(self.module.state_dict(), "net.")
+
 
 def _where_weights_come_from(timm_name: str) -> str:
     from timm.models import get_pretrained_cfg

@@ -23,10 +23,11 @@ import difflib
 
 from torch import nn
 
-from harness.api import load_url_state_dict
+from harness.api import Option, checkpoint_tensors, load_url_state_dict
 from harness.errors import HarnessError, first_line, warn
 from harness.traced import TracedFamily
 from harness_plugins.models.blocks import fit_shapes
+from harness_plugins.models.timm_vit import parse_kwargs
 
 PREFIX = "traced:"
 SOURCES = ("torchvision", "timm")
@@ -61,11 +62,19 @@ class TracedLibraryFamily(TracedFamily):
                    "groups of Torch-Pruning's dependency graph and probed residual blocks")
     # names of these prefixes that their own family does not claim come here
     fallback_for = ("torchvision:", "timm:")
+    options = TracedFamily.options + (
+        Option("traced_kwargs", {}, "keyword arguments of the torchvision or timm constructor of a traced network, "
+               "e.g. aux_logits=False (Inception-v3 and GoogLeNet without their training-only auxiliary classifiers)",
+               parse=parse_kwargs, affects_training=True),)
 
     def __init__(self):
         # the architecture last made for each name: create_model asks for it before the
         # pretrained weights, which are then fitted to it (its classes)
         self._made: dict[str, dict] = {}
+        self.user_kwargs: dict = {}
+
+    def configure(self, options):
+        self.user_kwargs = dict(options.get("traced_kwargs") or {})
 
     def check_name(self, name):
         source, variant = split_name(name)
@@ -87,7 +96,7 @@ class TracedLibraryFamily(TracedFamily):
         source, variant = split_name(name)
         if len(input_shape) != 3:
             raise HarnessError(f"{name} takes images (C, H, W); this data set gives inputs of shape {tuple(input_shape)}")
-        kwargs = {"num_classes": num_classes}
+        kwargs = {**self.user_kwargs, "num_classes": num_classes}
         if source == "timm":
             kwargs["in_chans"] = input_shape[0]
         elif input_shape[0] != 3:
@@ -114,7 +123,7 @@ class TracedLibraryFamily(TracedFamily):
             import torchvision
 
             state = load_url_state_dict(torchvision.models.get_model_weights(variant).DEFAULT.url)
-        state = {"net." + key: value for key, value in state.items()}
+        state = checkpoint_tensors(state, "net.")  # with its metadata: MNASNet reads it
         if name not in self._made:
             return state
         fitted, kept = fit_shapes(state, self.build(self._made[name]).state_dict())
