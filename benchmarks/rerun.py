@@ -25,7 +25,9 @@ from pathlib import Path
 
 
 def strip(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "phase_s")} for r in rows]
+    from harness.schema import reproducible
+
+    return [reproducible(r) for r in rows]
 
 
 def main():

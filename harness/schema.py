@@ -105,6 +105,17 @@ class Iteration(Measurements, total=False):
     non_finite: dict[str, str]
 
 
+#: the keys of an iteration record that measure the machine, not the run (two runs of one
+#: configuration differ only in these): a new measurement of time or memory is listed here
+MACHINE_KEYS = ("wall_time_s", "phase_s")
+
+
+def reproducible(row: Iteration) -> Iteration:
+    """An iteration record less :data:`MACHINE_KEYS`: what every run of its configuration
+    records, on any machine (resumed runs, reruns and sweeps are compared on it)."""
+    return {k: v for k, v in row.items() if k not in MACHINE_KEYS}
+
+
 def candidate(*, type: str, similarity: float | None, units: int, flops: int, params: int, finetuned: bool,
               method_saw: bool, info: dict | None = None) -> Candidate:
     """A candidate record; ``info`` holds the decision-record keys (similarities, val_accuracy,

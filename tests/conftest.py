@@ -91,7 +91,9 @@ def run_in_process(args, env=None, cwd=None) -> subprocess.CompletedProcess:
 
 def without_wall_times(rows: list[dict]) -> list[dict]:
     """Iteration records less their wall times: what two runs of one configuration share."""
-    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "phase_s")} for r in rows]
+    from harness.schema import reproducible
+
+    return [reproducible(r) for r in rows]
 
 
 def seeded_resnet(name="resnet20", num_classes=10, in_channels=3, seed=0):

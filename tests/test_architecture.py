@@ -119,3 +119,18 @@ def test_the_core_never_imports_its_built_in_plugins():
     offenders = {name for name, path in MODULES.items()
                  if any(t.split(".")[0] == "harness_plugins" for t in imported(name, path))}
     assert not offenders, f"{sorted(offenders)} import harness_plugins"
+
+
+def test_the_keys_two_machines_record_differently_are_listed_once():
+    """A new measurement of time or memory in the iteration records is a field of
+    harness.schema and a key of MACHINE_KEYS, not also a list in every test or script that
+    compares two runs' records (benchmarks/ray_two_nodes.py's copy had missed phase_s)."""
+    from harness import schema
+
+    row = {"iteration": 1, "accuracy": 50.0, "wall_time_s": 3.0, "phase_s": {"finetune": 2.0}}
+    assert schema.reproducible(row) == {"iteration": 1, "accuracy": 50.0}
+    assert set(schema.MACHINE_KEYS) <= set(schema.Iteration.__annotations__)
+    listed = ", ".join(f'"{key}"' for key in schema.MACHINE_KEYS)  # as a copy would write them
+    copies = [p.relative_to(ROOT) for folder in ("harness", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+              if listed in p.read_text()]
+    assert copies == [Path("harness/schema.py")], f"{copies} list the machine's keys again: use harness.schema.reproducible"

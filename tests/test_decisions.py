@@ -15,6 +15,7 @@ from harness.config import BenchConfig
 from harness.decision_pages import write_decisions
 from harness.decisions import CONTESTED_BELOW, read_decisions, score, tables
 from harness.oracle import TIE_RULE, judged_outcomes, oracle_verdict
+from harness.schema import reproducible
 
 FAST = ["--budget", "smoke", "--scratch-epochs", "10", "--candidate-epochs", "0.3", "--finetune-epochs", "0.5"]
 
@@ -227,7 +228,7 @@ def test_decision_records_describe_every_candidate_and_the_oracle_changes_nothin
     assert "oracle" not in plain[1]["phase_s"]
     # the oracle trains copies under a forked random state: the run itself is the same
     assert plain_result["decision_path"] == checked_result["decision_path"]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("oracle", "wall_time_s", "phase_s", "candidates")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in reproducible(r).items() if k not in ("oracle", "candidates")}  # noqa: E731
     assert [strip(r) for r in plain] == [strip(r) for r in checked]
     a = torch.load(records.model_path(tmp_path / "plain", 2), weights_only=True)
     b = torch.load(records.model_path(tmp_path / "checked", 2), weights_only=True)
