@@ -3,7 +3,9 @@ follow, the setting that names a run's plugins of that kind, and the conformance
 ``harness check-plugin``. The hooks (:mod:`harness.hookspecs`), registration, the plugin
 set of a run, the name checks of a run's configuration, ``harness plugins``/``check-plugin``
 and the documentation test all read it, so a new kind is a row here, an interface in
-:mod:`harness.api`, a section in docs/plugins.md and the code that uses it."""
+:mod:`harness.api`, a section in docs/plugins.md and the code that uses it; `harness
+check-plugin` checks its plugins against the interface (``harness.testing.check_interface``)
+until the row names a check of its own (``conformance``)."""
 
 from __future__ import annotations
 

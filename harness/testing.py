@@ -11,25 +11,29 @@ or from the command line, on an installed plugin: ``harness check-plugin similar
 (``--model M`` checks a structure, criterion or evaluator on another network).
 
 Each ``check_*`` returns a list of problems, one line each (empty: the plugin conforms); a
-check that raises is reported as a problem, not as a crash. :func:`plugin` gives an installed
-plugin (a built-in structure to check a network with, for instance).
+check that raises is reported as a problem, not as a crash. A kind without a check of its own
+(``Kind.conformance``) is checked against its interface (:func:`check_interface`). :func:`plugin`
+gives an installed plugin (a built-in structure to check a network with, for instance).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import tempfile
+from typing import Callable
 
 import torch
 from torch import nn
 
-from harness import registry
+from harness import api, registry
 from harness.api import CriterionContext, DataSplits, EvalContext, TensorSplit
 from harness.conformance import (check_dataset, check_method, check_model_family, model_named,  # noqa: F401
                                  run_checks, structures_for)
 from harness.errors import HarnessError
-from harness.kinds import KINDS
+from harness.kinds import KINDS, kind_named
 from harness.measure import count_parameters
 
 Problems = list[str]
@@ -248,5 +252,49 @@ def check_evaluator(evaluator, model: nn.Module | None = None, ctx=None) -> Prob
     return _checks([("evaluate", runs)])
 
 
-#: the check of each kind that has one, by kind (harness.kinds names them)
-CHECKS = {kind.name: globals()[kind.conformance] for kind in KINDS if kind.conformance}
+# ---------------------------------------------------------------- any kind
+def check_interface(plugin, kind: str) -> Problems:
+    """What a plugin of any kind keeps: a name; every member its kind's interface
+    (harness.api) leaves to plugins, those that raise NotImplementedError there; options with
+    distinct names; and ``configure`` with their defaults. `harness check-plugin` runs it on the
+    plugins of a kind that has no check of its own (a new kind)."""
+    interface = getattr(api, kind_named(kind).interface)
+    options = list(getattr(plugin, "options", ()) or ())
+
+    def named():
+        if not isinstance(getattr(plugin, "name", None), str) or not plugin.name:
+            return "a plugin needs a name (non-empty text)"
+
+    def members():
+        missing = [m for m in left_to_plugins(interface)
+                   if not callable(getattr(plugin, m, None)) or getattr(type(plugin), m, None) is getattr(interface, m)]
+        if missing:
+            return f"does not implement {', '.join(missing)} (harness.api.{interface.__name__})"
+
+    def distinct():
+        names = [o.name for o in options]
+        if len(set(names)) != len(names):
+            return f"declares an option twice: {sorted({n for n in names if names.count(n) > 1})}"
+
+    def configure():
+        if hasattr(plugin, "configure"):
+            plugin.configure({o.name: o.default for o in options})
+
+    return _checks([("name", named), ("interface", members), ("options", distinct), ("configure", configure)])
+
+
+def left_to_plugins(interface: type) -> list[str]:
+    """The members of an interface that raise NotImplementedError there: a plugin must have its own."""
+    return [name for name in dir(interface) if (not name.startswith("_") or name == "__call__")
+            and inspect.isfunction(getattr(interface, name))
+            and "NotImplementedError" in getattr(interface, name).__code__.co_names]
+
+
+def check_for(kind: str) -> Callable[..., Problems]:
+    """The conformance check of a kind: its own (``Kind.conformance``), else :func:`check_interface`."""
+    own = kind_named(kind).conformance
+    return globals()[own] if own else functools.partial(check_interface, kind=kind)
+
+
+#: the check of every kind, by kind (harness.kinds names each kind's own)
+CHECKS = {kind.name: check_for(kind.name) for kind in KINDS}

@@ -171,3 +171,33 @@ def test_the_kit_names_what_a_broken_data_set_gets_wrong(tmp_path):
 
     assert check_dataset(LeakingWithGoodLabels(), cache_dir=str(tmp_path)) == [
         "disjoint: 64 of the 64 calib samples are in the training split too"]
+
+
+def test_a_kind_without_a_check_of_its_own_is_checked_against_its_interface(monkeypatch):
+    """A new kind (a row of harness.kinds without ``conformance``) has `harness check-plugin`:
+    a name, the members its interface leaves to plugins, distinct options, configure."""
+    import dataclasses
+
+    from conftest import run_cli
+    from harness import kinds
+    from harness.api import Method, Option
+    from harness.testing import check_for, check_interface
+
+    assert check_interface(registry.build("method", "cka"), "method") == []
+
+    class Unfinished(Method):  # select is left to plugins
+        options = (Option("depth", 1, "d"), Option("depth", 2, "d"))
+
+        def configure(self, options):
+            raise ValueError("no configuration")
+
+    assert check_interface(Unfinished(), "method") == [
+        "name: a plugin needs a name (non-empty text)",
+        "interface: does not implement select (harness.api.Method)",
+        "options: declares an option twice: ['depth']",
+        "configure: raised ValueError: no configuration"]
+    assert check_interface(NoisyScores(), "criterion") == [], "a plugin need not subclass its interface"
+    monkeypatch.setitem(kinds.BY_NAME, "method", dataclasses.replace(kinds.BY_NAME["method"], conformance=None))
+    assert check_for("method").func is check_interface
+    result = run_cli("check-plugin", "method", "cka")
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stdout + result.stderr
