@@ -493,3 +493,25 @@ def test_wall_time_that_includes_the_oracle_says_so_with_its_share_of_the_traini
     # no candidate or fine-tune epochs in these configs: the oracle is all the training there is
     assert row["note"] == ("wall time includes the oracle (--oracle-epochs) on 1 of 2 runs: about 100% of their "
                            "training epochs; the records do not time it apart")
+
+
+def test_a_setting_newer_than_a_record_does_not_split_its_configuration(tmp_path):
+    """A run recorded before a setting existed has the value runs had then (Setting.old_records,
+    else the default): its seeds merge with a newer run's at that value, not at another."""
+    from harness.config import BenchConfig
+
+    root = tmp_path / "runs"
+    make_run(root, "old", seed=0)
+    newer = make_run(root, "new", seed=1)
+    config = records.read_config(newer)
+    defaults = BenchConfig().to_dict()
+    config["config"] |= {k: defaults[k] for k in ("label_smoothing", "oracle_seeds", "distill_temperature")}
+    config["config"] |= {"cuda_graphs": "off", "precision": "fp32", "distill": 0.0}  # as runs were before them
+    records.atomic_write_json(newer / records.CONFIG_FILE, config)
+    make_run(root, "distilled", seed=2)
+    config = records.read_config(root / "distilled")
+    config["config"]["distill"] = 0.5  # runs before --distill existed did not distil
+    records.atomic_write_json(root / "distilled" / records.CONFIG_FILE, config)
+    board = build_board(read_runs([root]), [])
+    assert sorted(board["seeds"]) == [1, 2]
+    assert board.loc[board["seeds"] == 2, "decision_path"].item() == "LF / LF"

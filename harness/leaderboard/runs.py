@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness import records, schema
 from harness.errors import HarnessError, first_line, warn
+from harness.settings import NOT_RECORDED, RUN_SETTINGS
 
 # config fields that do not make a configuration different: runs differing only in these merge
 # (the oracle and the decision records add measurements without changing what the run keeps)
@@ -193,6 +194,17 @@ def read_run(run_dir: Path) -> Run | None:
                                | {"data": row["data"], "options": own_options(cfg)}, sort_keys=True)
     trajectory = [(r.get("flops_reduction_pct", 0.0), r.get("accuracy_delta", 0.0)) for r in kept]
     return Run(row, configuration, trajectory, run.complete, oracle_share(cfg, rows))
+
+
+def same_configuration(configuration: str) -> str:
+    """A run's configuration (:attr:`Run.configuration`) with each setting its record lacks (the
+    run is older than the setting) at the value runs had before the setting existed
+    (``Setting.old_records``, else its default): a new setting never splits the seeds of one
+    configuration between the runs recorded before it and those recorded after."""
+    cfg = json.loads(configuration)
+    cfg |= {s.name: s.default if s.old_records is NOT_RECORDED else s.old_records for s in RUN_SETTINGS
+            if s.name not in cfg and s.name not in NOT_CONFIGURATION}
+    return json.dumps(cfg, sort_keys=True)
 
 
 def read_runs(roots: list[Path]) -> list[Run]:

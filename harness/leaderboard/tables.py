@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.leaderboard.runs import METRICS, TEXT_COLUMNS, Run, is_number
+from harness.leaderboard.runs import METRICS, TEXT_COLUMNS, Run, is_number, same_configuration
 
 SOURCE_COLUMNS = ["source", "citation", "note"]
 REPORTED_FIELDS = ["data", "model", "method", "flops_reduction_pct", "params_reduction_pct", "baseline_accuracy",
@@ -61,9 +61,10 @@ def merged_rows(runs: list[Run]) -> list[dict]:
     by_configuration: dict[str, list[Run]] = {}
     for run in sorted(runs, key=lambda r: (r.row["seed"], r.row["run"])):
         if run.complete:
-            by_configuration.setdefault(run.configuration, []).append(run)
+            by_configuration.setdefault(same_configuration(run.configuration), []).append(run)
     board = []
-    for key in sorted(by_configuration):
+    # in the order of the configurations as recorded: boards of records a setting is older than read as before it
+    for key in sorted(by_configuration, key=lambda k: min(r.configuration for r in by_configuration[k])):
         members, note = one_per_seed(by_configuration[key])
         row = {c: members[0].row[c] for c in TEXT_COLUMNS}
         row["hardware"] = " / ".join(dict.fromkeys(m.row["hardware"] for m in members))
