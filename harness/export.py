@@ -116,6 +116,14 @@ def export_checked(model: nn.Module, mean, std, inputs: torch.Tensor, fmt: str, 
             "max_abs_difference": difference, "max_output": float(expected.abs().max()), "same_prediction": same_class}
 
 
+def check_out(out: Path) -> None:
+    """The file to write must be a file name in a folder that takes files (checked before the
+    data loads): not a folder, not under a file, not on a read-only or special file system."""
+    if out.is_dir():
+        raise HarnessError(f"--out {out} is a folder; give a file name, e.g. {out / ('model' + FORMATS['onnx'])}")
+    records.check_folder(f"--out {out}: its folder", out.parent)
+
+
 def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path | None = None,
                samples: int = 256, model: nn.Module | Callable[[], nn.Module] | None = None) -> dict:
     """Exports one iteration's model of a run (default: the model it kept), checked on the
@@ -135,6 +143,7 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     if fmt not in FORMATS:
         raise HarnessError(f"unknown --format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     out = Path(out) if out else run_dir / "exported" / f"iter_{iteration:03d}{FORMATS[fmt]}"
+    check_out(out)
     record = records.read_config(run_dir)
     cfg = BenchConfig.from_dict(record["config"])
     path = records.model_path(run_dir, iteration)

@@ -1,0 +1,128 @@
+"""Issue 26, item 9: every finding of the fuzzing session against main, each a test. Bad input
+is one line on stderr (`harness: error: ...`) with exit status 2 and nothing written; the system
+refusing a write partway (a full disk, a read-only file system) is one line with exit status 4
+and every record kept; nothing hangs, nothing ends in a traceback."""
+
+import errno
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import run_cli
+from harness import models, records
+
+BAD_INPUT, STOPPED = 2, 4
+
+
+def one_line(result, code, *needles):
+    """Exit ``code``, one line on stderr naming every needle (warnings aside), no traceback."""
+    lines = [line for line in result.stderr.strip().splitlines()  # progress lines and warnings aside
+             if line.startswith("harness: ") and not line.startswith("harness: warning: ")]
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def bench(runs, name, *extra):
+    return run_cli("bench", "--budget", "smoke", "--iterations", "1", "--runs-dir", runs, "--name", name, *extra)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A complete one-iteration run of the offline demo."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = bench(runs, "done")
+    assert result.returncode == 0, result.stderr
+    return runs / "done"
+
+
+@pytest.fixture
+def unfinished(finished, tmp_path):
+    """A copy of the finished run as if killed after its unpruned model's record."""
+    run = tmp_path / "runs" / "cut"
+    shutil.copytree(finished, run)
+    (run / records.RESULT_FILE).unlink()
+    path = run / records.ITERATIONS_FILE
+    path.write_text(path.read_text().splitlines(keepends=True)[0])
+    (run / records.MODELS_DIR / "iter_001.pt").unlink()
+    return run
+
+
+def refuse_writes(monkeypatch, code, where=lambda path: True):
+    """Every atomic write (records, models, the baseline cache) whose path ``where`` accepts
+    fails as the system would: OSError ``code`` (ENOSPC: a full disk, EROFS, EACCES)."""
+    real = records.atomic_write_bytes
+
+    def refused(path, data):
+        if where(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(records, "atomic_write_bytes", refused)
+    monkeypatch.setattr(models, "atomic_write_bytes", refused)
+
+
+def refuse_new_files(monkeypatch, code):
+    """No new file anywhere (a read-only file system, a folder without write permission)."""
+    def refused(*args, dir=None, **kwargs):
+        raise OSError(code, os.strerror(code), str(dir))
+
+    monkeypatch.setattr(records.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(records.tempfile, "mkdtemp", refused)
+
+
+# ---------------------------------------------------------------- export and resume where nothing can be written
+@pytest.mark.parametrize("out, needle", [
+    ("a-file/model.pt", "its folder {tmp}/a-file is not a folder"),
+    ("a-folder", "--out {tmp}/a-folder is a folder; give a file name"),
+    ("/proc/model.pt", "its folder /proc cannot be written"),
+])
+def test_export_out_that_cannot_take_the_file_is_one_line(finished, tmp_path, out, needle):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    out = out if out.startswith("/") else str(tmp_path / out)
+    result = run_cli("export", finished, "--format", "torchscript", "--out", out)
+    one_line(result, BAD_INPUT, needle.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"]
+    assert not list((tmp_path / "a-folder").iterdir())
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_export_of_a_run_that_cannot_be_written_is_one_line(finished, monkeypatch, code):
+    refuse_new_files(monkeypatch, code)
+    result = run_cli("export", finished, "--format", "torchscript")
+    one_line(result, BAD_INPUT, f"{finished}/exported", "cannot be written", os.strerror(code))
+    assert not (finished / "exported").exists()
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_resume_of_a_run_that_cannot_be_written_is_one_line(unfinished, monkeypatch, code):
+    before = sorted(p.name for p in unfinished.rglob("*"))
+    refuse_new_files(monkeypatch, code)
+    result = run_cli("bench", "--resume", unfinished)
+    one_line(result, BAD_INPUT, f"--resume {unfinished} cannot be written")
+    assert sorted(p.name for p in unfinished.rglob("*")) == before
+
+
+def test_a_full_disk_partway_keeps_the_records_and_resumes(unfinished, monkeypatch):
+    refuse_writes(monkeypatch, errno.ENOSPC, lambda path: path.name == "iter_001.pt")
+    result = run_cli("bench", "--resume", unfinished)
+    one_line(result, STOPPED, "No space left on device", "iter_001.pt", f"harness bench --resume {unfinished}")
+    assert [r["iteration"] for r in records.read_iterations(unfinished)] == [0]
+    monkeypatch.undo()  # space freed
+    result = run_cli("bench", "--resume", unfinished)
+    assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in records.read_iterations(unfinished)] == [0, 1]
+
+
+def test_a_full_disk_under_the_cache_is_one_line_and_nothing_is_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    refuse_writes(monkeypatch, errno.ENOSPC, lambda path: "baselines" in path.parts)
+    result = bench(tmp_path / "runs", "full", "--scratch-epochs", "0.5")
+    one_line(result, STOPPED, "No space left on device", "nothing of run", "start it again")
+    assert not (tmp_path / "runs" / "full").exists()
