@@ -9,9 +9,12 @@ import os
 import shutil
 
 import pytest
+import torch
 
+import harness
 from conftest import run_cli
 from harness import models, records
+from harness.errors import HarnessError
 
 BAD_INPUT, STOPPED = 2, 4
 
@@ -164,3 +167,40 @@ def test_leaderboard_on_a_record_holding_nan_or_null_builds_its_board(tmp_path, 
     result = run_cli("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "board")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "wrote " in result.stdout
+
+
+# ---------------------------------------------------------------- harness.prune's inputs
+def prune_inputs(n=40):
+    from test_python_api import TinyResidualNet
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+    return TinyResidualNet(), x, y
+
+
+@pytest.mark.parametrize("model, needle", [
+    ("resnet18", "got a str"), (None, "got a NoneType"), (len, "got a builtin_function_or_method"),
+    (torch.zeros(3), "got a torch.Tensor"),
+])
+def test_prune_of_something_that_is_not_a_network_is_one_error(tmp_path, model, needle):
+    _, x, y = prune_inputs()
+    with pytest.raises(HarnessError, match=f"harness.prune takes the network to prune as a torch.nn.Module; {needle}$"):
+        harness.prune(model, [(x, y)], [(x, y)], runs_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("spoil, needle", [
+    (lambda x, y: [{"image": x, "label": y}], "train_loader must give \\(inputs, labels\\) batches .*; it gave a dict "
+                                              "with keys image, label$"),
+    (lambda x, y: [(x, y - 1)], "train_loader gives the label -1: labels must be class indices 0, 1, 2, ...$"),
+    (lambda x, y: [(x, y.float())], "train_loader's labels must be whole class indices .*; it gave torch.float32 "
+                                    "labels of shape \\(40,\\) for 40 inputs$"),
+    (lambda x, y: [(x, y[:, None])], "train_loader's labels must be whole class indices"),
+    (lambda x, y: [(torch.full_like(x, float("nan")), y)], "train_loader gives 40 of 40 inputs holding NaN or "
+                                                          "infinite values: every input must be finite$"),
+])
+def test_prune_refuses_a_loader_of_dicts_negative_or_float_labels_or_nan_inputs(tmp_path, spoil, needle):
+    model, x, y = prune_inputs()
+    with pytest.raises(HarnessError, match=needle):
+        harness.prune(model, spoil(x, y), [(x, y)], runs_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
