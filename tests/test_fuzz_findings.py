@@ -204,3 +204,24 @@ def test_prune_refuses_a_loader_of_dicts_negative_or_float_labels_or_nan_inputs(
     with pytest.raises(HarnessError, match=needle):
         harness.prune(model, spoil(x, y), [(x, y)], runs_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- training that cannot work
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
+    result = bench(tmp_path / "runs", "big", "--batch-size", "99999999999")
+    one_line(result, BAD_INPUT, "--batch-size 99999999999 is larger than the training split of digits (1053 samples): "
+                                "give at most 1053")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_whose_fine_tune_diverges_stops_in_one_line_instead_of_deciding_on_nan(tmp_path):
+    result = bench(tmp_path / "runs", "nan", "--lr", "1e12")
+    one_line(result, STOPPED, "iteration 1: the layer candidate's features", "hold NaN or infinite values",
+             "training diverged", "--resume")
+    assert [r["iteration"] for r in records.read_iterations(tmp_path / "runs" / "nan")] == [0]
+
+
+def test_a_baseline_that_diverges_is_one_line_and_nothing_is_written(tmp_path):
+    result = bench(tmp_path / "runs", "nan", "--scratch-lr", "1e12", "--scratch-epochs", "0.5")
+    one_line(result, BAD_INPUT, "baseline: training diverged", "learning rate 1e+12")
+    assert not (tmp_path / "runs").exists()
