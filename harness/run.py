@@ -35,11 +35,20 @@ def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False,
     ``deadline`` (a ``time.monotonic()`` value): --time-limit's."""
     run = cfg if isinstance(cfg, ResolvedRun) else resolve(cfg)
     run_dir = Path(run.config.runs_dir) / run_name(run.config)
+    check_inside(run_dir)
     try:
         with records.run_lock(run_dir):
             return start_run(run, run_dir, progress, deadline)
     except OSError as exc:
         raise stopped_by(exc, run_dir) from exc
+
+
+def check_inside(run_dir: Path) -> None:
+    """A run is written in its runs folder: a link standing at its name (``runs/NAME ->
+    /elsewhere``) would write it anywhere, so it is refused."""
+    if run_dir.is_symlink():
+        raise HarnessError(f"{run_dir} is a link to {os.path.realpath(run_dir)}, outside --runs-dir "
+                           f"{run_dir.parent}: runs are written inside it; remove the link or pick another --name")
 
 
 def stopped_by(exc: OSError, run_dir: Path) -> HarnessError:
@@ -172,6 +181,7 @@ def run_one(run: BenchConfig | ResolvedRun, progress: bool, state: str | None = 
     ``deadline`` (--time-limit's) has passed. Returns whether every evaluator succeeded."""
     cfg = run.config if isinstance(run, ResolvedRun) else run
     run_dir = Path(cfg.runs_dir) / cfg.name
+    check_inside(run_dir)
     state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)

@@ -225,3 +225,15 @@ def test_a_baseline_that_diverges_is_one_line_and_nothing_is_written(tmp_path):
     result = bench(tmp_path / "runs", "nan", "--scratch-lr", "1e12", "--scratch-epochs", "0.5")
     one_line(result, BAD_INPUT, "baseline: training diverged", "learning rate 1e+12")
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- where a run is written
+def test_a_link_at_the_runs_name_is_refused_not_written_through(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(elsewhere)
+    result = bench(tmp_path / "runs", "link")
+    one_line(result, BAD_INPUT, f"{tmp_path}/runs/link is a link to {elsewhere}, outside --runs-dir",
+             "remove the link or pick another --name")
+    assert not list(elsewhere.iterdir())
