@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from harness import records, registry
 from harness.checkpoints import read_checkpoint
 from harness.checks import default_cache_dir, parse_option, resolve_device
-from harness.cluster import require_ray
+from harness.cluster import check_reachable, require_ray
 from harness.config import BenchConfig
 from harness.errors import HarnessError, warn
 from harness.essentials import CORE_EVALUATORS
@@ -80,6 +80,7 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
         read_checkpoint(cfg.checkpoint)
     if cfg.parallel_candidates:
         require_ray()
+        check_reachable(None)  # RAY_ADDRESS's cluster, before anything is written
     plugins.configure(cfg.options)
     return ResolvedRun(cfg, plugins)
 

@@ -237,3 +237,82 @@ def test_a_link_at_the_runs_name_is_refused_not_written_through(tmp_path):
     one_line(result, BAD_INPUT, f"{tmp_path}/runs/link is a link to {elsewhere}, outside --runs-dir",
              "remove the link or pick another --name")
     assert not list(elsewhere.iterdir())
+
+
+# ---------------------------------------------------------------- Ray: checked up front, never waited on forever
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    """A sweep file of test_ray's, with Ray's own joining made to fail at once: a check that
+    let it through (it waited for minutes, or forever) fails the test instead of hanging it."""
+    pytest.importorskip("ray")
+    from test_ray import SWEEP
+
+    from harness import candidate_pool, distributed
+
+    def joined(address=None):
+        raise AssertionError(f"Ray was joined at {address}")
+
+    monkeypatch.setattr(distributed, "connect", joined)
+    monkeypatch.setattr(candidate_pool, "connect", joined)
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.format(runs=tmp_path / "runs"))
+    return path
+
+
+def test_parallel_candidates_with_an_unreachable_ray_address_is_one_line(tmp_path, sweep_file):
+    result = run_cli("bench", "--budget", "smoke", "--runs-dir", tmp_path / "runs", "--parallel-candidates",
+                     env={"RAY_ADDRESS": "127.0.0.1:1"})
+    one_line(result, BAD_INPUT, "cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_sweep_on_an_address_where_something_else_listens_is_one_line(tmp_path, sweep_file, monkeypatch, answer):
+    import socket
+    import threading
+
+    from harness import cluster
+
+    monkeypatch.setattr(cluster, "PROBE_TIMEOUT", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(answer)
+            conn.recv(64)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = run_cli("sweep", sweep_file, "--ray", f"127.0.0.1:{port}")
+    finally:
+        server.close()
+    one_line(result, BAD_INPUT, f"what listens at 127.0.0.1:{port} is not a Ray cluster")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_ray_address_whose_port_is_out_of_range_says_so(tmp_path, sweep_file):
+    result = run_cli("sweep", sweep_file, "--ray", "127.0.0.1:99999")
+    one_line(result, BAD_INPUT, "the Ray cluster address 127.0.0.1:99999 has no valid port", "1 to 65535")
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("num_gpus = 1", "num_gpus = 1 in {path}: no node of the Ray cluster has that many (GPU: 0 on the largest node)"),
+    ("num_cpus = 64", "num_cpus = 64 in {path}: no node of the Ray cluster has that many (CPU: 2 on the largest node)"),
+])
+def test_a_sweep_asking_more_than_any_ray_node_has_is_one_line(tmp_path, sweep_file, monkeypatch, line, needle):
+    from harness import sweep
+
+    class TwoCpus:  # a local Ray instance on this project's 2-core machine, without a GPU
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}},
+                    {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 1.0}}]
+
+    monkeypatch.setattr(sweep, "connect", lambda address=None: TwoCpus, raising=False)
+    sweep_file.write_text(sweep_file.read_text().replace("num_cpus = 1", line))
+    result = run_cli("sweep", sweep_file, "--ray")
+    one_line(result, BAD_INPUT, needle.format(path=sweep_file))
+    assert not (tmp_path / "runs").exists()
