@@ -316,3 +316,68 @@ def test_a_sweep_asking_more_than_any_ray_node_has_is_one_line(tmp_path, sweep_f
     result = run_cli("sweep", sweep_file, "--ray")
     one_line(result, BAD_INPUT, needle.format(path=sweep_file))
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- minor findings: inputs named for what they are
+@pytest.mark.parametrize("args, needle", [
+    (["--p-layer", "1000"], "--p-layer 1000: model tiny-resnet has 7 removable blocks; give at most 7"),
+    (["--method", "layer-only", "--structures", "filter"],
+     "method layer-only prunes layer, and --structures filter leaves it nothing to remove; valid choices: "
+     "--structures layer, or a --method that prunes filter"),
+    (["--method", "filter-only", "--structures", "layer"], "method filter-only prunes filter, and --structures layer"),
+])
+def test_a_plan_that_cannot_prune_is_refused_up_front(tmp_path, args, needle):
+    result = bench(tmp_path / "runs", "plan", *args)
+    one_line(result, BAD_INPUT, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "resnet20", "--data-dir", "a-file"], "data directory a-file is a file; give the folder that holds"),
+    (["--config", "a-folder"], "config file a-folder is a folder; give the TOML file inside it"),
+    (["--model", "timm:"], "--model timm: names no network after the prefix; valid choices: timm:<name>, Vision "
+                           "Transformers of timm by name (timm:vit_tiny_patch16_224, timm:deit_small_patch16_224, ...); "
+                           "any other torchvision or timm network (torchvision:mobilenet_v2, timm:convnext_atto)"),
+    (["--model", "torchvision:"], "valid choices: torchvision:<name>, torchvision's ResNets (resnet18/34/50/101/152, "
+                                  "wide_resnet50_2/101_2), ImageNet weights with --pretrained; any other torchvision"),
+])
+def test_a_file_a_folder_or_a_bare_prefix_is_named_for_what_it_is(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    one_line(bench(tmp_path / "runs", "x", *args), BAD_INPUT, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_holding_nan_is_refused(tmp_path):
+    from harness.models import create_model
+
+    state = create_model("tiny-resnet", 10, (1, 8, 8), "digits").state_dict()
+    state["conv1.weight"].fill_(float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    result = bench(tmp_path / "runs", "nan", "--checkpoint", tmp_path / "nan.pt")
+    one_line(result, BAD_INPUT, f"checkpoint {tmp_path}/nan.pt holds NaN or infinite values in 1 tensor(s), "
+                                "conv1.weight first")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_dir_a_bundled_data_set_ignores_is_said_to_be_ignored(finished, tmp_path):
+    (tmp_path / "somewhere").mkdir()
+    result = run_cli("bench", "--budget", "smoke", "--iterations", "0", "--runs-dir", tmp_path / "runs",
+                     "--data-dir", tmp_path / "somewhere")
+    assert result.returncode == 0, result.stderr
+    assert (f"harness: warning: --data-dir {tmp_path}/somewhere is ignored: data set digits is bundled with its "
+            "package and reads no files") in result.stderr.splitlines()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, capsys):
+    from harness import resolve
+    from harness.config import BenchConfig
+
+    monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: False)
+    run = resolve.resolve(BenchConfig(precision="bf16", device="cpu", budget="smoke"))
+    assert run.config.precision == "bf16"
+    assert capsys.readouterr().err == ("harness: warning: --precision bf16 on a CPU without native bf16 (AVX512-BF16 "
+                                       "or AMX) is emulated, slower than fp32; --precision auto chooses fp32 here\n")
+    resolve.resolve(BenchConfig(precision="fp32", device="cpu", budget="smoke"))
+    assert capsys.readouterr().err == ""
