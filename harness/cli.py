@@ -235,8 +235,9 @@ def decisions(runs, out):
     check_folder("--out", out)
     roots = [Path(r) for r in (runs or ("runs", "leaderboards/records"))]
     missing = [str(r) for r in roots if not r.exists()]
-    if missing:
-        raise HarnessError(f"no such run folder: {', '.join(missing)}")
+    if missing and (runs or len(missing) == len(roots)):  # by default, whichever of the two exist
+        raise HarnessError(f"no such run folder: {', '.join(missing)}" + ("" if runs else "; give RUNS"))
+    roots = [r for r in roots if r.exists()]
     written, scored = write_report(read_decisions(roots), Path(out))
     if not written:
         raise HarnessError(f"no decision with an oracle under {', '.join(map(str, roots))}; "

@@ -38,7 +38,7 @@ from harness import records
 from harness.decision_stats import (RunBootstrap, TieRule, binomial_detectable, binomial_exact, binomial_needed,
                                     mcnemar_detectable, mcnemar_exact, mcnemar_needed, newcombe_paired,
                                     normal_detectable, wilson)
-from harness.errors import HarnessError, warn
+from harness.errors import HarnessError, first_line, warn
 from harness.leaderboard import find_runs
 
 #: the run's own similarity metric of the paper, against which the others are compared
@@ -89,7 +89,7 @@ def read_decisions(roots: list[Path], rule=TIE_RULE) -> list[Decision]:
             group = f"{run.config['config']['model']} on {run.data_label}"
             sizes = run.config.get("data") or {}
         except (HarnessError, ValueError, KeyError, TypeError, OSError) as exc:
-            warn(f"skipping the corrupt run record {run_dir} ({type(exc).__name__})")
+            warn(f"skipping the corrupt run record {run_dir} ({type(exc).__name__}: {first_line(exc, 120)})")
             continue
         malformed = []
         for row in run.iterations:

@@ -136,8 +136,17 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no recorded model yet")
-    iteration = records.RunRecord.read(run_dir).final_iteration if iteration is None else iteration
     recorded = [r["iteration"] for r in rows]
+    if iteration is None:
+        run = records.RunRecord.read(run_dir)
+        if not run.complete:  # its last iteration is not the model it keeps until it says so
+            raise HarnessError(f"run {run_dir} is not complete, so the model it keeps is not decided: give --iteration "
+                               f"({recorded[0]} to {recorded[-1]}), or finish it with harness bench --resume {run_dir}")
+        iteration = run.final_iteration
+        if iteration not in recorded:
+            raise HarnessError(f"{run_dir / records.RESULT_FILE} keeps iteration {iteration}, but the run's records hold "
+                               f"iterations {recorded[0]} to {recorded[-1]}: the record is inconsistent; give "
+                               "--iteration to export one of them")
     if iteration not in recorded:
         raise HarnessError(f"--iteration {iteration}: run {run_dir} has iterations {recorded[0]} to {recorded[-1]}")
     if fmt not in FORMATS:

@@ -381,3 +381,44 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, capsys):
                                        "or AMX) is emulated, slower than fp32; --precision auto chooses fp32 here\n")
     resolve.resolve(BenchConfig(precision="fp32", device="cpu", budget="smoke"))
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- minor findings: records read for what they say
+def test_export_of_an_incomplete_run_asks_which_iteration(unfinished):
+    result = run_cli("export", unfinished, "--format", "torchscript")
+    one_line(result, BAD_INPUT, f"run {unfinished} is not complete, so the model it keeps is not decided: give "
+                                f"--iteration (0 to 0), or finish it with harness bench --resume {unfinished}")
+    assert not (unfinished / "exported").exists()
+
+
+def test_export_of_a_result_pointing_past_the_records_blames_the_record(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    result = json.loads((run / records.RESULT_FILE).read_text())
+    (run / records.RESULT_FILE).write_text(json.dumps(result | {"final_iteration": 9}))
+    line = one_line(run_cli("export", run, "--format", "torchscript"), BAD_INPUT,
+                    f"{run}/result.json keeps iteration 9, but the run's records hold iterations 0 to 1")
+    assert "--iteration 9" not in line
+
+
+def test_decisions_reads_the_default_folders_that_exist_and_names_each_malformed_record(tmp_path, monkeypatch):
+    from test_decisions import cand, write_run
+
+    monkeypatch.chdir(tmp_path)
+    good = (cand(0.9, 80.0, 0.5, [88.0, 88.2]), cand(0.95, 81.0, 0.6, [90.0, 90.2]))
+    for name in ("a", "garbage", "config"):
+        write_run(tmp_path / "runs", name, [good] * 3)
+    with open(tmp_path / "runs" / "garbage" / records.ITERATIONS_FILE, "a") as f:
+        f.write("garbage\n")  # no record's start: not a line cut short
+    (tmp_path / "runs" / "config" / records.CONFIG_FILE).write_text("{oops")
+    result = run_cli("decisions", "--out", "out")  # no leaderboards/records here: runs/ alone is read
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "cut short" not in result.stderr, result.stderr
+    assert warnings[0].startswith("harness: warning: skipping the corrupt run record runs/config (HarnessError: "
+                                  "runs/config/config.json is not valid JSON")
+    assert warnings[1] == ("harness: warning: skipping the corrupt run record runs/garbage (HarnessError: "
+                           "runs/garbage/iterations.jsonl line 5 is not valid JSON: the record cannot be trusted)")
+    assert "3 decisions with an oracle from 1 runs" in (tmp_path / "out" / "decisions.md").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    one_line(run_cli("decisions", "--out", "out"), BAD_INPUT, "no such run folder: runs, leaderboards/records; give RUNS")
