@@ -40,6 +40,8 @@ def check_reachable(address: str | None) -> None:
                            f"{fix}")
     try:
         with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT) as conn:
+            if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+                return  # a TLS cluster answers a plain preface with nothing: a connection is all that is checked
             conn.settimeout(PROBE_TIMEOUT)
             conn.sendall(HTTP2_PREFACE)
             answer = conn.recv(9)

@@ -422,3 +422,21 @@ def test_decisions_reads_the_default_folders_that_exist_and_names_each_malformed
     assert "3 decisions with an oracle from 1 runs" in (tmp_path / "out" / "decisions.md").read_text()
     shutil.rmtree(tmp_path / "runs")
     one_line(run_cli("decisions", "--out", "out"), BAD_INPUT, "no such run folder: runs, leaderboards/records; give RUNS")
+
+
+def test_a_tls_cluster_address_is_only_checked_for_a_connection(monkeypatch):
+    """Under RAY_USE_TLS the gRPC server speaks TLS first: the plain HTTP/2 probe is left out."""
+    import socket
+    import threading
+
+    from harness import cluster
+
+    monkeypatch.setattr(cluster, "PROBE_TIMEOUT", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        monkeypatch.setenv("RAY_USE_TLS", "1")
+        cluster.check_reachable(address)
+    finally:
+        server.close()
