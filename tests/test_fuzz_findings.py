@@ -278,10 +278,13 @@ def test_sweep_on_an_address_where_something_else_listens_is_one_line(tmp_path, 
     port = server.getsockname()[1]
 
     def serve():
-        conn, _ = server.accept()
-        with conn:
-            conn.sendall(answer)
-            conn.recv(64)
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(answer)
+                conn.recv(64)
+        except OSError:  # the probe hung up first
+            pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -433,7 +436,13 @@ def test_a_tls_cluster_address_is_only_checked_for_a_connection(monkeypatch):
 
     monkeypatch.setattr(cluster, "PROBE_TIMEOUT", 0.5)
     server = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+    def serve():
+        try:
+            server.accept()[0].close()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
     address = f"127.0.0.1:{server.getsockname()[1]}"
     try:
         monkeypatch.setenv("RAY_USE_TLS", "1")
