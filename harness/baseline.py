@@ -62,6 +62,24 @@ def check_same_network(cached: nn.Module, built: nn.Module, cache: Path, options
                        f"the run's options: {', '.join(sorted(options)) or '(none)'}")
 
 
+def check_plan(s: Session, model: nn.Module, structures: dict, offered: list[str]) -> None:
+    """Before anything trains: the method prunes some of the structures asked for (layer-only
+    with --structures filter ran and stopped at once: nothing left to remove), and --p-layer
+    asks for no more blocks than the model has (1000 removed them all in one step)."""
+    cfg = s.cfg
+    asked = [t for t in cfg.structures if t in structures]
+    if asked and not s.plugins.method.structures(asked):
+        prunes = s.plugins.method.structures(structure_types(offered)) or ["(none of this model's)"]
+        raise HarnessError(f"method {cfg.method} prunes {', '.join(prunes)}, and --structures {','.join(asked)} "
+                           f"leaves it nothing to remove; valid choices: --structures {','.join(prunes)}, or a "
+                           f"--method that prunes {','.join(asked)}")
+    if "layer" in structures:
+        blocks = len(structures["layer"].units(model))
+        if cfg.p_layer > blocks:
+            raise HarnessError(f"--p-layer {cfg.p_layer}: model {cfg.model} has {blocks} removable blocks; "
+                               f"give at most {blocks}")
+
+
 def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     """The unpruned model after the baseline step (fine-tuning given weights, or training from
     scratch), cached so that later runs with the same settings reuse it. Also returns the
@@ -77,6 +95,8 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
         offered = [structure_type(st) for st in s.plugins.structures.values() if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
                            f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
+    check_plan(s, model, structures, offered=[structure_type(st) for st in s.plugins.structures.values()
+                                              if st.supports(model)])
     if hasattr(unwrap(s.plugins.criterion), "supports"):
         check_criterion_supports(s.plugins.criterion, structures, model, cfg)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)

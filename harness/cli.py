@@ -45,16 +45,20 @@ class HarnessGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is --help's or --version's exit status
 
     def invoke(self, ctx):
-        from harness.errors import RunsFailed, RunStopped, TimeLimitReached, print_traceback
+        from harness.errors import RunsFailed, RunStopped, SystemTrouble, TimeLimitReached, os_problem, print_traceback
 
         try:
             return super().invoke(ctx)
         except TimeLimitReached as exc:
             click.echo(f"harness: {exc}", err=True)
             sys.exit(EXIT_TIME_LIMIT)
-        except (RunStopped, RunsFailed) as exc:
+        except (RunStopped, RunsFailed, SystemTrouble) as exc:
             print_traceback(exc)
             click.echo(f"harness: error: {exc}", err=True)
+            sys.exit(EXIT_RUN_STOPPED)
+        except OSError as exc:  # the system refused partway (a full disk): what was written is kept
+            print_traceback(exc)
+            click.echo(f"harness: error: cannot go on: {os_problem(exc)}", err=True)
             sys.exit(EXIT_RUN_STOPPED)
         except HarnessError as exc:
             print_traceback(exc)
@@ -231,8 +235,9 @@ def decisions(runs, out):
     check_folder("--out", out)
     roots = [Path(r) for r in (runs or ("runs", "leaderboards/records"))]
     missing = [str(r) for r in roots if not r.exists()]
-    if missing:
-        raise HarnessError(f"no such run folder: {', '.join(missing)}")
+    if missing and (runs or len(missing) == len(roots)):  # by default, whichever of the two exist
+        raise HarnessError(f"no such run folder: {', '.join(missing)}" + ("" if runs else "; give RUNS"))
+    roots = [r for r in roots if r.exists()]
     written, scored = write_report(read_decisions(roots), Path(out))
     if not written:
         raise HarnessError(f"no decision with an oracle under {', '.join(map(str, roots))}; "

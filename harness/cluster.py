@@ -20,19 +20,49 @@ def require_ray():
     return ray
 
 
+PROBE_TIMEOUT = 5.0  # seconds a cluster address has to take a connection and answer as Ray does
+# what an HTTP/2 client (Ray's gRPC) says first: the preface and an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def check_reachable(address: str | None) -> None:
     """One line, before anything is written, when a cluster address (``host:port``, given or
-    in RAY_ADDRESS) takes no connection: Ray itself would retry for minutes."""
+    in RAY_ADDRESS) is not one: no port, none that takes a connection, or something that does
+    not answer as Ray's GCS (a gRPC server's SETTINGS frame) within PROBE_TIMEOUT; Ray itself
+    would retry for minutes, or wait forever."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address or address == "auto" or "://" in address or ":" not in address:
         return
     host, _, port = address.rpartition(":")
+    fix = "give the address ray start --head printed, or start one"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise HarnessError(f"the Ray cluster address {address} has no valid port ({port!r}: a number from 1 to 65535); "
+                           f"{fix}")
     try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"cannot reach the Ray cluster at {address} ({getattr(exc, 'strerror', None) or exc}); "
-                           "give the address ray start --head printed, or start one") from None
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT) as conn:
+            if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+                return  # a TLS cluster answers a plain preface with nothing: a connection is all that is checked
+            conn.settimeout(PROBE_TIMEOUT)
+            conn.sendall(HTTP2_PREFACE)
+            answer = conn.recv(9)
+    except OSError as exc:
+        raise HarnessError(f"cannot reach the Ray cluster at {address} ({exc.strerror or first_line(exc)}); "
+                           f"{fix}") from None
+    if len(answer) < 9 or answer[3] != 0x04:
+        raise HarnessError(f"what listens at {address} is not a Ray cluster (no gRPC answer within {PROBE_TIMEOUT:g} s); "
+                           f"{fix}")
+
+
+def check_resources(ray, asks: dict, where: str) -> None:
+    """One line when no node of the cluster has what each task asks (``num_cpus``,
+    ``num_gpus``): Ray would keep such a task pending forever."""
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive", True)]
+    for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+        asked = asks.get(key, 1 if key == "num_cpus" else 0)
+        most = max((n.get(resource, 0.0) for n in nodes), default=0.0)
+        if asked > most:
+            raise HarnessError(f"{key} = {asked:g} in {where}: no node of the Ray cluster has that many "
+                               f"({resource}: {most:g} on the largest node); give at most {most:g}")
 
 
 def connect(address: str | None):

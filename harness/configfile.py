@@ -18,6 +18,8 @@ except ModuleNotFoundError:  # Python 3.10
 def read_toml(path: str | Path) -> dict:
     """The file's keys with dashes turned into underscores (``stop-on-drop`` = ``stop_on_drop``)."""
     path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"config file {path} is a folder; give the TOML file inside it")
     if not path.is_file():
         raise HarnessError(f"config file {path} does not exist")
     try:

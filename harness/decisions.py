@@ -38,7 +38,7 @@ from harness import records
 from harness.decision_stats import (RunBootstrap, TieRule, binomial_detectable, binomial_exact, binomial_needed,
                                     mcnemar_detectable, mcnemar_exact, mcnemar_needed, newcombe_paired,
                                     normal_detectable, wilson)
-from harness.errors import HarnessError, warn
+from harness.errors import HarnessError, first_line, warn
 from harness.leaderboard import find_runs
 
 #: the run's own similarity metric of the paper, against which the others are compared
@@ -89,18 +89,40 @@ def read_decisions(roots: list[Path], rule=TIE_RULE) -> list[Decision]:
             group = f"{run.config['config']['model']} on {run.data_label}"
             sizes = run.config.get("data") or {}
         except (HarnessError, ValueError, KeyError, TypeError, OSError) as exc:
-            warn(f"skipping the corrupt run record {run_dir} ({type(exc).__name__})")
+            warn(f"skipping the corrupt run record {run_dir} ({type(exc).__name__}: {first_line(exc, 120)})")
             continue
+        malformed = []
         for row in run.iterations:
             cands = row.get("candidates") or []
             if not row.get("oracle") or len(cands) < 2 or not all("oracle" in c for c in cands):
                 continue
-            accuracies = {split: [c["oracle"][f"{split}_accuracy"] for c in cands] for split in ORACLE_SPLITS}
+            accuracies = _oracle_accuracies(cands)
+            if accuracies is None:
+                malformed.append(str(row["iteration"]))
+                continue
             images = {split: sizes.get(split) for split in ORACLE_SPLITS}
             paired = row["oracle"].get("paired_se") or {}  # per-image outcomes: records since the test oracle
             verdict = {split: rule.verdict(accuracies[split], images[split], paired.get(split)) for split in ORACLE_SPLITS}
             found.append(Decision(group, run_dir.name, row["iteration"], cands, accuracies, images, verdict,
                                   row["oracle"].get("epochs"), bool(run.config["config"].get("test_subset"))))
+        if malformed:
+            warn(f"skipping the decisions of iteration {', '.join(malformed)} of {run_dir}: an oracle accuracy "
+                 "there is not a finite number per seed (null, NaN or text)")
+    return found
+
+
+def _oracle_accuracies(cands: list[dict]) -> dict[str, list[list[float]]] | None:
+    """split -> each candidate's oracle accuracy per seed; None when any is not a finite number
+    (a record that holds null, which NaN is written as, or text) or a candidate has no seed."""
+    found = {}
+    for split in ORACLE_SPLITS:
+        per_candidate = [c["oracle"].get(f"{split}_accuracy") if isinstance(c["oracle"], dict) else None
+                         for c in cands]
+        for seeds in per_candidate:
+            if not isinstance(seeds, list) or not seeds or not all(
+                    isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in seeds):
+                return None
+        found[split] = per_candidate
     return found
 
 

@@ -34,6 +34,17 @@ class TimeLimitReached(HarnessError):
         self.resume = resume
 
 
+class SystemTrouble(HarnessError):
+    """The operating system refused partway through a command (a full disk, a read-only file
+    system, no permission): exit 4, every record written before is kept."""
+
+
+def os_problem(exc: OSError) -> str:
+    """An OSError as one line: what the system said and the file it said it of."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or first_line(exc)}{where}"
+
+
 class RunsFailed(HarnessError):
     """Some runs of a sweep failed after their retries (exit 4); the others' records are kept,
     and starting the sweep again resumes the failed ones."""

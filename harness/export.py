@@ -116,6 +116,14 @@ def export_checked(model: nn.Module, mean, std, inputs: torch.Tensor, fmt: str, 
             "max_abs_difference": difference, "max_output": float(expected.abs().max()), "same_prediction": same_class}
 
 
+def check_out(out: Path) -> None:
+    """The file to write must be a file name in a folder that takes files (checked before the
+    data loads): not a folder, not under a file, not on a read-only or special file system."""
+    if out.is_dir():
+        raise HarnessError(f"--out {out} is a folder; give a file name, e.g. {out / ('model' + FORMATS['onnx'])}")
+    records.check_folder(f"--out {out}: its folder", out.parent)
+
+
 def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path | None = None,
                samples: int = 256, model: nn.Module | Callable[[], nn.Module] | None = None) -> dict:
     """Exports one iteration's model of a run (default: the model it kept), checked on the
@@ -128,13 +136,23 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
     rows = records.read_iterations(run_dir)
     if not rows:
         raise HarnessError(f"run {run_dir} has no recorded model yet")
-    iteration = records.RunRecord.read(run_dir).final_iteration if iteration is None else iteration
     recorded = [r["iteration"] for r in rows]
+    if iteration is None:
+        run = records.RunRecord.read(run_dir)
+        if not run.complete:  # its last iteration is not the model it keeps until it says so
+            raise HarnessError(f"run {run_dir} is not complete, so the model it keeps is not decided: give --iteration "
+                               f"({recorded[0]} to {recorded[-1]}), or finish it with harness bench --resume {run_dir}")
+        iteration = run.final_iteration
+        if iteration not in recorded:
+            raise HarnessError(f"{run_dir / records.RESULT_FILE} keeps iteration {iteration}, but the run's records hold "
+                               f"iterations {recorded[0]} to {recorded[-1]}: the record is inconsistent; give "
+                               "--iteration to export one of them")
     if iteration not in recorded:
         raise HarnessError(f"--iteration {iteration}: run {run_dir} has iterations {recorded[0]} to {recorded[-1]}")
     if fmt not in FORMATS:
         raise HarnessError(f"unknown --format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     out = Path(out) if out else run_dir / "exported" / f"iter_{iteration:03d}{FORMATS[fmt]}"
+    check_out(out)
     record = records.read_config(run_dir)
     cfg = BenchConfig.from_dict(record["config"])
     path = records.model_path(run_dir, iteration)

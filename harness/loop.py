@@ -140,6 +140,11 @@ def make_step(s: Session, parent: nn.Module, it: int, candidates: list[Candidate
     def feats(m):
         if id(m) not in features:
             features[id(m)] = s.features(m)
+            if not bool(torch.isfinite(features[id(m)]).all()):  # what every similarity reads: not NaN
+                what = "the parent" if m is parent else f"the {getattr(candidate_of(m), 'type', 'candidate')} candidate"
+                raise HarnessError(f"iteration {it}: {what}'s features on the calibration split hold NaN or infinite "
+                                   "values (its training diverged); nothing is decided on NaN: give a lower "
+                                   "learning rate (--lr) or --batch-size")
         return features[id(m)]
 
     def candidate_of(m) -> Candidate | None:

@@ -83,6 +83,8 @@ def prune(model: nn.Module, train_loader, val_loader, *, test_loader=None, runs_
     ``round_to=8``, ``device="cuda"``, ``seed=1``, ``budget="quick"``), with the command line's
     defaults but for :data:`PRUNE_DEFAULTS`, and plugins' options as ``options={"plain_layers": True}``. A run with ``name`` that was interrupted continues
     where it stopped when called again with the same arguments."""
+    if not isinstance(model, nn.Module):
+        raise HarnessError(f"harness.prune takes the network to prune as a torch.nn.Module; got {_what(model)}")
     valid = {s.name for s in RUN_SETTINGS} - {"model", "dataset"} | {"options"}  # options: the plugins' own
     unknown = sorted(set(settings) - valid)
     if unknown:
@@ -240,19 +242,39 @@ def registered(family: Callable[[], OwnModelFamily], dataset: Callable[[], OwnDa
         yield
 
 
+def _what(obj) -> str:
+    return f"a {type(obj).__module__}.{type(obj).__qualname__}".replace("a builtins.", "a ")
+
+
 def _materialise(loader, what: str) -> TensorSplit:
-    """Every ``(inputs, labels)`` batch of a loader, as one in-memory split."""
+    """Every ``(inputs, labels)`` batch of a loader, as one in-memory split: finite inputs and
+    whole class indices from 0, one per input; anything else is one line naming the loader."""
     xs, ys = [], []
+    shape = "(inputs, labels) batches (tuples or lists, as a DataLoader over a TensorDataset gives)"
     try:
         for batch in loader:
-            x, y = batch[0], batch[1]
-            xs.append(torch.as_tensor(x).float().cpu())
-            ys.append(torch.as_tensor(y).long().cpu())
-    except (TypeError, IndexError) as exc:
-        raise HarnessError(f"{what} must give (inputs, labels) batches ({exc})") from None
+            if isinstance(batch, (dict, str, bytes)) or not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise HarnessError(f"{what} must give {shape}; it gave {_what(batch)}"
+                                   + (f" with keys {', '.join(map(str, batch))}" if isinstance(batch, dict) else ""))
+            x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1 or len(y) != len(x):
+                raise HarnessError(f"{what}'s labels must be whole class indices (an integer tensor of one label "
+                                   f"per input); it gave {y.dtype} labels of shape {tuple(y.shape)} for "
+                                   f"{len(x) if x.dim() else 0} inputs")
+            xs.append(x.float().cpu())
+            ys.append(y.long().cpu())
+    except (TypeError, IndexError, KeyError, ValueError, RuntimeError) as exc:
+        raise HarnessError(f"{what} must give {shape} ({type(exc).__name__}: {first_line(exc)})") from None
     if not xs:
         raise HarnessError(f"{what} gave no batches")
-    return TensorSplit(torch.cat(xs), torch.cat(ys))
+    images, labels = torch.cat(xs), torch.cat(ys)
+    if int(labels.min()) < 0:
+        raise HarnessError(f"{what} gives the label {int(labels.min())}: labels must be class indices 0, 1, 2, ...")
+    bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if bad:
+        raise HarnessError(f"{what} gives {bad} of {len(images)} inputs holding NaN or infinite values: every "
+                           "input must be finite")
+    return TensorSplit(images, labels)
 
 
 def _digest(model: nn.Module, *splits: TensorSplit) -> str:

@@ -199,7 +199,7 @@ def _read_lines(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
+            if number == len(lines) and line.lstrip().startswith("{"):  # a record's start, its end missing
                 warn(f"the last line of {path} is cut short; it is left out")
                 break
             raise HarnessError(f"{path} line {number} is not valid JSON: the record cannot be trusted") from None

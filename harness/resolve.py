@@ -11,16 +11,16 @@ import os
 from dataclasses import dataclass
 
 from harness import records, registry
-from harness.checkpoints import read_checkpoint
+from harness.checkpoints import check_finite, read_checkpoint
 from harness.checks import default_cache_dir, parse_option, resolve_device
-from harness.cluster import require_ray
+from harness.cluster import check_reachable, require_ray
 from harness.config import BenchConfig
 from harness.errors import HarnessError, warn
 from harness.essentials import CORE_EVALUATORS
 from harness.kinds import KINDS
 from harness.runplugins import RunPlugins, build_run_plugins
 from harness.structure_types import check_decision_letters, structure_type, structure_types
-from harness.training import default_batch_size, resolve_precision
+from harness.training import cpu_has_fast_bf16, default_batch_size, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
     """The run ``cfg`` describes, resolved (see above); one line names the first problem."""
     cfg = cfg.checked()
     family = registry.get("model", cfg.model)
+    if cfg.model.endswith(":"):  # a prefix alone: every family that answers for its names is a choice
+        answering = [f for key, f in registry.registry("model").items()
+                     if key == cfg.model or cfg.model in getattr(f, "fallback_for", ())]
+        raise HarnessError(f"--model {cfg.model} names no network after the prefix; valid choices: {cfg.model}<name>, "
+                           + "; ".join(f.description.split(";")[0] for f in answering))
     if hasattr(family, "check_name"):  # a prefix family ("timm:") knows which names it can build
         family.check_name(cfg.model)
     cfg = dataclasses.replace(cfg, dataset=cfg.dataset or family.default_dataset,
@@ -66,6 +71,9 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
     if cfg.cuda_graphs == "on" and device.type != "cuda":
         raise HarnessError(f"--cuda-graphs on needs a CUDA device, and this run is on {device}; valid choices here: "
                            "auto, off")
+    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        warn("--precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated, slower than fp32; "
+             "--precision auto chooses fp32 here")
     from_env = cfg.cache_dir is None and "HARNESS_CACHE" in os.environ
     cfg = dataclasses.replace(
         cfg, options=options, optimizer=cfg.optimizer or family.optimizer,
@@ -77,9 +85,10 @@ def resolve(cfg: BenchConfig) -> ResolvedRun:
     records.check_folder("--runs-dir", cfg.runs_dir)
     records.check_folder("$HARNESS_CACHE" if from_env else "--cache-dir", cfg.cache_dir)
     if cfg.checkpoint:
-        read_checkpoint(cfg.checkpoint)
+        check_finite(read_checkpoint(cfg.checkpoint), cfg.checkpoint)
     if cfg.parallel_candidates:
         require_ray()
+        check_reachable(None)  # RAY_ADDRESS's cluster, before anything is written
     plugins.configure(cfg.options)
     return ResolvedRun(cfg, plugins)
 

@@ -14,7 +14,7 @@ from torch import nn
 from harness import records, schema
 from harness.baseline import baseline_model
 from harness.config import BenchConfig
-from harness.errors import HarnessError, RunStopped, TimeLimitReached, warn
+from harness.errors import HarnessError, RunStopped, SystemTrouble, TimeLimitReached, os_problem, warn
 from harness.loop import final_iteration, iterate, run_evaluators, selection_key
 from harness.models import load_model, save_model
 from harness.provenance import hardware, versions
@@ -35,8 +35,33 @@ def run_bench(cfg: BenchConfig | ResolvedRun, progress: bool = False,
     ``deadline`` (a ``time.monotonic()`` value): --time-limit's."""
     run = cfg if isinstance(cfg, ResolvedRun) else resolve(cfg)
     run_dir = Path(run.config.runs_dir) / run_name(run.config)
-    with records.run_lock(run_dir):
-        return start_run(run, run_dir, progress, deadline)
+    check_inside(run_dir)
+    try:
+        with records.run_lock(run_dir):
+            return start_run(run, run_dir, progress, deadline)
+    except OSError as exc:
+        raise stopped_by(exc, run_dir) from exc
+
+
+def check_inside(run_dir: Path) -> None:
+    """A run is written in its runs folder: a link standing at its name (``runs/NAME ->
+    /elsewhere``) would write it anywhere, so it is refused."""
+    if run_dir.is_symlink():
+        raise HarnessError(f"{run_dir} is a link to {os.path.realpath(run_dir)}, outside --runs-dir "
+                           f"{run_dir.parent}: runs are written inside it; remove the link or pick another --name")
+
+
+def stopped_by(exc: OSError, run_dir: Path) -> HarnessError:
+    """A write the system refused partway (a full disk, a read-only file system): one line, the
+    records kept (exit 4), and how to go on once the cause is fixed."""
+    try:
+        recorded = bool(records.read_iterations(run_dir))
+    except (OSError, HarnessError):
+        recorded = False
+    if recorded:
+        return RunStopped(f"cannot write: {os_problem(exc)}", run_dir)
+    return SystemTrouble(f"cannot write: {os_problem(exc)}; nothing of run {run_dir} was recorded: "
+                         "start it again once the cause is fixed")
 
 
 def start_run(run: ResolvedRun, run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
@@ -71,8 +96,12 @@ def resume_bench(run_dir: Path, progress: bool = False, deadline: float | None =
     run_dir = Path(run_dir)
     if not (run_dir / records.CONFIG_FILE).exists():
         raise HarnessError(f"{run_dir} is not a run directory (no {records.CONFIG_FILE})")
-    with records.run_lock(run_dir):
-        return continue_run(run_dir, progress, deadline)
+    records.check_folder("--resume", run_dir)  # a read-only run is refused before anything loads
+    try:
+        with records.run_lock(run_dir):
+            return continue_run(run_dir, progress, deadline)
+    except OSError as exc:
+        raise stopped_by(exc, run_dir) from exc
 
 
 def continue_run(run_dir: Path, progress: bool, deadline: float | None = None) -> tuple[Path, bool]:
@@ -152,6 +181,7 @@ def run_one(run: BenchConfig | ResolvedRun, progress: bool, state: str | None = 
     ``deadline`` (--time-limit's) has passed. Returns whether every evaluator succeeded."""
     cfg = run.config if isinstance(run, ResolvedRun) else run
     run_dir = Path(cfg.runs_dir) / cfg.name
+    check_inside(run_dir)
     state = state or run_state(cfg)
     if state == "complete":
         return not any_failures(run_dir)

@@ -27,7 +27,7 @@ from harness.resolve import ResolvedRun
 from harness.runplugins import RunPlugins, package_of
 from harness.seeds import derive_seed, seeded_train
 from harness.structure_types import choose_structures
-from harness.training import Recipe, accuracy, evaluate, predict, scaled_lr
+from harness.training import Recipe, accuracy, default_batch_size, evaluate, predict, scaled_lr
 
 # share of the steps that warm the learning rate up when SGD trains from random weights: deep
 # ResNets at lr 0.1 need it (He et al. 2016). Not for AdamW: a 48-step tabular transformer run
@@ -183,12 +183,22 @@ def load_data(cfg: BenchConfig, dataset=None) -> DataSplits:
     return data
 
 
+def check_batch_size(cfg: BenchConfig, train: int, default: int) -> None:
+    """A batch larger than the training split trains on the whole split with the learning rate
+    scaled for the batch asked (a batch of 99999999999 made it diverge): refused, but for the
+    default batch, which a small data set simply fills."""
+    if cfg.batch_size > train and cfg.batch_size != default:
+        raise HarnessError(f"--batch-size {cfg.batch_size} is larger than the training split of {cfg.dataset} "
+                           f"({train} samples): give at most {train}")
+
+
 def open_session(run: ResolvedRun, run_dir: Path, progress: bool, deadline: float | None = None) -> Session:
     """The session of a resolved run: its data (its configuration completed with the size of
     the validation split it holds), its devices and its own plugins; ``deadline``: --time-limit's."""
     data = load_data(run.config, run.plugins.dataset)
     cfg = dataclasses.replace(run.config, val_size=len(data.val) if data.val is not None else run.config.val_size or 0)
     device = resolve_device(cfg.device)
+    check_batch_size(cfg, len(data.train), default_batch_size(device))
     devices = ([torch.device("cuda", i) for i in range(torch.cuda.device_count())]
                if cfg.device in ("auto", "cuda") and device.type == "cuda" else [])
     return Session(cfg, data, device, run_dir, progress, run.plugins, list(run.plugins.evaluators.values()), devices,

@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 from harness import records
-from harness.cluster import check_reachable, require_ray
+from harness.cluster import check_reachable, check_resources, connect, require_ray
 from harness.configfile import config_from_options, read_toml
 from harness.distributed import run_sweep_on_ray
 from harness.errors import HarnessError, TimeLimitReached
@@ -82,6 +82,8 @@ def run_sweep(path: str | Path, progress: bool = False, dry_run: bool = False,
         check_reachable(None if ray == "local" else ray)
     if dry_run:
         return _run_shard(runs, progress, True, shard)
+    if ray is not None:  # before anything is written: a task no node can take would wait forever
+        check_resources(connect(None if ray == "local" else ray), asks, str(path))
     with sweep_lock(path, configs, shard):
         if ray is None:
             again = f"harness sweep {path}" + (f" --shard {shard[0]}/{shard[1]}" if shard != (1, 1) else "")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data import DataSplits, TensorSplit
-from harness.errors import first_line, warn
+from harness.errors import HarnessError, first_line, warn
 from harness.measure import evaluating
 from harness.progress import progress as progress_bar
 from harness.settings import PRECISION_CHOICES  # noqa: F401 - re-exported for the benchmarks
@@ -300,6 +300,17 @@ class TrainStep:
         self.graph = self.loss = None
 
 
+def _check_finite(model: nn.Module, loss: torch.Tensor, desc: str, steps: int, lr: float, bs: int) -> None:
+    """A training that diverged (its last loss, or a weight or statistic after the last step,
+    NaN or infinite) stops here in one line: nothing is decided on NaN."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(loss.detach()).all(), *(torch.isfinite(t).all() for t in tensors)])
+    if not bool(finite.all()):  # one wait for the device, at the end
+        raise HarnessError(f"{desc}: training diverged (loss {loss.item():.3g} and weights no longer finite after "
+                           f"{steps} steps at learning rate {lr:.3g}, batch {bs}); nothing is decided on NaN: give "
+                           "a lower learning rate (--lr, --scratch-lr) or --batch-size")
+
+
 def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, seed: int,
           device: torch.device | str, teacher: nn.Module | None = None, desc: str = "train",
           progress: bool = False, quiet: bool = False) -> nn.Module:
@@ -344,6 +355,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
         if progress and i % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
             bar.set_postfix(loss=f"{loss.item():.3f}")
     step.close()
+    _check_finite(model, loss, desc, steps, recipe.lr, bs)
     if channels_last:  # the rest of the harness (surgery, criteria) sees ordinary tensors
         model.to(memory_format=torch.contiguous_format)
     model.eval()

@@ -16,7 +16,7 @@ import torch
 
 from harness import hookimpl
 from harness.api import DataSplits, Dataset, TensorSplit
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, warn
 
 CALIB_SEED = 20250630  # fixed so every run of a data set sees the same calibration split
 
@@ -217,6 +217,9 @@ class Cifar10(Dataset):
 
     def load(self, data_dir, cache_dir, calib_size):
         root = Path(data_dir) if data_dir else Path(cache_dir) / "data"
+        if data_dir and root.exists() and not root.is_dir():
+            raise HarnessError(f"data directory {root} is a file; give the folder that holds train/ and test/ (or "
+                               "train.tar.gz and test.tar.gz)")
         if data_dir and not root.is_dir():
             raise HarnessError(f"data directory {root} does not exist")
         halves = [split for split in ("train", "test") if (root / split).is_dir()]
@@ -247,6 +250,7 @@ class Digits(Dataset):
     def load(self, data_dir, cache_dir, calib_size):
         from sklearn.datasets import load_digits
 
+        bundled(self.name, data_dir)
         d = load_digits()
         images = torch.tensor(d.images, dtype=torch.float32).div_(16).unsqueeze(1)
         labels = torch.tensor(d.target, dtype=torch.int64)
@@ -257,6 +261,12 @@ class Digits(Dataset):
         mean, std = train.images.mean().item(), train.images.std().item()
         return DataSplits(train, calib, test, (mean,), (std,), num_classes=10, augment=None,
                           label="digits (scikit-learn)", class_names=tuple(str(i) for i in range(10)))
+
+
+def bundled(name: str, data_dir: str | None) -> None:
+    """A bundled data set reads no files: a --data-dir given is said to be ignored."""
+    if data_dir:
+        warn(f"--data-dir {data_dir} is ignored: data set {name} is bundled with its package and reads no files")
 
 
 def tabular_splits(features: np.ndarray, labels: np.ndarray, test_size: int, calib_size: int, label: str,
@@ -283,6 +293,7 @@ class Shuttle(Dataset):
     def load(self, data_dir, cache_dir, calib_size):
         import pandas as pd
 
+        bundled(self.name, data_dir)
         try:
             from river.datasets import Shuttle as RiverShuttle
         except ImportError:
@@ -301,6 +312,7 @@ class BreastCancer(Dataset):
     def load(self, data_dir, cache_dir, calib_size):
         from sklearn.datasets import load_breast_cancer
 
+        bundled(self.name, data_dir)
         d = load_breast_cancer()
         return tabular_splits(d.data, d.target, test_size=114, calib_size=min(calib_size, 128),
                               label="breast cancer (scikit-learn)", class_names=tuple(str(n) for n in d.target_names))
