@@ -139,7 +139,7 @@ def per_decision(roots: list[Path]) -> list[str]:
     recorded = read_decisions(roots, Recorded())
     sel = selectors(decisions)
     pick = {name: sel[name] for name in (REFERENCE, "accuracy-greedy", "loss-greedy")}
-    letter = lambda d, i: "—" if i is None else d.candidates[i]["structure"][0].upper()  # noqa: E731
+    letter = lambda d, i: "—" if i is None else d.candidates[i]["type"][0].upper()  # noqa: E731
     lines = ["| model | run | it | " + " | ".join(
         f"{SPLIT_NAMES[s]}: gap (L − F) | {SPLIT_NAMES[s]}: SE seeds / images | "
         f"{SPLIT_NAMES[s]}: answer, recorded rule → new"

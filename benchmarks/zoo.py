@@ -151,7 +151,7 @@ def run_harness(name: str, size: int, workdir: Path) -> dict:
     rows = records.read_iterations(result.run_dir)
     out |= {"family": result.family, "path": result.decision_path, "iteration_s": rows[1]["wall_time_s"],
             "flops_reduction_pct": round(result.flops_reduction_pct, 2),
-            "depth_offered": any(c["structure"] == "layer" for c in rows[1]["candidates"])}
+            "depth_offered": any(c["type"] == "layer" for c in rows[1]["candidates"])}
     # the blocks the depth candidate chose from, on the unpruned network
     unpruned = harness.pruning.load_own_model(records.model_path(result.run_dir, 0), lambda: make(name, size))
     layer = next(st for st in registry.registry("structure").values()
