@@ -65,7 +65,8 @@ def check_same_network(cached: nn.Module, built: nn.Module, cache: Path, options
 def check_plan(s: Session, model: nn.Module, structures: dict, offered: list[str]) -> None:
     """Before anything trains: the method prunes some of the structures asked for (layer-only
     with --structures filter ran and stopped at once: nothing left to remove), and --p-layer
-    asks for no more blocks than the model has (1000 removed them all in one step)."""
+    asks for no more blocks than the model has (1000 removed them all in one step); a model
+    without removable blocks gets no depth candidate, whatever --p-layer says."""
     cfg = s.cfg
     asked = [t for t in cfg.structures if t in structures]
     if asked and not s.plugins.method.structures(asked):
@@ -75,7 +76,7 @@ def check_plan(s: Session, model: nn.Module, structures: dict, offered: list[str
                            f"--method that prunes {','.join(asked)}")
     if "layer" in structures:
         blocks = len(structures["layer"].units(model))
-        if cfg.p_layer > blocks:
+        if 0 < blocks < cfg.p_layer:
             raise HarnessError(f"--p-layer {cfg.p_layer}: model {cfg.model} has {blocks} removable blocks; "
                                f"give at most {blocks}")
 
