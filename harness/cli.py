@@ -185,14 +185,17 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=200, show_default=True,
               help="Training epochs over the held-in images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="[default: 128 on a CPU, 512 on a GPU]; the learning rate is scaled with it.")
+              help="Training batch size [default: 128 on a CPU, 512 on a GPU]; the learning rate is scaled with it.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="SGD learning rate for a batch of 128.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Label smoothing of the cross-entropy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(), default=None, help="[default: $HARNESS_CACHE or ~/.cache/prunebench]")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Capture the training step as one CUDA graph (as for harness bench).")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="Cache of the decoded data set [default: $HARNESS_CACHE or ~/.cache/prunebench].")
 @click.option("--out", type=click.Path(), default="weights", show_default=True,
               help="Folder of the weights file (<model>-<data set>-clean.pt) and its card (.json).")
 def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,

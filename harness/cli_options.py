@@ -39,6 +39,8 @@ def _click_type(opt) -> click.ParamType:
 
 
 def _show(value) -> str:
+    if isinstance(value, bool):  # a yes-or-no option's default as it is typed
+        return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
         return ",".join(_show(v) for v in value)
     return str(value)

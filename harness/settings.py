@@ -219,7 +219,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
             "Training batch size [default: 128 on a CPU, 512 on a GPU]; learning rates are given for 128 and "
             "scaled with it (linearly for SGD, by the square root for AdamW).", check=at_least(1),
             old_records=128),
-    Setting("weight_decay", float, 5e-4, check=ZERO_OR_MORE),
+    Setting("weight_decay", float, 5e-4, "Weight decay of the optimizer when training.", check=ZERO_OR_MORE),
     Setting("precision", str, "auto",
             "Training arithmetic: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), "
             "else fp32. Evaluation is always fp32.", choices=PRECISION_CHOICES, old_records="fp32"),
@@ -240,7 +240,8 @@ RUN_SETTINGS: tuple[Setting, ...] = (
             choices=("every", "final")),
     Setting("device", str, "auto", DEVICES + ".",
             check=Check(_is_device, "unknown {flag} {value!r}; valid choices: " + DEVICES)),
-    Setting("seed", int, 0),
+    Setting("seed", int, 0, "Seed of the run's randomness (data order, fresh weights, the random-walk "
+            "method); the same seed and settings reproduce a run."),
     Setting("runs_dir", str, "runs", "Where run records go.", path=True),
     Setting("cache_dir", str, None, "Cache for data and baselines (default: $HARNESS_CACHE or ~/.cache/prunebench).",
             path=True),
@@ -256,8 +257,9 @@ SEEDS = Setting("seeds", int, 1, "Run this many seeds (seed, seed+1, ...), one r
 #: when the command stops: not a setting of the runs, so a resumed run may be given another
 TIME_LIMIT = Setting("time_limit", float, None,
                      "Stop cleanly, before an iteration that would end after this many minutes from the command's "
-                     "start (judged by the run's last iteration), with exit status 5; `--resume` continues it "
-                     "identically. For GPU jobs with a time limit.", check=POSITIVE)
+                     "start (judged by the run's last iteration), with exit status 5; `harness bench --resume` continues "
+                     "a run identically, running `harness sweep` again continues a sweep. For GPU jobs with a time "
+                     "limit.", check=POSITIVE)
 
 #: every setting `harness bench` takes from its command line or config file, by name
 BENCH_SETTINGS: dict[str, Setting] = {s.name: s for s in (*RUN_SETTINGS, SEEDS, TIME_LIMIT)}
