@@ -5,11 +5,17 @@ candidate's numbers) and result.json, wall times aside. Both sides are read thro
 record schema's reader, so a key renamed since the committed run (a candidate's ``structure``,
 now ``type``) compares as the same. Exit status 1 when they differ.
 
+    python benchmarks/rerun.py benchmarks/results/rerun-cpu/rerun-resnet20-cifar10-cka-kl-cka-s0
     python benchmarks/rerun.py leaderboards/records/table3-resnet32/table3-resnet32-cifar10-layer-only-kl-cka-s2
 
-`.ci/run` does this for the smallest committed CPU run, so at least one leaderboard row is
-proven reproducible on every commit (paths in the config, such as ../shared, are read from
-the project's root).
+`.ci/run` does this for the first: a run of the whole loop (baseline, criterion, both
+candidates, fine-tunes, similarities, the oracle) sized to take about a minute, made by
+`harness sweep benchmarks/rerun-cpu.toml` in fp32 with one thread, so every commit proves that
+the code still computes what it recorded. A leaderboard row takes tens of minutes, more than
+CI's 20 allow. Only the same arithmetic gives the same bits: a run trained in bf16 on a CPU
+with native bf16 (AVX512-BF16 or AMX), like the Table III rows, is refused on a CPU that
+emulates it (different rounding, and about 6x slower), and CUDA runs are refused here. Paths
+in the config, such as ../shared, are read from the project's root.
 """
 
 from __future__ import annotations
@@ -39,11 +45,19 @@ def main():
     from harness import records
     from harness.run import run_bench
     from harness.config import BenchConfig
+    from harness.training import cpu_has_fast_bf16
 
     committed = Path(args.run)
     record = records.read_config(committed)
     if record["hardware"].get("device") != "cpu":
-        raise SystemExit(f"{committed} was measured on {record['hardware'].get('name')}: only CPU runs reproduce here")
+        print(f"{committed} was measured on {record['hardware'].get('name')}: only CPU runs reproduce here", file=sys.stderr)
+        sys.exit(2)
+    precision = record["config"].get("precision") or "fp32"  # records before --precision trained in fp32
+    if precision == "bf16" and not cpu_has_fast_bf16():
+        print(f"{committed} trained in bf16 on a CPU with native bf16; this CPU emulates bf16 (other rounding, "
+              "about 6x slower), so it cannot give the same numbers: rerun it on a CPU with AVX512-BF16 or AMX, "
+              "or rerun an fp32 run such as benchmarks/results/rerun-cpu/*", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(record["hardware"]["threads"])  # the arithmetic depends on it
     work = Path(tempfile.mkdtemp(prefix="rerun-"))
     cfg = BenchConfig.from_dict(record["config"])

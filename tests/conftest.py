@@ -17,6 +17,17 @@ needs_shared = pytest.mark.skipif(not (CIFAR_JPEG / "test.tar.gz").exists(),
                                   reason="../shared (CIFAR-10 JPEG and pretrained weights) is not beside the project")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker takes its share of the cores, it and the commands it
+    starts (OMP_NUM_THREADS): two workers of two threads on two cores oversubscribe OpenMP."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session gets its own data/baseline cache, never the user's."""
