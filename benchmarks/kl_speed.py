@@ -149,7 +149,7 @@ def main():
         print(f"{stype}s ({len(units)} units): {times}; {speedups}; max |diff| {diff:.1e} (relative {rel:.1e}); "
               f"scores {min(ref):.2e}..{max(ref):.2e}; parameters {'unchanged' if unchanged else 'CHANGED'}; "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        print(f"  CPU seconds used by other processes meanwhile (0 = a quiet machine): "
+        print("  CPU seconds used by other processes meanwhile (0 = a quiet machine): "
               + ", ".join(f"{name} {others[name]:.1f}" for name in methods), flush=True)
 
 

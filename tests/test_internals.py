@@ -3,7 +3,6 @@
 import warnings
 
 import pytest
-import torch
 from torch import nn
 
 from harness import registry, session

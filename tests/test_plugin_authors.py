@@ -7,7 +7,6 @@ stub block methods on a width-only network)."""
 import json
 
 import pytest
-import torch
 
 from conftest import run_cli
 from harness import records

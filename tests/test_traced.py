@@ -11,7 +11,7 @@ from torch import nn
 from conftest import needs_shared, run_cli
 from harness import records, registry
 from harness.measure import count_flops, count_parameters
-from harness.models import build_from_arch, create_model, load_model, save_model
+from harness.models import create_model, load_model, save_model
 
 SHAPE = (3, 32, 32)
 
