@@ -99,12 +99,18 @@ def environment(job: Job) -> None:
 
 
 def throughput(job: Job) -> None:
-    """(a) The engine against the old loop, and where a quick iteration's time goes."""
+    """(a) The engine against the old loop, several copies trained as one step, and where a
+    quick iteration's time goes."""
     images = ["--images", "1024"] if job.tiny else []
     for model in ("resnet20", "resnet56"):
         job.run(f"throughput-{model}", [sys.executable, "benchmarks/train_throughput.py", "--model", model,
                                         "--device", job.device, *images, *([] if job.tiny else ["--compile"])],
                 budget_s=240)
+        # several copies as one step (the oracle's seeds): measured here before any engine change
+        job.run(f"stacked-{model}", [sys.executable, "benchmarks/stacked_training.py", "--model", model,
+                                     "--device", job.device,
+                                     *(["--copies", "2", "--steps", "4", "--batch-size", "32"] if job.tiny else [])],
+                budget_s=90)
     weights = job.weights / "resnet56-cifar10-clean.pt"
     published = ROOT / ".gl" / "resnet56-4bfd9763.th"
     start = ["--checkpoint", str(weights if weights.exists() else published)] \
