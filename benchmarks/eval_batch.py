@@ -14,9 +14,13 @@ import time
 
 import torch
 
-from harness.data import DataSplits, TensorSplit
 from harness.models import create_model
 from harness.training import predict
+
+try:
+    from train_throughput import synthetic_cifar
+except ImportError:  # run as a module from the repository root
+    from benchmarks.train_throughput import synthetic_cifar
 
 SIZES = (32, 64, 128, 256, 500)
 
@@ -28,9 +32,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    split = TensorSplit(torch.rand(args.images, 3, 32, 32), torch.zeros(args.images, dtype=torch.long))
-    data = DataSplits(train=split, calib=split, test=split, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                      num_classes=10)
+    data = synthetic_cifar(args.images)
+    split = data.test
     print(f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}, {args.images} images")
     for name in args.models:
         model = create_model(name, 10, (3, 32, 32), "cifar10").eval()
