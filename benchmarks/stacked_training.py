@@ -11,9 +11,10 @@ trains one model per step.
 Prints images per second both ways (all copies' images), the ratio ``stacked: X.XXx``, and
 each way's gradient error against float64 (stacking runs other kernels: vmap makes each
 convolution a grouped one). On this CPU (torch 2.14.1, fp32, ResNet-20, one thread) the stacked
-step was slower (0.48x with 4 copies of batch 128), and with 3 or more copies some gradients
-were far from float64 where one by one was not: with 4 copies of batch 32, 78 of 236 tensors
-off by 10x or more, the worst 5.5e-3 against 9.3e-7 (with 2 copies none). On CUDA it is
+step was slower (0.51x with 4 copies of batch 128), and with 3 or more copies some gradients
+were far from float64 where one by one was not: with 4 copies of batch 128, 15 of 236 tensors
+off by 10x or more, the worst 9.8e-4 against 3.1e-6; of batch 32, 78 of 236, the worst 5.5e-3
+against 9.3e-7 (with 2 copies none). On CUDA it is
 unmeasured: benchmarks/gpu/run.py runs this script first.
 """
 

@@ -364,7 +364,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
 
 def eval_batch_size(device: torch.device) -> int:
     """Images per forward when evaluating: on a CPU a batch whose activations stay in its
-    caches (128 gave 1.4x the images per second of 500 on ResNet-20 and -56, with identical
+    caches (128 gave 1.4-1.6x the images per second of 500 on ResNet-20 and -56, with identical
     logits: benchmarks/eval_batch.py), elsewhere large batches for the GPU's width."""
     return 128 if device.type == "cpu" else 500
 
