@@ -232,7 +232,28 @@ def yes(value) -> str:
     return {True: "yes", False: "no"}.get(value, "")
 
 
-def markdown(rows: list[dict], args, shared: str, seconds: float) -> str:
+def intro(rows: list[dict], args, shared: str, seconds: float) -> str:
+    """The table's opening paragraph: the command, how long it took and the settings."""
+    return (f"`python benchmarks/zoo.py --jobs {args.jobs} --timeout {args.timeout:g} --size {args.size}` "
+            f"({len(rows)} networks, {seconds / 60:.0f} min; {shared}). Random weights, noise images of "
+            f"{args.size}x{args.size} (Inception-v3: 96x96, without its auxiliary classifier, which needs 299x299), {CLASSES} classes, {TRAIN} training and {VAL} "
+            f"validation images; the harness: `harness.prune(..., {', '.join(f'{k}={v!r}' for k, v in PRUNE.items())})`; "
+            "Torch-Pruning: MagnitudeImportance, pruning ratio 0.2, classifiers ignored, one step and a forward pass "
+            "in eval mode (and one in train mode, noted where it fails). One process per library and model, one "
+            "thread each.")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a zoo.csv, typed as :func:`row` makes them (booleans, the size; the rest as written)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: {"True": True, "False": False}.get(v, v) for k, v in r.items()})
+        r["size"] = int(r["size"])
+    return rows
+
+
+def markdown(rows: list[dict], args, opening: str) -> str:
     tp_ok = [r for r in rows if r["tp_ok"]]
     ok = [r for r in rows if r["harness_ok"]]
     both = [r for r in tp_ok if r["harness_ok"]]
@@ -241,13 +262,7 @@ def markdown(rows: list[dict], args, shared: str, seconds: float) -> str:
     lines = [
         "# The zoo: Torch-Pruning alone and the harness, side by side",
         "",
-        f"`python benchmarks/zoo.py --jobs {args.jobs} --timeout {args.timeout:g} --size {args.size}` "
-        f"({len(rows)} networks, {seconds / 60:.0f} min; {shared}). Random weights, noise images of "
-        f"{args.size}x{args.size} (Inception-v3: 96x96, without its auxiliary classifier, which needs 299x299), {CLASSES} classes, {TRAIN} training and {VAL} "
-        f"validation images; the harness: `harness.prune(..., {', '.join(f'{k}={v!r}' for k, v in PRUNE.items())})`; "
-        "Torch-Pruning: MagnitudeImportance, pruning ratio 0.2, classifiers ignored, one step and a forward pass "
-        "in eval mode (and one in train mode, noted where it fails). One process per library and model, one "
-        "thread each.",
+        opening,
         "",
         f"- Torch-Pruning alone prunes **{len(tp_ok)} of {len(rows)}**; the harness **{len(ok)} of {len(rows)}**, "
         f"**{len(both)} of the {len(tp_ok)}** Torch-Pruning prunes.",
@@ -289,6 +304,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where zoo.csv and zoo.md go")
     parser.add_argument("--shared", default="the machine was shared with other jobs",
                         help="how the machine was used, for the table's heading")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only these --models' rows of the zoo.csv and zoo.md already in --out")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -302,13 +319,23 @@ def main():
         done = dict(zip(tasks, pool.map(lambda t: run_child(t[0], t[1], size_of(t[0], args.size), args.timeout,
                                                             int(args.memory_gb * 2 ** 30)), tasks)))
     rows = [row(name, size_of(name, args.size), done[(name, "tp")], done[(name, "harness")]) for name in names]
+    minutes = (time.perf_counter() - t0) / 60
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:  # these rows replace theirs in the committed table, which says when and how
+        fresh = {r["model"]: r for r in rows}
+        old = read_rows(out / "zoo.csv")
+        rows = [fresh.pop(r["model"], r) for r in old] + list(fresh.values())
+        opening = next(line for line in (out / "zoo.md").read_text().splitlines() if line.startswith("`python"))
+        opening += (f" Re-run on {time.strftime('%Y-%m-%d')} with `--merge --models {args.models} --size {args.size}` "
+                    f"({minutes:.0f} min; {args.shared}): those rows are from that code.")
+    else:
+        opening = intro(rows, args, args.shared, minutes * 60)
     with open(out / "zoo.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "zoo.md").write_text(markdown(rows, args, args.shared, time.perf_counter() - t0))
+    (out / "zoo.md").write_text(markdown(rows, args, opening))
     print((out / "zoo.md").read_text())
 
 

@@ -62,7 +62,20 @@ def check_same_network(cached: nn.Module, built: nn.Module, cache: Path, options
                        f"the run's options: {', '.join(sorted(options)) or '(none)'}")
 
 
-def check_plan(s: Session, model: nn.Module, structures: dict, offered: list[str]) -> None:
+def offered_types(s: Session, model: nn.Module) -> list[str]:
+    """The structure types the run's structures offer for this model (for error messages; one
+    that cannot tell, traced-channel on a network Torch-Pruning cannot trace, offers none)."""
+    offered = []
+    for st in s.plugins.structures.values():
+        try:
+            if st.supports(model):
+                offered.append(structure_type(st))
+        except HarnessError:
+            pass
+    return offered
+
+
+def check_plan(s: Session, model: nn.Module, structures: dict) -> None:
     """Before anything trains: the method prunes some of the structures asked for (layer-only
     with --structures filter ran and stopped at once: nothing left to remove), and --p-layer
     asks for no more blocks than the model has (1000 removed them all in one step); a model
@@ -70,7 +83,7 @@ def check_plan(s: Session, model: nn.Module, structures: dict, offered: list[str
     cfg = s.cfg
     asked = [t for t in cfg.structures if t in structures]
     if asked and not s.plugins.method.structures(asked):
-        prunes = s.plugins.method.structures(structure_types(offered)) or ["(none of this model's)"]
+        prunes = s.plugins.method.structures(structure_types(offered_types(s, model))) or ["(none of this model's)"]
         raise HarnessError(f"method {cfg.method} prunes {', '.join(prunes)}, and --structures {','.join(asked)} "
                            f"leaves it nothing to remove; valid choices: --structures {','.join(prunes)}, or a "
                            f"--method that prunes {','.join(asked)}")
@@ -93,11 +106,9 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     structures = s.structures(model)
     missing = [t for t in cfg.structures if t not in structures]
     if missing:
-        offered = [structure_type(st) for st in s.plugins.structures.values() if st.supports(model)]
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
-                           f"valid choices: {', '.join(structure_types(offered)) or '(none)'}")
-    check_plan(s, model, structures, offered=[structure_type(st) for st in s.plugins.structures.values()
-                                              if st.supports(model)])
+                           f"valid choices: {', '.join(structure_types(offered_types(s, model))) or '(none)'}")
+    check_plan(s, model, structures)
     if hasattr(unwrap(s.plugins.criterion), "supports"):
         check_criterion_supports(s.plugins.criterion, structures, model, cfg)
     has_weights = bool(cfg.checkpoint or cfg.pretrained)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
 import math
 import traceback
 import warnings
@@ -96,6 +97,29 @@ def training_only(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
 _GRAPHS = PerModel(keep=4)  # a parent and its candidates
 
 
+def _torch_pruning_version() -> str:
+    # the package's own __version__ lags its release (pip's 1.6.1 says 1.6.0)
+    try:
+        return importlib.metadata.version("torch-pruning")
+    except importlib.metadata.PackageNotFoundError:
+        import torch_pruning as tp
+
+        return tp.__version__
+
+
+def _cannot_trace(model: nn.Module, why: str) -> HarnessError:
+    net = getattr(model, "net", model)
+    return HarnessError(f"Torch-Pruning {_torch_pruning_version()} cannot trace the channels of {type(net).__name__}: "
+                        f"{why}: no width candidate can be built (--structures layer prunes residual blocks "
+                        "alone, where the network has them)")
+
+
+def _gathered_position_bias(model: nn.Module) -> str | None:
+    """The first buffer through which attention gathers a relative-position bias by index (Swin
+    V1 and V2, MaxViT, timm's Swin), or None."""
+    return next((name for name, _ in model.named_buffers() if name.rpartition(".")[2] == "relative_position_index"), None)
+
+
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
     """Torch-Pruning's dependency graph of ``model``, traced once per model object: in eval mode,
     or in train mode (batch-norm statistics restored) when some branch runs only there, so that
@@ -103,6 +127,13 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
     def trace():
         import torch_pruning as tp
 
+        # refused before tracing: on these Torch-Pruning's grouping fills the memory (Swin V2,
+        # MaxViT: over 12 GB at 64x64 in benchmarks/zoo.py) or cuts channels the bias table
+        # does not follow (timm's Swin), and where memory is not capped the system kills the process
+        gathered = _gathered_position_bias(model)
+        if gathered:
+            raise _cannot_trace(model, f"its attention adds a relative-position bias gathered by index ({gathered}), "
+                                       "which Torch-Pruning's index mapping cannot follow")
         train = bool(training_only(model, input_shape))
         example = torch.zeros((2 if train else 1, *input_shape), device=next(model.parameters()).device)
 
@@ -114,18 +145,14 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
             # ConvNeXt's layer scales are parameters outside any layer: Torch-Pruning prunes them
             # along their one dimension, which is right, and warns about it every time
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            # its shape inference giving up (Swin's attention): the grouping that follows then
-            # runs for many minutes and fills the memory
+            # its shape inference giving up: the grouping that follows then runs for many
+            # minutes and fills the memory
             warnings.filterwarnings("error", message="Maximum recursive depth reached")
             try:
                 return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward)
             except Exception as exc:  # noqa: BLE001 - any failure inside Torch-Pruning: one line, not its stack
                 where = traceback.extract_tb(exc.__traceback__)[-1]
-                net = getattr(model, "net", model)
-                raise HarnessError(f"Torch-Pruning {tp.__version__} cannot trace the channels of "
-                                   f"{type(net).__name__}: {type(exc).__name__} in its {where.name} "
-                                   f"({first_line(exc)}): no width candidate can be built (--structures layer prunes its "
-                                   "residual blocks alone)") from None
+                raise _cannot_trace(model, f"{type(exc).__name__} in its {where.name} ({first_line(exc)})") from None
 
     return _GRAPHS.get(model, trace)
 

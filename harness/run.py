@@ -4,6 +4,7 @@ state it is in. Whatever stops a run partway keeps its records and says how to c
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -58,9 +59,11 @@ def stopped_by(exc: OSError, run_dir: Path) -> HarnessError:
         recorded = bool(records.read_iterations(run_dir))
     except (OSError, HarnessError):
         recorded = False
+    # a write refused for want of memory (ENOMEM) is the memory's fault, not the folder's
+    what = "out of memory" if exc.errno == errno.ENOMEM else "cannot write"
     if recorded:
-        return RunStopped(f"cannot write: {os_problem(exc)}", run_dir)
-    return SystemTrouble(f"cannot write: {os_problem(exc)}; nothing of run {run_dir} was recorded: "
+        return RunStopped(f"{what}: {os_problem(exc)}", run_dir)
+    return SystemTrouble(f"{what}: {os_problem(exc)}; nothing of run {run_dir} was recorded: "
                          "start it again once the cause is fixed")
 
 

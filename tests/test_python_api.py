@@ -132,3 +132,22 @@ def test_a_timm_vision_transformer_goes_to_the_vit_family_and_reloads_on_its_fac
         assert torch.equal(again(x[:4]), result.model.eval()(x[:4]))
     with pytest.raises(HarnessError, match="pruned by the timm family"):
         harness.load_pruned(result.run_dir, TinyResidualNet())
+
+
+class WindowedBiasNet(TinyResidualNet):
+    """Holds what Swin's attention holds (a relative-position index its bias is gathered by),
+    which Torch-Pruning cannot follow: no width candidate, depth still."""
+
+    def __init__(self):
+        super().__init__()
+        self.body[0].register_buffer("relative_position_index", torch.zeros(4, dtype=torch.long))
+
+
+def test_a_network_whose_channels_cannot_be_traced_is_one_line_and_prunes_its_blocks_alone(tmp_path):
+    train, val, _ = loaders()
+    kwargs = dict(calib_size=64, runs_dir=tmp_path, candidate_epochs=0.1, finetune_epochs=0.1, iterations=1)
+    with pytest.raises(HarnessError, match=r"cannot trace the channels of WindowedBiasNet: .*relative_position_index"
+                                           r".*--structures layer prunes residual blocks alone"):
+        harness.prune(WindowedBiasNet(), train, val, name="both", **kwargs)
+    result = harness.prune(WindowedBiasNet(), train, val, name="layer", structures=["layer"], **kwargs)
+    assert result.decision_path == "L"

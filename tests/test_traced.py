@@ -291,6 +291,22 @@ def test_a_network_torch_pruning_cannot_trace_is_one_line_saying_where_it_failed
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("name", ["torchvision:swin_v2_t", "torchvision:swin_t", "timm:swin_tiny_patch4_window7_224"])
+def test_windowed_attention_with_a_gathered_position_bias_is_refused_before_tracing(name, monkeypatch):
+    """Swin V2 (and MaxViT) filled the memory inside Torch-Pruning's grouping and timm's Swin cut
+    channels its bias table does not follow: refused in one line, before anything is traced."""
+    import torch_pruning as tp
+
+    from harness.errors import HarnessError
+
+    model = create_model(name, 10, (3, 64, 64) if name.startswith("torchvision") else (3, 224, 224), "cifar10")
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", lambda *a, **k: pytest.fail("traced"))
+    with pytest.raises(HarnessError, match=r"^Torch-Pruning \S+ cannot trace the channels of \w+: its attention adds "
+                                           r"a relative-position bias gathered by index \(\S+relative_position_index\)") as caught:
+        structure("traced-channel").supports(model)
+    assert "\n" not in str(caught.value)
+
+
 def test_traced_networks_default_to_l1_and_the_others_to_kl():
     from harness.config import BenchConfig
     from harness.resolve import resolve
