@@ -314,3 +314,31 @@ def test_traced_networks_default_to_l1_and_the_others_to_kl():
     assert resolve(BenchConfig(model="torchvision:mobilenet_v2")).config.criterion == "l1"
     assert resolve(BenchConfig(model="resnet20")).config.criterion == "kl"
     assert resolve(BenchConfig(model="torchvision:mobilenet_v2", criterion="kl")).config.criterion == "kl"
+
+
+def test_a_candidate_that_does_not_run_in_train_mode_stops_in_one_line_and_is_left_as_it_was():
+    """harness.candidates.checked runs each candidate in both modes before its fine-tune: a
+    training-only branch left unpruned (GoogLeNet's auxiliary classifier before issue 24) is
+    one line there, not a failure inside the fine-tune."""
+    from harness.candidates import checked
+    from harness.errors import HarnessError
+
+    class AuxOnlyInTraining(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.bn, self.aux = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(5, 2)
+
+        def forward(self, x):
+            y = self.bn(self.trunk(x))
+            if self.training:
+                self.aux(y.flatten(1))  # 8 channels reach a layer that reads 5: the unpruned branch
+            return y.mean((2, 3))
+
+    model = AuxOnlyInTraining().eval()
+    stats = model.bn.running_mean.clone()
+    with pytest.raises(HarnessError, match=r"^the filter candidate does not run in train mode: RuntimeError: ") as caught:
+        checked(model, "filter", torch.randn(2, 3, 6, 6))
+    assert "\n" not in str(caught.value)
+    assert not model.training and torch.equal(model.bn.running_mean, stats)
+    model.aux = nn.Linear(8 * 4 * 4, 2)
+    assert checked(model, "filter", torch.randn(2, 3, 6, 6)) is model
