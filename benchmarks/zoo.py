@@ -55,12 +55,12 @@ TRAIN, VAL = 256, 64
 PRUNE = dict(budget="smoke", iterations=1, criterion="l1", calib_size=64, batch_size=32)
 
 
-def torchvision_names() -> list[str]:
+def torchvision_names(max_gflops: float = MAX_GFLOPS) -> list[str]:
     import torchvision
     from torchvision.models import get_model_weights, list_models
 
     return [f"torchvision:{n}" for n in list_models(module=torchvision.models)
-            if get_model_weights(n).DEFAULT.meta["_ops"] <= MAX_GFLOPS]
+            if get_model_weights(n).DEFAULT.meta["_ops"] <= max_gflops]
 
 
 def make(name: str, size: int):
@@ -304,6 +304,9 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where zoo.csv and zoo.md go")
     parser.add_argument("--shared", default="the machine was shared with other jobs",
                         help="how the machine was used, for the table's heading")
+    parser.add_argument("--max-gflops", type=float, default=MAX_GFLOPS,
+                        help="the largest torchvision classifier taken, in torchvision's GFLOPs at 224x224 "
+                             f"[default: {MAX_GFLOPS:g}]")
     parser.add_argument("--merge", action="store_true",
                         help="replace only these --models' rows of the zoo.csv and zoo.md already in --out")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -312,7 +315,7 @@ def main():
     args = parser.parse_args()
     if args.one:
         return one(args.one, args.part, args.size, Path(args.result))
-    names = args.models.split(",") if args.models else torchvision_names() + TIMM
+    names = args.models.split(",") if args.models else torchvision_names(args.max_gflops) + TIMM
     tasks = [(name, part) for name in names for part in ("tp", "harness")]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
