@@ -244,9 +244,10 @@ class Structure(Plugin):
         raise NotImplementedError
 
     def normalization(self, model: nn.Module, unit: Unit) -> list[torch.Tensor]:
-        """The normalisation parameters (or slices) that belong to the unit: a filter's
-        batch-norm scale and shift, for criteria such as BN-gamma; ``[]`` when none belongs
-        to the unit alone (an attention head)."""
+        """The normalisation parameters (or their entries) that ablating the unit changes, each
+        layer's scale then shift: a filter's batch-norm scale and shift, for criteria of your
+        own such as BN-gamma; ``[]`` when ablating it changes none (an attention head).
+        Nothing in prunebench calls it; docs/plugins.md gives the format per structure."""
         return []
 
     def prices(self, model: nn.Module, measure: str) -> dict[str, float]:
