@@ -355,6 +355,35 @@ def test_a_file_a_folder_or_a_bare_prefix_is_named_for_what_it_is(tmp_path, monk
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("files, needle", [
+    (["train.tar.gz"], "has train.tar.gz but no test.tar.gz; CIFAR-10 as archives needs both train.tar.gz and "
+                       "test.tar.gz"),
+    (["test.tar.gz"], "has test.tar.gz but no train.tar.gz"),
+    (["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/batches.meta"],
+     "has cifar-10-batches-py/ without data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch; "
+     "torchvision's CIFAR-10 needs"),
+])
+def test_half_of_a_cifar10_folder_names_what_is_missing_instead_of_blaming_the_network(tmp_path, files, needle):
+    import tarfile
+
+    data = tmp_path / "d"
+    for name in files:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".tar.gz"):
+            split = name.split(".")[0]
+            (tmp_path / split / "cat").mkdir(parents=True)
+            with tarfile.open(data / name, "w:gz") as tar:
+                tar.add(tmp_path / split, arcname=split)
+        else:
+            (data / name).write_bytes(b"")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    line = one_line(bench(tmp_path / "runs", "half", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", data),
+                    BAD_INPUT, f"data directory {data} {needle}")
+    assert "download" not in line
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_checkpoint_holding_nan_is_refused(tmp_path):
     from harness.models import create_model
 
