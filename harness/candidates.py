@@ -3,6 +3,7 @@ candidate that removes the lowest-scoring units until it saves as much (``--matc
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from harness.api import Candidate, CriterionContext, Method, Structure, Unit
 from harness.channel_groups import untouched
 from harness.errors import HarnessError, first_line
+from harness.runplugins import label_of
 from harness.seeds import derive_seed
 from harness.session import Session
 from harness.training import normalize
@@ -39,7 +41,7 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method: Metho
 
     if "layer" in offered:
         layer = structures["layer"]
-        scores = criterion.scores(model, layer, units["layer"], cctx)
+        scores = valid_scores(criterion, criterion.scores(model, layer, units["layer"], cctx), units["layer"], layer)
         chosen = [u for _, u in sorted(zip(scores, units["layer"]), key=lambda p: p[0])[: cfg.p_layer]]
         child = checked(layer.remove(model, chosen), "layer", cctx.calib_inputs[:2])
         target = parent_size - size(child)
@@ -52,12 +54,34 @@ def build_candidates(s: Session, model: nn.Module, iteration: int, method: Metho
         if t == "layer":
             continue
         structure = structures[t]
-        scores = criterion.scores(model, structure, units[t], cctx)
+        scores = valid_scores(criterion, criterion.scores(model, structure, units[t], cctx), units[t], structure)
         chosen = fill_to_target(size, model, structure, units[t], scores, target, cfg.round_to, cfg.match)
         if chosen:
             candidates.append(Candidate(t, chosen, checked(structure.remove(model, chosen), t, cctx.calib_inputs[:2])))
     order = {t: i for i, t in enumerate(offered)}
     return sorted(candidates, key=lambda c: order[c.type])
+
+
+def valid_scores(criterion, scores, units: list[Unit], structure: Structure) -> list[float]:
+    """A criterion's scores as it must give them: one finite number per unit, in the units'
+    order; else one line naming the criterion (fewer scores left units out of the ranking
+    silently, and a decision taken on NaN is no decision)."""
+    fix = f"check it with harness check-plugin criterion {getattr(criterion, 'name', '?')}"
+    said = f"{label_of(criterion, 'criterion')} gave"
+    where = f"the {len(units)} units of structure {getattr(structure, 'name', '?')!r}"
+    try:
+        numbers = [float(score) for score in scores]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise HarnessError(f"{said} scores that are not numbers ({type(exc).__name__}: {first_line(exc, 80)}) for "
+                           f"{where}; a criterion gives one finite number per unit: {fix}") from None
+    if len(numbers) != len(units):
+        raise HarnessError(f"{said} {len(numbers)} scores for {where}; a criterion gives one finite number per "
+                           f"unit: {fix}")
+    bad = next((i for i, n in enumerate(numbers) if not math.isfinite(n)), None)
+    if bad is not None:
+        raise HarnessError(f"{said} {numbers[bad]:g} for unit {bad} of {where}; a criterion gives one finite "
+                           f"number per unit: {fix}")
+    return numbers
 
 
 def checked(model: nn.Module, what: str, x: torch.Tensor) -> nn.Module:

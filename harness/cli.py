@@ -69,8 +69,8 @@ class HarnessGroup(click.Group):
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
 @click.option("--block", "blocked", multiple=True, metavar="NAME",
-              help="Do not load this plugin entry point or package (repeatable; also $HARNESS_BLOCK_PLUGINS, "
-                   "comma-separated).")
+              help="Do not load this plugin entry point or package, or this one plugin as PACKAGE:NAME (repeatable; "
+                   "also $HARNESS_BLOCK_PLUGINS, comma-separated).")
 @click.option("--builtin-only", is_flag=True, default=False,
               help="Load the built-in plugins only (also $HARNESS_BUILTIN_PLUGINS_ONLY=1).")
 @click.option("--traceback", "tracebacks", is_flag=True, default=False,

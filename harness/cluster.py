@@ -4,8 +4,11 @@ fine-tunes (:mod:`harness.candidate_pool`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
+import tempfile
 
 from harness.errors import HarnessError, first_line
 
@@ -73,11 +76,40 @@ def connect(address: str | None):
     if not ray.is_initialized():
         try:
             # a run's output goes to its log file, not to the driver's terminal
-            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            with held_back_stderr(address is not None):
+                ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
         except (ConnectionError, ValueError) as exc:
             raise HarnessError(f"cannot reach the Ray cluster at {address} "
                                f"({first_line(exc)}); start one with ray start --head") from None
     return ray
+
+
+@contextlib.contextmanager
+def held_back_stderr(hold: bool = True):
+    """Whatever is written to file descriptor 2 meanwhile (Ray's core writes its retries of a
+    cluster that does not answer there, some 20 lines of ``gcs_client.cc`` warnings, whatever
+    RAY_BACKEND_LOG_LEVEL says) is held back: shown once the block succeeds, dropped when it
+    fails, where its one-line error says what happened. Only while joining a cluster: the
+    processes of a local instance would inherit the held file."""
+    if not hold:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        succeeded = False
+        try:
+            yield
+            succeeded = True
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if succeeded:
+                held.seek(0)
+                os.write(2, held.read())
 
 
 def node_name() -> str:

@@ -137,6 +137,29 @@ def _has_jpeg(root: Path) -> bool:
     return False
 
 
+TORCHVISION_CIFAR10 = "cifar-10-batches-py"
+TORCHVISION_CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                             "test_batch", "batches.meta")
+
+
+def _partial_layout(root: Path) -> str | None:
+    """What a data folder holds of one of CIFAR-10's layouts when the rest is missing (one of
+    ``train.tar.gz`` and ``test.tar.gz``; torchvision's batches without some of their files),
+    as the end of a one-line error; None when it holds a whole layout or none."""
+    archives = [split for split in ("train", "test") if (root / f"{split}.tar.gz").is_file()]
+    if len(archives) == 1:
+        missing = "test" if archives == ["train"] else "train"
+        return (f"has {archives[0]}.tar.gz but no {missing}.tar.gz; CIFAR-10 as archives needs both "
+                f"train.tar.gz and test.tar.gz (holding train/ and test/)")
+    batches = root / TORCHVISION_CIFAR10
+    if batches.is_dir() and not (root / "cifar-10-python.tar.gz").is_file():
+        missing = [name for name in TORCHVISION_CIFAR10_FILES if not (batches / name).is_file()]
+        if missing:
+            return (f"has {TORCHVISION_CIFAR10}/ without {', '.join(missing)}; torchvision's CIFAR-10 needs "
+                    f"{', '.join(TORCHVISION_CIFAR10_FILES)} there")
+    return None
+
+
 class Cifar10(Dataset):
     name = "cifar10"
     description = "CIFAR-10: torchvision's files (downloaded if needed) or an image-folder tree with train/ and test/"
@@ -227,6 +250,9 @@ class Cifar10(Dataset):
             missing = "test" if halves == ["train"] else "train"
             raise HarnessError(f"data directory {root} has {halves[0]}/ but no {missing}/ folder; an image-folder "
                                f"tree needs both train/<class>/*.jpg and test/<class>/*.jpg")
+        partial = _partial_layout(root) if data_dir and not halves else None
+        if partial:  # half of a data set is no reason to try the network: say what is there
+            raise HarnessError(f"data directory {root} {partial}")
         if not (root / "train").is_dir() and (root / "train.tar.gz").is_file() and (root / "test.tar.gz").is_file():
             root = self._unpack(root, cache_dir)
         if (root / "train").is_dir() and (root / "test").is_dir():

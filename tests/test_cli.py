@@ -59,6 +59,11 @@ def test_every_command_has_help(command):
     assert result.returncode == 0 and "Usage:" in result.stdout
 
 
+def test_block_help_says_one_plugin_is_blocked_as_package_name():
+    help_text = " ".join(run_cli("--help").stdout.split())
+    assert "--block NAME Do not load this plugin entry point or package, or this one plugin as PACKAGE:NAME" in help_text
+
+
 def test_plugins_lists_every_kind_with_its_package():
     out = run_cli("plugins").stdout
     for kind, name in [("model", "resnet56"), ("dataset", "digits"), ("structure", "resnet-filter"), ("evaluator", "accuracy"),

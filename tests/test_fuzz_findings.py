@@ -299,6 +299,82 @@ def test_sweep_on_an_address_where_something_else_listens_is_one_line(tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+def answer_as_http2_not_found(conn):
+    """What stood at an unroutable address on the fuzzing machine: an HTTP/2 server (its
+    SETTINGS frame passes the up-front check) that answers every request 404, so Ray's core
+    retried, writing a gcs_client.cc warning to file descriptor 2 for each try."""
+    pending = b""
+
+    def read(n):
+        nonlocal pending
+        while len(pending) < n:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise EOFError
+            pending += chunk
+        out, pending = pending[:n], pending[n:]
+        return out
+
+    with conn:
+        try:
+            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+            if read(24) != b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":
+                return
+            while True:
+                header = read(9)
+                kind, flags, stream = header[3], header[4], header[5:9]
+                read(int.from_bytes(header[:3], "big"))
+                if kind == 0x4 and not flags & 0x1:  # SETTINGS: acknowledged
+                    conn.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+                elif kind == 0x1:  # HEADERS, a request: :status 404 (HPACK static entry 13), stream ended
+                    conn.sendall(b"\x00\x00\x01\x01\x05" + stream + b"\x8d")
+        except (OSError, EOFError):
+            pass
+
+
+def test_a_ray_address_that_answers_but_is_no_cluster_is_one_line_without_rays_retries(tmp_path, sweep_file):
+    """Ray itself is joined here (in a process of its own: its core writes to file descriptor
+    2); RAY_NUM_REDIS_GET_RETRIES=2 keeps its 20 tries to 2."""
+    import socket
+    import threading
+
+    server = socket.create_server(("", 0))  # Ray dials the node's own address, not 127.0.0.1
+    port = server.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer_as_http2_not_found, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        result = run_cli("sweep", sweep_file, "--ray", f"127.0.0.1:{port}", env={"RAY_NUM_REDIS_GET_RETRIES": "2"},
+                         isolated=True, timeout=300)
+    finally:
+        server.close()
+    assert "gcs_client" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    one_line(result, BAD_INPUT, f"cannot reach the Ray cluster at 127.0.0.1:{port}")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_what_ray_writes_while_joining_is_shown_when_it_joins_and_dropped_when_it_fails(capfd):
+    from harness import cluster
+
+    with cluster.held_back_stderr():
+        os.write(2, b"joined after a retry\n")
+        assert capfd.readouterr().err == ""
+    assert capfd.readouterr().err == "joined after a retry\n"
+    with pytest.raises(ConnectionError), cluster.held_back_stderr():
+        os.write(2, b"gcs_client.cc:210: Failed to get cluster ID\n")
+        raise ConnectionError("Failed to connect to Ray cluster")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+
+
 def test_a_ray_address_whose_port_is_out_of_range_says_so(tmp_path, sweep_file):
     result = run_cli("sweep", sweep_file, "--ray", "127.0.0.1:99999")
     one_line(result, BAD_INPUT, "the Ray cluster address 127.0.0.1:99999 has no valid port", "1 to 65535")
@@ -352,6 +428,35 @@ def test_a_file_a_folder_or_a_bare_prefix_is_named_for_what_it_is(tmp_path, monk
     (tmp_path / "a-file").write_text("")
     (tmp_path / "a-folder").mkdir()
     one_line(bench(tmp_path / "runs", "x", *args), BAD_INPUT, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("files, needle", [
+    (["train.tar.gz"], "has train.tar.gz but no test.tar.gz; CIFAR-10 as archives needs both train.tar.gz and "
+                       "test.tar.gz"),
+    (["test.tar.gz"], "has test.tar.gz but no train.tar.gz"),
+    (["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/batches.meta"],
+     "has cifar-10-batches-py/ without data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch; "
+     "torchvision's CIFAR-10 needs"),
+])
+def test_half_of_a_cifar10_folder_names_what_is_missing_instead_of_blaming_the_network(tmp_path, files, needle):
+    import tarfile
+
+    data = tmp_path / "d"
+    for name in files:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".tar.gz"):
+            split = name.split(".")[0]
+            (tmp_path / split / "cat").mkdir(parents=True)
+            with tarfile.open(data / name, "w:gz") as tar:
+                tar.add(tmp_path / split, arcname=split)
+        else:
+            (data / name).write_bytes(b"")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    line = one_line(bench(tmp_path / "runs", "half", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", data),
+                    BAD_INPUT, f"data directory {data} {needle}")
+    assert "download" not in line
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     assert not (tmp_path / "runs").exists()
 
 

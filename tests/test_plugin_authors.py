@@ -42,7 +42,9 @@ def test_a_method_named_like_a_builtin_one_is_a_warning_and_every_command_works(
     for args in (("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "board"),
                  ("export", tmp_path / "runs" / "r", "--format", "torchscript", "--check-samples", "8"),
                  ("check-plugin", "model", "lab-wide", "--input-shape", "1,8,8"),
-                 ("check-plugin", "structure", "wide-layer")):
+                 ("check-plugin", "structure", "wide-layer"),
+                 ("pretrain", "--model", "lab-wide", "--epochs", "0.2", "--out", tmp_path / "clean"),
+                 *((command, "--help") for command in ("sweep", "decisions", "pretrain"))):
         result = lab(*args, env=env)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         assert all(line == SHADOW_WARNING for line in result.stderr.splitlines()), result.stderr

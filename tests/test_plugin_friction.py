@@ -87,6 +87,33 @@ def test_the_runs_own_metric_outside_its_range_stops_the_run_in_one_line(monkeyp
     assert [r["iteration"] for r in records.read_iterations(tmp_path / "r")] == [0]
 
 
+@pytest.mark.parametrize("scores, said", [
+    (lambda units: [1.0] * (len(units) - 1), "gave {short} scores for the {n} units of structure 'resnet-block'"),
+    (lambda units: [float("nan")] * len(units), "gave nan for unit 0 of the {n} units of structure 'resnet-block'"),
+    (lambda units: [None] * len(units), "gave scores that are not numbers (TypeError: "),
+])
+def test_a_criterion_giving_other_than_one_finite_number_per_unit_stops_the_run_in_one_line(
+        monkeypatch, tmp_path, scores, said):
+    """Fewer scores than units ran to exit 0 (zip left units out of the ranking), and NaN scores
+    ranked the units arbitrarily."""
+    seen = []
+
+    def given(self, model, structure, units, ctx):
+        seen.append(len(units))
+        return scores(units)
+
+    monkeypatch.setattr(L1Criterion, "scores", given)
+    result = run_cli(*SMOKE, "--criterion", "l1", "--runs-dir", tmp_path, "--name", "c")
+    assert result.returncode == 4, result.stderr
+    (error,) = result.stderr.strip().splitlines()
+    n = seen[0]
+    assert error.startswith("harness: error: criterion 'l1' (from prunebench 0.1.0) "
+                            + said.format(short=n - 1, n=n)), error
+    assert "; a criterion gives one finite number per unit: check it with harness check-plugin criterion l1; " \
+           "the run so far is kept" in error, error
+    assert [r["iteration"] for r in records.read_iterations(tmp_path / "c")] == [0]
+
+
 def test_a_describing_metric_outside_its_range_is_recorded_as_null_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setattr(ProcrustesShape, "__call__", lambda self, x, y: float("nan"))
     result = run_cli(*SMOKE, "--runs-dir", tmp_path, "--name", "d")

@@ -373,6 +373,42 @@ def test_missing_pretrained_weights_say_how_to_provide_them(tmp_path):
     assert HUB_ID in message and "HF_HUB_OFFLINE=1" in message and "--checkpoint" in message
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [f"{VIT} --timm-kwargs patch_size=4", "timm:convnext_atto"])
+def test_pretrained_weights_without_network_and_without_offline_mode_are_one_line_without_retries(
+        tmp_path, monkeypatch, model):
+    """No HF_HUB_OFFLINE: huggingface_hub retried each file for about a minute, 22 warning lines,
+    then the reason cut short; the hub here is an address that takes no connection."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    result = run_cli("bench", "--model", *model.split(), "--pretrained", "--dataset", "digits", "--budget", "smoke",
+                     "--iterations", "1", "--runs-dir", str(tmp_path / "runs"),
+                     env={"HF_HOME": str(tmp_path / "empty"), "HF_ENDPOINT": "http://127.0.0.1:1"},
+                     isolated=True, timeout=300)  # huggingface_hub reads HF_ENDPOINT when it is imported
+    assert result.returncode == 2, result.stderr
+    (message,) = result.stderr.strip().splitlines()
+    name = model.split()[0].removeprefix("timm:")
+    assert message.startswith(f"harness: error: cannot get pretrained weights of timm model {name} (the Hugging "
+                              "Face hub at 127.0.0.1:1 cannot be reached: Connection refused, and they are not in "
+                              "the local cache); ")
+    assert "HF_HUB_OFFLINE=1" in message and message.endswith("or give --checkpoint FILE")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_pretrained_weights_come_from_the_hub_cache_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    """The hub found unreachable, the cache is read as HF_HUB_OFFLINE=1 would, without a word."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    weights = fake_hub_cache(tmp_path / "hf")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:1")
+    result = subprocess.run([sys.executable, "-c", LOAD_PRETRAINED, str(weights)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    same, blocks, _ = result.stdout.split(maxsplit=2)
+    assert int(same) == int(blocks) == 12 * 12
+
+
 def test_plain_timm_checkpoints_are_accepted(tmp_path):
     model, shape = tiny_vit()
     path = tmp_path / "timm.pt"

@@ -24,6 +24,7 @@ from harness.api import ModelFamily, Option, checkpoint_tensors
 from harness.errors import HarnessError, first_line
 from harness_plugins.structures import transformer_block_problem
 from harness_plugins.models.blocks import arch_with_block_sizes, block_index, listed_arch_without_blocks
+from harness_plugins.models.hub import from_hub
 
 PREFIX = "timm:"
 EXAMPLES = "timm:vit_tiny_patch16_224, timm:deit_tiny_patch16_224 (the names of timm.list_models('vit_*'))"
@@ -216,11 +217,8 @@ class TimmFamily(ModelFamily):
 
         timm_name = name.removeprefix(PREFIX)
         kwargs = self._create_kwargs.get(name, self.user_kwargs)
-        try:
-            net = timm.create_model(timm_name, pretrained=True, **kwargs)
-        except Exception as exc:
-            raise HarnessError(f"cannot get pretrained weights of timm model {timm_name} ({first_line(exc, 160)}); "
-                               f"{_where_weights_come_from(timm_name)}, or give --checkpoint FILE") from None
+        net = from_hub(lambda: timm.create_model(timm_name, pretrained=True, **kwargs), f"timm model {timm_name}",
+                       f"{_where_weights_come_from(timm_name)}, or give --checkpoint FILE")
         return {"net." + key: value for key, value in net.state_dict().items()}
 
     def adapt_state_dict(self, state: dict) -> dict:

@@ -24,9 +24,10 @@ import difflib
 from torch import nn
 
 from harness.api import Option, checkpoint_tensors, load_url_state_dict
-from harness.errors import HarnessError, first_line, warn
+from harness.errors import HarnessError, warn
 from harness.traced import TracedFamily
 from harness_plugins.models.blocks import fit_shapes
+from harness_plugins.models.hub import from_hub
 from harness_plugins.models.timm_vit import parse_kwargs
 
 PREFIX = "traced:"
@@ -113,12 +114,9 @@ class TracedLibraryFamily(TracedFamily):
     def pretrained_state_dict(self, name, dataset):
         source, variant = split_name(name)
         if source == "timm":
-            try:
-                state = create(source, variant, {}, pretrained=True).state_dict()
-            except Exception as exc:
-                raise HarnessError(f"cannot get pretrained weights of timm model {variant} ({first_line(exc, 160)}); "
-                                   "put them in the Hugging Face cache and set HF_HUB_OFFLINE=1, or give "
-                                   "--checkpoint FILE") from None
+            state = from_hub(lambda: create(source, variant, {}, pretrained=True), f"timm model {variant}",
+                             "put them in the Hugging Face cache and set HF_HUB_OFFLINE=1, or give "
+                             "--checkpoint FILE").state_dict()
         else:
             import torchvision
 
