@@ -63,8 +63,9 @@ def check_same_network(cached: nn.Module, built: nn.Module, cache: Path, options
 
 
 def offered_types(s: Session, model: nn.Module) -> list[str]:
-    """The structure types the run's structures offer for this model (for error messages; one
-    that cannot tell, traced-channel on a network Torch-Pruning cannot trace, offers none)."""
+    """The structure types the run's structures offer for this model, in their usual order (for
+    error messages; one that cannot tell, traced-channel on a network Torch-Pruning cannot
+    trace, offers none)."""
     offered = []
     for st in s.plugins.structures.values():
         try:
@@ -72,7 +73,7 @@ def offered_types(s: Session, model: nn.Module) -> list[str]:
                 offered.append(structure_type(st))
         except HarnessError:
             pass
-    return offered
+    return structure_types(offered)
 
 
 def check_plan(s: Session, model: nn.Module, structures: dict) -> None:
@@ -83,7 +84,7 @@ def check_plan(s: Session, model: nn.Module, structures: dict) -> None:
     cfg = s.cfg
     asked = [t for t in cfg.structures if t in structures]
     if asked and not s.plugins.method.structures(asked):
-        prunes = s.plugins.method.structures(structure_types(offered_types(s, model))) or ["(none of this model's)"]
+        prunes = s.plugins.method.structures(offered_types(s, model)) or ["(none of this model's)"]
         raise HarnessError(f"method {cfg.method} prunes {', '.join(prunes)}, and --structures {','.join(asked)} "
                            f"leaves it nothing to remove; valid choices: --structures {','.join(prunes)}, or a "
                            f"--method that prunes {','.join(asked)}")
@@ -107,7 +108,7 @@ def baseline_model(s: Session) -> tuple[nn.Module, float | None]:
     missing = [t for t in cfg.structures if t not in structures]
     if missing:
         raise HarnessError(f"model {cfg.model} has no structure of type {', '.join(missing)}; "
-                           f"valid choices: {', '.join(structure_types(offered_types(s, model))) or '(none)'}")
+                           f"valid choices: {', '.join(offered_types(s, model)) or '(none)'}")
     check_plan(s, model, structures)
     if hasattr(unwrap(s.plugins.criterion), "supports"):
         check_criterion_supports(s.plugins.criterion, structures, model, cfg)

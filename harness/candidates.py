@@ -66,21 +66,20 @@ def valid_scores(criterion, scores, units: list[Unit], structure: Structure) -> 
     """A criterion's scores as it must give them: one finite number per unit, in the units'
     order; else one line naming the criterion (fewer scores left units out of the ranking
     silently, and a decision taken on NaN is no decision)."""
-    fix = f"check it with harness check-plugin criterion {getattr(criterion, 'name', '?')}"
-    said = f"{label_of(criterion, 'criterion')} gave"
-    where = f"the {len(units)} units of structure {getattr(structure, 'name', '?')!r}"
+    def wrong(gave: str) -> HarnessError:
+        return HarnessError(f"{label_of(criterion, 'criterion')} gave {gave} the {len(units)} units of structure "
+                            f"{getattr(structure, 'name', '?')!r}; a criterion gives one finite number per unit: "
+                            f"check it with harness check-plugin criterion {getattr(criterion, 'name', '?')}")
+
     try:
         numbers = [float(score) for score in scores]
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise HarnessError(f"{said} scores that are not numbers ({type(exc).__name__}: {first_line(exc, 80)}) for "
-                           f"{where}; a criterion gives one finite number per unit: {fix}") from None
+        raise wrong(f"scores that are not numbers ({type(exc).__name__}: {first_line(exc, 80)}) for") from None
     if len(numbers) != len(units):
-        raise HarnessError(f"{said} {len(numbers)} scores for {where}; a criterion gives one finite number per "
-                           f"unit: {fix}")
+        raise wrong(f"{len(numbers)} scores for")
     bad = next((i for i, n in enumerate(numbers) if not math.isfinite(n)), None)
     if bad is not None:
-        raise HarnessError(f"{said} {numbers[bad]:g} for unit {bad} of {where}; a criterion gives one finite "
-                           f"number per unit: {fix}")
+        raise wrong(f"{numbers[bad]:g} for unit {bad} of")
     return numbers
 
 

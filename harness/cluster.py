@@ -76,7 +76,8 @@ def connect(address: str | None):
     if not ray.is_initialized():
         try:
             # a run's output goes to its log file, not to the driver's terminal
-            with held_back_stderr(address is not None):
+            # joining a cluster only: the processes of a local instance would inherit the held file
+            with held_back_stderr() if address is not None else contextlib.nullcontext():
                 ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
         except (ConnectionError, ValueError) as exc:
             raise HarnessError(f"cannot reach the Ray cluster at {address} "
@@ -85,15 +86,11 @@ def connect(address: str | None):
 
 
 @contextlib.contextmanager
-def held_back_stderr(hold: bool = True):
+def held_back_stderr():
     """Whatever is written to file descriptor 2 meanwhile (Ray's core writes its retries of a
     cluster that does not answer there, some 20 lines of ``gcs_client.cc`` warnings, whatever
     RAY_BACKEND_LOG_LEVEL says) is held back: shown once the block succeeds, dropped when it
-    fails, where its one-line error says what happened. Only while joining a cluster: the
-    processes of a local instance would inherit the held file."""
-    if not hold:
-        yield
-        return
+    fails, where its one-line error says what happened."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
