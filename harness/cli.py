@@ -198,21 +198,31 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
               help="Cache of the decoded data set [default: $HARNESS_CACHE or ~/.cache/prunebench].")
 @click.option("--out", type=click.Path(), default="weights", show_default=True,
               help="Folder of the weights file (<model>-<data set>-clean.pt) and its card (.json).")
+@click.option("--time-limit", type=float, default=None,
+              help="Pause at the end of the epoch after which the next would end later than this many minutes "
+                   "from the command's start, with exit status 5, the progress saved beside the weights "
+                   "(<model>-<data set>-clean.partial.pt); the same command continues it to the weights an "
+                   "uninterrupted training writes. For GPU jobs with a time limit.")
 def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,
-             cache_dir, out):
+             cache_dir, out, time_limit):
     """Train a network from random weights on the training images no run's decisions read
     (every budget's validation and calibration split held out), and write its weights (for
     --checkpoint) with a card: SHA-256, recipe, command, validation and test accuracy."""
+    import shlex
+
     from harness.checks import default_cache_dir, resolve_device
+    from harness.cli_options import deadline_of
     from harness.pretrain import pretrain as train_clean
     from harness.records import check_folder
 
+    deadline = deadline_of(time_limit)
     if cuda_graphs == "on" and resolve_device(device).type != "cuda":
         raise HarnessError("--cuda-graphs on needs a CUDA device; valid choices here: auto, off")
     check_folder("--out", out)
     card = train_clean(model, dataset, data_dir, cache_dir or default_cache_dir(), Path(out), epochs=epochs,
                        batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, seed=seed, device=device,
-                       cuda_graphs=cuda_graphs, progress=progress_bars())
+                       cuda_graphs=cuda_graphs, progress=progress_bars(), deadline=deadline,
+                       again=shlex.join(["harness", *sys.argv[1:]]))
     accuracies = ", ".join(f"{k} {v:.2f}" for k, v in card["accuracy"].items())
     click.echo(f"wrote {Path(out) / card['file']} (sha256 {card['sha256'][:16]}...): trained on "
                f"{card['trained_on']['images']} images in {card['wall_time_s']:.0f} s; accuracy {accuracies}")

@@ -9,6 +9,11 @@ they are drawn per budget, so they are not nested), found by content. The weight
 plain state dict (``--checkpoint FILE``); beside it a JSON card says how it was made: its
 SHA-256, the recipe, the command, the accuracy on each budget's validation split and on the
 test split, the hardware and the wall time.
+
+Training longer than one job (``--time-limit``): it pauses at an epoch boundary and saves its
+progress beside the weights (``<stem>.partial.pt``: weights, optimizer state, the data order's
+generator, the steps done); the same command continues it to exactly the weights an
+uninterrupted training writes, and deletes the file.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from harness import records, registry
 from harness.checks import resolve_device
 from harness.config import BenchConfig
 from harness.data import DataSplits, TensorSplit
+from harness.errors import HarnessError, TimeLimitReached
 from harness.models import create_model
 from harness.provenance import hardware, versions
 from harness.seeds import derive_seed
 from harness.session import load_data
 from harness.settings import BUDGETS
-from harness.training import Recipe, default_batch_size, evaluate, resolve_precision, scaled_lr, train
+from harness.training import (Recipe, TrainingPaused, TrainProgress, default_batch_size, evaluate, resolve_precision,
+                              scaled_lr, train)
 
 #: the recipe's defaults: SGD with Nesterov momentum at lr 0.1 for a batch of 128 (scaled with
 #: the batch), weight decay 5e-4, label smoothing 0.1, a linear warm-up over the first 10% of
@@ -68,10 +75,13 @@ def decision_free_splits(dataset: str, data_dir: str | None, cache_dir: str) -> 
 
 def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_dir: str, out: Path, *,
              epochs: float, batch_size: int | None = None, lr: float = LR, label_smoothing: float = LABEL_SMOOTHING,
-             seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False) -> dict:
+             seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False,
+             deadline: float | None = None, again: str = "the same call") -> dict:
     """Trains ``model_name`` from random weights on the decision-free training images and
     writes ``out/<model>-<data set>-clean.pt`` and its card (``.json``, with the file's
-    SHA-256); returns the card."""
+    SHA-256); returns the card. With a ``deadline`` (``time.monotonic()``), it may pause
+    instead: its progress is saved in ``out/<stem>.partial.pt`` and TimeLimitReached says to
+    run ``again``, which continues from there."""
     t0 = time.perf_counter()
     family = registry.get("model", model_name)
     dataset = dataset or family.default_dataset
@@ -83,13 +93,39 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
                     cuda_graphs=(cuda_graphs == "on" or (cuda_graphs == "auto" and dev.type == "cuda")))
     torch.manual_seed(derive_seed(seed, "init"))
     model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
-    train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
-          progress=progress)
+    stem = f"{model_name.replace(':', '_')}-{dataset}-clean"
+    partial = Path(out) / f"{stem}.partial.pt"
+    # what must not change between the parts of one training (the device and the card's command may)
+    settings = {"model": model_name, "dataset": dataset, "epochs": epochs, "batch_size": bs, "lr": lr,
+                "label_smoothing": label_smoothing, "seed": seed, "precision": recipe.precision,
+                "train_images": len(data.train)}
+    resume, earlier_s, parts = None, 0.0, 1
+    if partial.exists():
+        saved = torch.load(partial, map_location="cpu", weights_only=True)
+        if saved["settings"] != settings:
+            differ = ", ".join(f"{k} {saved['settings'].get(k)!r} (now {v!r})" for k, v in settings.items()
+                               if saved["settings"].get(k) != v)
+            raise HarnessError(f"{partial} holds a paused training with other settings: {differ}; give the same "
+                               "settings to continue it, or delete the file to start again")
+        model.load_state_dict(saved["model"])
+        resume = TrainProgress(**saved["progress"])
+        earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1
+    try:
+        train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
+              progress=progress, resume=resume, deadline=deadline)
+    except TrainingPaused as paused:
+        state = {"settings": settings, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "progress": paused.progress.to_dict(), "parts": parts,
+                 "wall_time_s": earlier_s + time.perf_counter() - t0}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        records.atomic_write_bytes(partial, buf.getvalue())
+        raise TimeLimitReached(f"time limit: pretraining of {model_name} paused after {paused.progress.step} of "
+                               f"{paused.steps} steps, saved in {partial}", again) from None
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save(state, buf)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
-    stem = f"{model_name.replace(':', '_')}-{dataset}-clean"
     path = Path(out) / f"{stem}.pt"
     records.atomic_write_bytes(path, buf.getvalue())
     card = {
@@ -100,7 +136,10 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
                      "test": round(evaluate(model, data.test, data, dev)["accuracy"], 2)},
         "recipe": {"epochs": epochs, **dataclasses.asdict(recipe), "lr_at_128": lr, "seed": seed},
         "command": sys.argv, "hardware": hardware(dev), "versions": versions(),
-        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "wall_time_s": round(earlier_s + time.perf_counter() - t0, 1),
     }
+    if parts > 1:  # the hardware is the last part's
+        card["parts"] = parts
     records.atomic_write_json(Path(out) / f"{stem}.json", card)
+    partial.unlink(missing_ok=True)
     return card

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -294,10 +295,42 @@ class TrainStep:
             return
         self.graph = graph
 
+    def load_optimizer_state(self, saved: dict) -> None:
+        """The optimizer's state (momentum buffers, step counts) from a paused training, with
+        this step's own settings (learning-rate tensor, fused or not), which may differ from
+        the saving device's."""
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.opt.param_groups]
+        self.opt.load_state_dict(dict(saved, param_groups=[dict(mine, params=theirs["params"])
+                                                           for mine, theirs in zip(own, saved["param_groups"])]))
+        for group, mine in zip(self.opt.param_groups, own):  # loading deep-copies: the graph reads self.lr itself
+            group.update(mine)
+
     def close(self) -> None:
         """Frees the graph and the gradients it allocated."""
         self.opt.zero_grad(set_to_none=True)
         self.graph = self.loss = None
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a training paused at an epoch boundary stands: with the model's weights, what
+    :func:`train` needs to continue it exactly (``resume=``)."""
+
+    step: int  # steps done
+    generator: torch.Tensor  # the state of the generator that draws each epoch's plan
+    optimizer: dict  # the optimizer's state_dict
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "generator": self.generator, "optimizer": self.optimizer}
+
+
+class TrainingPaused(Exception):
+    """:func:`train` stopped at an epoch boundary because its ``deadline`` would pass during the
+    next epoch; ``progress`` continues it. The model holds the weights reached."""
+
+    def __init__(self, progress: TrainProgress, steps: int):
+        super().__init__(f"paused after {progress.step} of {steps} steps")
+        self.progress, self.steps = progress, steps
 
 
 def _check_finite(model: nn.Module, loss: torch.Tensor, desc: str, steps: int, lr: float, bs: int) -> None:
@@ -313,7 +346,8 @@ def _check_finite(model: nn.Module, loss: torch.Tensor, desc: str, steps: int, l
 
 def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, seed: int,
           device: torch.device | str, teacher: nn.Module | None = None, desc: str = "train",
-          progress: bool = False, quiet: bool = False) -> nn.Module:
+          progress: bool = False, quiet: bool = False, resume: TrainProgress | None = None,
+          deadline: float | None = None) -> nn.Module:
     """SGD with Nesterov momentum 0.9 (or AdamW) and a cosine learning rate over ``epochs``
     (may be fractional), after the recipe's warm-up. An epoch is ``recipe.train_subset``
     samples (default: the whole train split), drawn without replacement in a fresh seeded
@@ -321,7 +355,13 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
     ``recipe.distill`` > 0 the loss mixes in distillation from the teacher's outputs on the
     same augmented batch. With ``recipe.cuda_graphs`` on a CUDA device, each step after the
     first few is a replay of one captured graph (:class:`TrainStep`). Trains ``model`` in
-    place and returns it in eval mode."""
+    place and returns it in eval mode.
+
+    With a ``deadline`` (a ``time.monotonic()`` value), training pauses at the first epoch
+    boundary, after at least one epoch, where the next epoch (timed as the last) would end
+    after it: :class:`TrainingPaused` carries the progress, and ``train`` called again on the
+    paused model with ``resume=`` that progress (and the same arguments) ends exactly where an
+    uninterrupted training would."""
     if epochs <= 0:
         return model
     device = torch.device(device)
@@ -344,22 +384,49 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
                      teacher if distilling else None, static, device)
     factor = lr_factor(steps, recipe.warmup)
     g = torch.Generator().manual_seed(seed)
-    plan, pos = None, 0
+    if resume is not None:  # it paused where a fresh epoch plan was due, so the next one is drawn at once
+        g.set_state(resume.generator)
+        step.load_optimizer_state(resume.optimizer)
+    plan, pos, paused = None, 0, None
+    epoch_start = time.monotonic()
     model.train()
-    bar = progress_bar(range(steps), desc, bar=progress, quiet=quiet)
+    bar = progress_bar(range(resume.step if resume else 0, steps), desc, bar=progress, quiet=quiet)
     for i in bar:
         if plan is None or pos + bs > len(plan["order"]):
+            if plan is not None and deadline is not None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the epoch's time is the device's
+                now = time.monotonic()
+                if now + (now - epoch_start) > deadline:
+                    paused = TrainProgress(i, g.get_state(), step.opt.state_dict())
+                    break
+                epoch_start = now
             plan, pos = _epoch_plan(n, bs, 4, augment, g, device), 0
         loss = step({key: v[pos:pos + bs] for key, v in plan.items()}, recipe.lr * factor(i))
         pos += bs
         if progress and i % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    if paused is not None:  # the state dict holds references: copies before close() clears anything
+        paused = TrainProgress(paused.step, paused.generator, _host_copy(paused.optimizer))
     step.close()
     _check_finite(model, loss, desc, steps, recipe.lr, bs)
     if channels_last:  # the rest of the harness (surgery, criteria) sees ordinary tensors
         model.to(memory_format=torch.contiguous_format)
     model.eval()
+    if paused is not None:
+        raise TrainingPaused(paused, steps)
     return model
+
+
+def _host_copy(value):
+    """``value`` (nested dicts and lists of tensors and numbers) with every tensor copied to the host."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _host_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host_copy(v) for v in value)
+    return value
 
 
 def eval_batch_size(device: torch.device) -> int:

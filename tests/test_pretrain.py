@@ -50,3 +50,35 @@ def test_pretrain_writes_weights_that_load_and_a_card_that_describes_them(cifar_
     assert model.arch["model"] == "resnet20"
     bad = run_cli("pretrain", "--model", "resnet20", "--device", "cpu", "--cuda-graphs", "on", "--out", out)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "valid choices here: auto, off" in bad.stderr
+
+
+@pytest.mark.slow
+@needs_shared
+def test_pretraining_paused_by_its_time_limit_continues_to_the_uninterrupted_weights(cifar_subset, tmp_path):
+    """`--time-limit` pauses at an epoch boundary (exit 5, one line with the command that
+    continues), keeps its progress in one file beside the weights, and the same command, run
+    again until it ends, writes the weights an uninterrupted training writes, bit for bit."""
+    from harness.pretrain import pretrain
+
+    cache = tmp_path / "cache"
+    whole = pretrain("resnet20", None, str(cifar_subset), str(cache), tmp_path / "whole", epochs=2.5, batch_size=64)
+    out = tmp_path / "parts"
+    command = ["pretrain", "--model", "resnet20", "--data-dir", cifar_subset, "--epochs", "2.5", "--batch-size", "64",
+               "--out", out, "--cache-dir", cache, "--time-limit", "0.0001"]
+    paused = run_cli(*command)
+    assert paused.returncode == 5, paused.stderr
+    assert paused.stderr.count("\n") == 1 and "paused after" in paused.stderr
+    assert "continue with harness pretrain --model resnet20" in paused.stderr
+    assert [p.name for p in out.iterdir()] == ["resnet20-cifar10-clean.partial.pt"]
+    other = run_cli(*command[:-2], "--lr", "0.05")  # a different recipe must not continue it
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert "holds a paused training with other settings: lr 0.1 (now 0.05)" in other.stderr
+    for calls in range(2, 6):  # each call trains at least one epoch, however late it is
+        result = run_cli(*command)
+        if result.returncode == 0:
+            break
+        assert result.returncode == 5, result.stderr
+    card = json.loads((out / "resnet20-cifar10-clean.json").read_text())
+    assert calls >= 3 and card["parts"] == calls and card["sha256"] == whole["sha256"]
+    assert card["accuracy"] == whole["accuracy"]
+    assert sorted(p.name for p in out.iterdir()) == ["resnet20-cifar10-clean.json", "resnet20-cifar10-clean.pt"]

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from harness.api import DataSplits, TensorSplit
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.training import (MIN_CAPTURED_STEPS, Recipe, TrainStep, crop_flip, default_batch_size, distillation_loss,
-                              lr_factor, resolve_precision, scaled_lr, train)
+from harness.training import (MIN_CAPTURED_STEPS, Recipe, TrainingPaused, TrainStep, crop_flip, default_batch_size,
+                              distillation_loss, lr_factor, resolve_precision, scaled_lr, train)
 from conftest import seeded_resnet
 
 
@@ -190,6 +190,41 @@ def test_the_graph_ready_step_keeps_one_shape_and_address():
         assert {k: v.data_ptr() for k, v in step.batch.items()} == addresses
         assert torch.equal(step.batch["order"], batch["order"]) and float(step.lr) == pytest.approx(0.01)
     assert step.graph is None and not step.capture  # never captured off CUDA
+
+
+@pytest.mark.parametrize("graph_ready", [False, True])
+def test_a_training_paused_by_its_deadline_resumes_to_the_uninterrupted_weights(graph_ready):
+    """A deadline already passed pauses at the first epoch boundary, after one epoch; resumed
+    from its progress (momentum, data order, schedule position) the training ends bit for bit
+    where one uninterrupted training does, in both step kinds (the graph-ready one keeps its
+    learning rate in a tensor that the saved optimizer state must not replace)."""
+    data = small_cifar(n=200)  # 6 steps of 32 per epoch
+    recipe = Recipe(lr=0.05, batch_size=32, weight_decay=5e-4, precision="fp32", warmup=0.2,
+                    cuda_graphs=graph_ready)
+    whole, paused = seeded_resnet(), seeded_resnet()
+    train(whole, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True)
+    with pytest.raises(TrainingPaused) as stop:
+        train(paused, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True, deadline=0.0)
+    progress = stop.value.progress
+    assert progress.step == 6 and stop.value.steps == 16 and not paused.training  # ceil(2.5 * 200 / 32)
+    assert not torch.equal(state_of(paused)["linear.weight"], state_of(whole)["linear.weight"])
+    saved = torch.load(_round_trip(progress.to_dict()), weights_only=True)  # as harness pretrain stores it
+    with pytest.raises(TrainingPaused) as again:  # one more epoch per call, however late
+        train(paused, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True, deadline=0.0,
+              resume=type(progress)(**saved))
+    assert again.value.progress.step == 12
+    train(paused, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True, resume=again.value.progress)
+    a, b = state_of(whole), state_of(paused)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _round_trip(obj):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
 
 
 def test_cuda_graphs_setting_resolves_by_device():

@@ -1,7 +1,9 @@
 """One GPU job, within the minutes it is given: (a) the engine's throughput table and the
 phases of --budget quick iterations, (b) the clean weights (`harness pretrain`) that are still
-missing, (c) the paper-budget runs of benchmarks/gpu/queue.toml, each resumed from its records
-in leaderboards/records/gpu/, and (d) everything it produced packed for the trip back.
+missing, in the order the queue needs them, a training cut by the job's end continued by the
+next (`--time-limit`), (c) the paper-budget runs of benchmarks/gpu/queue.toml, each resumed
+from its records in leaderboards/records/gpu/, and (d) everything it produced packed for the
+trip back. After the first job, `--skip throughput` leaves the time to (b) and (c).
 
     python benchmarks/gpu/run.py --minutes 9 --out "$OUT"
 
@@ -36,11 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = ROOT / "benchmarks" / "gpu" / "queue.toml"
 DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-# epochs of clean weights (harness pretrain) and the images per second a captured step reached on
-# one H200 (issue 22: ResNet-20 115,559, ResNet-56 42,422, ResNet-110 21,787 at batch 512), to
-# judge whether a network still fits in the time left; ResNet-32/44 interpolated
+# epochs of clean weights (harness pretrain); a training longer than a job pauses and continues
 PRETRAIN_EPOCHS = 200
-IMAGES_PER_S = {"resnet20": 115_000, "resnet32": 75_000, "resnet44": 55_000, "resnet56": 42_000, "resnet110": 21_000}
+STEPS = ("throughput", "pretrain", "queue")
 PART_BYTES = 15 * 2**20
 MAX_PARTS = 8
 
@@ -133,23 +133,48 @@ def throughput(job: Job) -> None:
         job.produced.append(log)
 
 
-def pretrain(job: Job) -> None:
-    """(b) Clean weights for each depth that has none, while they fit in the time left."""
-    for model in ("resnet20",) if job.tiny else DEPTHS:
+def pretrain_order(queue: Path) -> list[str]:
+    """The depths to train, in the order the queue first needs them (its headline first), then
+    the rest of DEPTHS."""
+    needed = [grid.get("model") for grid in read_queue(queue)[1]]
+    return list(dict.fromkeys([m for m in needed if m in DEPTHS] + list(DEPTHS)))
+
+
+def pretrain(job: Job, queue: Path) -> None:
+    """(b) Clean weights for each depth that has none, in the queue's order, each under a time
+    limit: a training cut by the job's end pauses (its progress in <stem>.partial.pt, packed
+    with the rest) and the next job continues it."""
+    for model in ("resnet20",) if job.tiny else pretrain_order(queue):
         card = job.weights / f"{model}-cifar10-clean.json"
         if card.exists():
             continue
-        epochs = 0.05 if job.tiny else PRETRAIN_EPOCHS
-        # two minutes to decode the data and find the decision splits; 30% for evaluation and the first steps
-        need = 120 + epochs * 42_000 / IMAGES_PER_S[model] * 1.3
-        if need > job.left() - 60:
-            print(f"pretrain {model}: about {need:.0f} s needed, {job.left():.0f} s left; next job", flush=True)
-            continue
+        # about two minutes to decode the data and find the decision splits, then at least an epoch
+        if job.left() < 240:
+            print(f"pretrain {model}: {job.left():.0f} s left; next job", flush=True)
+            return
+        minutes = (job.left() - 60) / 60  # a minute for the evaluation and the packing
         rc = job.run(f"pretrain-{model}", [sys.executable, "-m", "harness.cli", "pretrain", "--model", model,
-                                           "--data-dir", ".gl/cifar10-jpeg", "--epochs", str(epochs), "--device",
-                                           job.device, "--out", str(job.weights)], budget_s=need * 1.5)
+                                           "--data-dir", ".gl/cifar10-jpeg", "--epochs",
+                                           str(0.05 if job.tiny else PRETRAIN_EPOCHS), "--device", job.device,
+                                           "--out", str(job.weights), "--time-limit", f"{minutes:.2f}"],
+                     budget_s=job.left())
+        partial = card.with_name(f"{model}-cifar10-clean.partial.pt")
         if rc == 0:
             job.produced += [card, card.with_suffix(".pt")]
+        elif partial.exists():
+            job.produced.append(partial)
+        if rc != 0:
+            return  # paused or failed: nothing else fits
+
+
+def read_queue(queue: Path) -> tuple[dict, list[dict]]:
+    """A queue file's shared options and its grids."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    options = tomllib.loads(queue.read_text())
+    return options, options.pop("grid", [{}])
 
 
 def toml_value(value) -> str:
@@ -166,12 +191,7 @@ def advance_queue(job: Job, queue: Path, records_dir: Path) -> None:
     if job.left() < 90:
         print(f"queue: {job.left():.0f} s left; next job", flush=True)
         return
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    options = tomllib.loads(queue.read_text())
-    grids = options.pop("grid", [{}])
+    options, grids = read_queue(queue)
     options["runs_dir"] = str(records_dir)
     if job.tiny:  # a CPU try-out: the first grid on ResNet-20, one seed, one smoke iteration
         options |= {"budget": "smoke", "iterations": 1, "candidate_epochs": 0.05, "finetune_epochs": 0.05}
@@ -260,6 +280,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     job = Job(args.minutes, args.out, args.tiny, args.device)
     skip = set(filter(None, args.skip.split(",")))
+    if skip - set(STEPS):
+        ap.error(f"--skip {args.skip}: valid steps are {', '.join(STEPS)}")
     records_dir = Path(tempfile.mkdtemp(prefix="gpu-records-")) if args.tiny else ROOT / "leaderboards" / "records" / "gpu"
     if args.tiny:
         job.logs = Path(tempfile.mkdtemp(prefix="gpu-logs-"))
@@ -267,7 +289,7 @@ def main() -> None:
     if "throughput" not in skip:
         throughput(job)
     if "pretrain" not in skip:
-        pretrain(job)
+        pretrain(job, args.queue)
     if "queue" not in skip:
         advance_queue(job, args.queue, records_dir)
     for path in pack(job):
