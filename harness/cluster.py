@@ -80,8 +80,11 @@ def connect(address: str | None):
             with held_back_stderr() if address is not None else contextlib.nullcontext():
                 ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
         except (ConnectionError, ValueError) as exc:
-            raise HarnessError(f"cannot reach the Ray cluster at {address} "
-                               f"({first_line(exc)}); start one with ray start --head") from None
+            why = first_line(exc)
+            said = "Failed to connect to Ray cluster"  # Ray's own words name the address: not twice
+            what = f"cannot reach the Ray cluster{why[len(said):].rstrip('.')}" if why.startswith(said) else \
+                f"cannot reach the Ray cluster at {address} ({why})"
+            raise HarnessError(f"{what}; start one with ray start --head") from None
     return ray
 
 

@@ -557,3 +557,24 @@ def test_a_tls_cluster_address_is_only_checked_for_a_connection(monkeypatch):
         cluster.check_reachable(address)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("said, line", [
+    ("Failed to connect to Ray cluster at 10.1.2.3:6379 after 5 tries.",
+     "cannot reach the Ray cluster at 10.1.2.3:6379 after 5 tries; start one with ray start --head"),
+    ("Connection refused", "cannot reach the Ray cluster at 10.1.2.3:6379 (Connection refused); start one with ray "
+                           "start --head"),
+])
+def test_a_ray_cluster_that_refuses_to_be_joined_is_named_once(monkeypatch, said, line):
+    from harness import cluster
+
+    ray = pytest.importorskip("ray")
+
+    def refuse(**kwargs):
+        raise ConnectionError(said + "\nmore of Ray's explanation")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(HarnessError) as exc:
+        cluster.connect("10.1.2.3:6379")
+    assert str(exc.value) == line
