@@ -177,6 +177,45 @@ def read_queue(queue: Path) -> tuple[dict, list[dict]]:
     return options, options.pop("grid", [{}])
 
 
+def plan(job: Job, queue: Path, records_dir: Path) -> None:
+    """What the next jobs have left to do, from what is committed: no device, no data."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from harness import records
+    from harness.configfile import config_from_options
+    from harness.sweep import expand
+
+    print("clean weights, in the order the queue needs them:")
+    for model in pretrain_order(queue):
+        card = job.weights / f"{model}-cifar10-clean.json"
+        partial = card.with_name(f"{model}-cifar10-clean.partial.pt")
+        if card.exists():
+            state = f"trained ({json.loads(card.read_text())['recipe']['epochs']:g} epochs)"
+        elif partial.exists():
+            saved = torch.load(partial, map_location="cpu", weights_only=True)
+            state = f"paused after {saved['progress']['step']} steps of {saved['settings']['epochs']:g} epochs"
+        else:
+            state = f"missing ({PRETRAIN_EPOCHS} epochs to train)"
+        print(f"  {model}: {state}")
+    print(f"queue {queue.relative_to(ROOT) if queue.is_relative_to(ROOT) else queue}:")
+    for options in expand(queue):
+        cfg = config_from_options(dict(options, runs_dir=str(records_dir)))
+        run_dir, weights = records_dir / cfg.name, job.weights / Path(cfg.checkpoint or "").name
+        rows = records.read_iterations(run_dir) if (run_dir / records.CONFIG_FILE).exists() else []
+        if records.read_result(run_dir) is not None:
+            last = rows[-1]
+            state = (f"complete: {last['iteration']} iterations, FLOPs -{last.get('flops_reduction_pct', 0):.2f}%, "
+                     f"{sum(r.get('wall_time_s', 0) for r in rows) / 60:.1f} min")
+        elif rows:
+            state = f"{rows[-1]['iteration']} iterations recorded, resumes"
+        elif cfg.checkpoint and not weights.is_file():
+            state = f"waits for {weights.name}"
+        else:
+            state = "new"
+        print(f"  {cfg.name}: {state}")
+
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -270,15 +309,19 @@ def pack(job: Job) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, required=True, help="wall time the job may take, packing included")
+    ap.add_argument("--minutes", type=float, default=9, help="wall time the job may take, packing included")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--queue", type=Path, default=QUEUE)
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out: throughput, pretrain, queue")
     ap.add_argument("--tiny", action="store_true", help="try everything on a CPU with tiny budgets")
+    ap.add_argument("--plan", action="store_true",
+                    help="only print what is left to do (clean weights, queue runs) from the committed files")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     job = Job(args.minutes, args.out, args.tiny, args.device)
+    if args.plan:
+        return plan(job, args.queue, ROOT / "leaderboards" / "records" / "gpu")
+    args.out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     if skip - set(STEPS):
         ap.error(f"--skip {args.skip}: valid steps are {', '.join(STEPS)}")
