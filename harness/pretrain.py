@@ -73,6 +73,17 @@ def decision_free_splits(dataset: str, data_dir: str | None, cache_dir: str) -> 
     return dataclasses.replace(data, train=clean, val=None), vals
 
 
+def _host_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _saved(obj) -> bytes:
+    """``obj`` as torch.save writes it."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_dir: str, out: Path, *,
              epochs: float, batch_size: int | None = None, lr: float = LR, label_smoothing: float = LABEL_SMOOTHING,
              seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False,
@@ -114,20 +125,15 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
         train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
               progress=progress, resume=resume, deadline=deadline)
     except TrainingPaused as paused:
-        state = {"settings": settings, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "progress": paused.progress.to_dict(), "parts": parts,
-                 "wall_time_s": earlier_s + time.perf_counter() - t0}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        records.atomic_write_bytes(partial, buf.getvalue())
+        records.atomic_write_bytes(partial, _saved({
+            "settings": settings, "model": _host_state(model), "progress": paused.progress.to_dict(), "parts": parts,
+            "wall_time_s": earlier_s + time.perf_counter() - t0}))
         raise TimeLimitReached(f"time limit: pretraining of {model_name} paused after {paused.progress.step} of "
                                f"{paused.steps} steps, saved in {partial}", again) from None
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    weights = _saved(_host_state(model))
+    digest = hashlib.sha256(weights).hexdigest()
     path = Path(out) / f"{stem}.pt"
-    records.atomic_write_bytes(path, buf.getvalue())
+    records.atomic_write_bytes(path, weights)
     card = {
         "file": path.name, "sha256": digest, "model": model_name, "dataset": dataset, "data": data.label or dataset,
         "trained_on": {"images": len(data.train), "held_out": "every budget's validation and calibration split"},

@@ -158,13 +158,11 @@ def pretrain(job: Job, queue: Path) -> None:
                                            str(0.05 if job.tiny else PRETRAIN_EPOCHS), "--device", job.device,
                                            "--out", str(job.weights), "--time-limit", f"{minutes:.2f}"],
                      budget_s=job.left())
-        partial = card.with_name(f"{model}-cifar10-clean.partial.pt")
-        if rc == 0:
-            job.produced += [card, card.with_suffix(".pt")]
-        elif partial.exists():
-            job.produced.append(partial)
-        if rc != 0:
-            return  # paused or failed: nothing else fits
+        if rc != 0:  # paused (exit 5) or failed: nothing else fits
+            partial = card.with_name(f"{model}-cifar10-clean.partial.pt")
+            job.produced += [partial] if partial.exists() else []
+            return
+        job.produced += [card, card.with_suffix(".pt")]
 
 
 def read_queue(queue: Path) -> tuple[dict, list[dict]]:
