@@ -207,7 +207,10 @@ def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, 
              cache_dir, out, time_limit):
     """Train a network from random weights on the training images no run's decisions read
     (every budget's validation and calibration split held out), and write its weights (for
-    --checkpoint) with a card: SHA-256, recipe, command, validation and test accuracy."""
+    --checkpoint) with a card: SHA-256, recipe, command, validation and test accuracy.
+
+    Its progress is saved once a minute (at an epoch boundary) in <model>-<data set>-clean.partial.pt
+    beside the weights: the same command, after a kill or --time-limit, continues from there."""
     import shlex
 
     from harness.checks import default_cache_dir, resolve_device

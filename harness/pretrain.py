@@ -13,7 +13,8 @@ test split, the hardware and the wall time.
 Training longer than one job (``--time-limit``): it pauses at an epoch boundary and saves its
 progress beside the weights (``<stem>.partial.pt``: weights, optimizer state, the data order's
 generator, the steps done); the same command continues it to exactly the weights an
-uninterrupted training writes, and deletes the file.
+uninterrupted training writes, and deletes the file. The file is also written once a minute (at
+an epoch boundary), so a killed training continues from its last one.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def _saved(obj) -> bytes:
 def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_dir: str, out: Path, *,
              epochs: float, batch_size: int | None = None, lr: float = LR, label_smoothing: float = LABEL_SMOOTHING,
              seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False,
-             deadline: float | None = None, again: str = "the same call") -> dict:
+             deadline: float | None = None, again: str = "the same call", checkpoint_every_s: float = 60.0) -> dict:
     """Trains ``model_name`` from random weights on the decision-free training images and
     writes ``out/<model>-<data set>-clean.pt`` and its card (``.json``, with the file's
     SHA-256); returns the card. With a ``deadline`` (``time.monotonic()``), it may pause
     instead: its progress is saved in ``out/<stem>.partial.pt`` and TimeLimitReached says to
-    run ``again``, which continues from there."""
+    run ``again``, which continues from there. The same file is written every
+    ``checkpoint_every_s`` seconds (at an epoch boundary), so a killed training continues too."""
     t0 = time.perf_counter()
     family = registry.get("model", model_name)
     dataset = dataset or family.default_dataset
@@ -121,13 +123,18 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
         model.load_state_dict(saved["model"])
         resume = TrainProgress(**saved["progress"])
         earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1
-    try:
-        train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
-              progress=progress, resume=resume, deadline=deadline)
-    except TrainingPaused as paused:
+
+    def save_progress(progress: TrainProgress) -> None:
         records.atomic_write_bytes(partial, _saved({
-            "settings": settings, "model": _host_state(model), "progress": paused.progress.to_dict(), "parts": parts,
+            "settings": settings, "model": _host_state(model), "progress": progress.to_dict(), "parts": parts,
             "wall_time_s": earlier_s + time.perf_counter() - t0}))
+
+    try:  # a checkpoint a minute, so that a killed training loses at most that, and its epoch
+        train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
+              progress=progress, resume=resume, deadline=deadline, checkpoint=save_progress,
+              checkpoint_every_s=checkpoint_every_s)
+    except TrainingPaused as paused:
+        save_progress(paused.progress)
         raise TimeLimitReached(f"time limit: pretraining of {model_name} paused after {paused.progress.step} of "
                                f"{paused.steps} steps, saved in {partial}", again) from None
     weights = _saved(_host_state(model))

@@ -347,7 +347,7 @@ def _check_finite(model: nn.Module, loss: torch.Tensor, desc: str, steps: int, l
 def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, seed: int,
           device: torch.device | str, teacher: nn.Module | None = None, desc: str = "train",
           progress: bool = False, quiet: bool = False, resume: TrainProgress | None = None,
-          deadline: float | None = None) -> nn.Module:
+          deadline: float | None = None, checkpoint=None, checkpoint_every_s: float = 60.0) -> nn.Module:
     """SGD with Nesterov momentum 0.9 (or AdamW) and a cosine learning rate over ``epochs``
     (may be fractional), after the recipe's warm-up. An epoch is ``recipe.train_subset``
     samples (default: the whole train split), drawn without replacement in a fresh seeded
@@ -361,7 +361,10 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
     boundary, after at least one epoch, where the next epoch (timed as the last) would end
     after it: :class:`TrainingPaused` carries the progress, and ``train`` called again on the
     paused model with ``resume=`` that progress (and the same arguments) ends exactly where an
-    uninterrupted training would."""
+    uninterrupted training would. ``checkpoint``, a function of a :class:`TrainProgress`, is
+    called at the first epoch boundary after each ``checkpoint_every_s`` seconds, the model
+    holding the weights reached: saved with them, the progress continues a training killed
+    later as exactly."""
     if epochs <= 0:
         return model
     device = torch.device(device)
@@ -388,18 +391,21 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
         g.set_state(resume.generator)
         step.load_optimizer_state(resume.optimizer)
     plan, pos, paused = None, 0, None
-    epoch_start = time.monotonic()
+    epoch_start = saved_at = time.monotonic()
     model.train()
     bar = progress_bar(range(resume.step if resume else 0, steps), desc, bar=progress, quiet=quiet)
     for i in bar:
         if plan is None or pos + bs > len(plan["order"]):
-            if plan is not None and deadline is not None:
+            if plan is not None and (deadline is not None or checkpoint is not None):
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # the epoch's time is the device's
                 now = time.monotonic()
-                if now + (now - epoch_start) > deadline:
+                if deadline is not None and now + (now - epoch_start) > deadline:
                     paused = TrainProgress(i, g.get_state(), step.opt.state_dict())
                     break
+                if checkpoint is not None and now - saved_at >= checkpoint_every_s:
+                    checkpoint(TrainProgress(i, g.get_state(), _host_copy(step.opt.state_dict())))
+                    saved_at = time.monotonic()
                 epoch_start = now
             plan, pos = _epoch_plan(n, bs, 4, augment, g, device), 0
         loss = step({key: v[pos:pos + bs] for key, v in plan.items()}, recipe.lr * factor(i))

@@ -54,10 +54,12 @@ def test_pretrain_writes_weights_that_load_and_a_card_that_describes_them(cifar_
 
 @pytest.mark.slow
 @needs_shared
-def test_pretraining_paused_by_its_time_limit_continues_to_the_uninterrupted_weights(cifar_subset, tmp_path):
+def test_pretraining_paused_by_its_time_limit_or_killed_continues_to_the_uninterrupted_weights(cifar_subset, tmp_path,
+                                                                                              monkeypatch):
     """`--time-limit` pauses at an epoch boundary (exit 5, one line with the command that
     continues), keeps its progress in one file beside the weights, and the same command, run
-    again until it ends, writes the weights an uninterrupted training writes, bit for bit."""
+    again until it ends, writes the weights an uninterrupted training writes, bit for bit. A
+    training killed after a checkpoint continues from it to the same weights."""
     from harness.pretrain import pretrain
 
     cache = tmp_path / "cache"
@@ -82,3 +84,21 @@ def test_pretraining_paused_by_its_time_limit_continues_to_the_uninterrupted_wei
     assert calls >= 3 and card["parts"] == calls and card["sha256"] == whole["sha256"]
     assert card["accuracy"] == whole["accuracy"]
     assert sorted(p.name for p in out.iterdir()) == ["resnet20-cifar10-clean.json", "resnet20-cifar10-clean.pt"]
+    # killed right after its first checkpoint (the system's kill, as the write returns)
+    from harness import pretrain as module
+
+    write, killed = module.records.atomic_write_bytes, tmp_path / "killed"
+
+    def write_then_die(path, data):
+        write(path, data)
+        if path.name.endswith(".partial.pt"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.records, "atomic_write_bytes", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain("resnet20", None, str(cifar_subset), str(cache), killed, epochs=2.5, batch_size=64,
+                 checkpoint_every_s=0.0)
+    monkeypatch.setattr(module.records, "atomic_write_bytes", write)
+    assert [p.name for p in killed.iterdir()] == ["resnet20-cifar10-clean.partial.pt"]
+    revived = pretrain("resnet20", None, str(cifar_subset), str(cache), killed, epochs=2.5, batch_size=64)
+    assert revived["sha256"] == whole["sha256"] and revived["parts"] == 2

@@ -218,6 +218,25 @@ def test_a_training_paused_by_its_deadline_resumes_to_the_uninterrupted_weights(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("graph_ready", [False, True])
+def test_a_training_killed_after_a_checkpoint_continues_from_it_to_the_uninterrupted_weights(graph_ready):
+    """Checkpoints at epoch boundaries (here every one): the weights and progress of the first,
+    taken in the middle of a training that went on, continue a fresh model to the end the
+    training reached, bit for bit."""
+    data = small_cifar(n=200)
+    recipe = Recipe(lr=0.05, batch_size=32, weight_decay=5e-4, precision="fp32", cuda_graphs=graph_ready)
+    whole, taken = seeded_resnet(), []
+    train(whole, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True, checkpoint_every_s=0.0,
+          checkpoint=lambda progress: taken.append((state_of(whole), progress)))
+    assert [progress.step for _, progress in taken] == [6, 12]
+    weights, progress = taken[0]
+    revived = seeded_resnet(seed=5)  # other weights, to be replaced by the checkpoint's
+    revived.load_state_dict(weights)
+    train(revived, data, 2.5, recipe=recipe, seed=3, device="cpu", quiet=True, resume=progress)
+    a, b = state_of(whole), state_of(revived)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _round_trip(obj):
     import io
 
