@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -199,10 +200,8 @@ def sweep(config_file, out, dry_run, shard, ray_address, time_limit):
 @click.option("--out", type=click.Path(), default="weights", show_default=True,
               help="Folder of the weights file (<model>-<data set>-clean.pt) and its card (.json).")
 @click.option("--time-limit", type=float, default=None,
-              help="Pause at the end of the epoch after which the next would end later than this many minutes "
-                   "from the command's start, with exit status 5, the progress saved beside the weights "
-                   "(<model>-<data set>-clean.partial.pt); the same command continues it to the weights an "
-                   "uninterrupted training writes. For GPU jobs with a time limit.")
+              help="Pause (exit 5) before an epoch that would end later than this many minutes from the start, "
+                   "the progress saved beside the weights; the same command continues it exactly. For GPU jobs.")
 def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, seed, device, cuda_graphs,
              cache_dir, out, time_limit):
     """Train a network from random weights on the training images no run's decisions read
@@ -211,10 +210,7 @@ def pretrain(model, dataset, data_dir, epochs, batch_size, lr, label_smoothing, 
 
     Its progress is saved once a minute (at an epoch boundary) in <model>-<data set>-clean.partial.pt
     beside the weights: the same command, after a kill or --time-limit, continues from there."""
-    import shlex
-
     from harness.checks import default_cache_dir, resolve_device
-    from harness.cli_options import deadline_of
     from harness.pretrain import pretrain as train_clean
     from harness.records import check_folder
 

@@ -3,7 +3,7 @@ name, type, default, help, check and the value runs recorded before it existed h
 options of `harness bench`, the fields of :class:`harness.config.BenchConfig`, the reading of
 config-file values and of older records, and the checks of a resolved run all come from
 :data:`RUN_SETTINGS`: a new setting is a row here and the code that reads it (a training
-setting whose name is a field of harness.training.Recipe reaches the engine by that name)."""
+setting whose name is a field of harness.train_step.Recipe reaches the engine by that name)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Issue 25's renames: each old public name still works and says, with a DeprecationWarning,
+"""Issue 25's renames and later moves: each old public name still works and says, with a DeprecationWarning,
 what replaces it."""
 
 import importlib
 
 import pytest
 
-from harness import loop, measure, records, registry, schema
+from harness import loop, measure, records, registry, schema, train_step
 
 
 @pytest.mark.parametrize("module, old, new", [
@@ -16,6 +16,8 @@ from harness import loop, measure, records, registry, schema
     ("harness.plugins", "all_options", registry.all_options),
     ("harness.models", "count_flops", measure.count_flops),
     ("harness.schema", "baseline_iteration", schema.unpruned_iteration),
+    ("harness.training", "crop_flip", train_step.crop_flip),
+    ("harness.training", "distillation_loss", train_step.distillation_loss),
 ])
 def test_an_old_name_gives_its_replacement_with_a_warning(module, old, new):
     with pytest.warns(DeprecationWarning, match=rf"{module}\.{old} is deprecated; use "):

@@ -1,4 +1,4 @@
-"""The training engine (harness/training.py): its augmentation, schedule, precision,
+"""The training engine (harness/training.py, harness/train_step.py): its augmentation, schedule, precision,
 distillation and side-by-side fine-tuning do what they claim."""
 
 import copy
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from harness.api import DataSplits, TensorSplit
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.training import (MIN_CAPTURED_STEPS, Recipe, TrainingPaused, TrainStep, crop_flip, default_batch_size,
-                              distillation_loss, lr_factor, resolve_precision, scaled_lr, train)
+from harness.train_step import MIN_CAPTURED_STEPS, Recipe, TrainStep, crop_flip, distillation_loss
+from harness.training import TrainingPaused, default_batch_size, lr_factor, resolve_precision, scaled_lr, train
 from conftest import seeded_resnet
 
 
