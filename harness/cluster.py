@@ -81,9 +81,9 @@ def connect(address: str | None):
                 ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
         except (ConnectionError, ValueError) as exc:
             why = first_line(exc)
-            said = "Failed to connect to Ray cluster"  # Ray's own words name the address: not twice
-            what = f"cannot reach the Ray cluster{why[len(said):].rstrip('.')}" if why.startswith(said) else \
-                f"cannot reach the Ray cluster at {address} ({why})"
+            said = f"Failed to connect to Ray cluster at {address}"  # then not twice (Ray may dial another)
+            what = f"cannot reach the Ray cluster at {address}" + (
+                why[len(said):].rstrip(".") if why.startswith(said) else f" ({why})")
             raise HarnessError(f"{what}; start one with ray start --head") from None
     return ray
 

@@ -564,6 +564,10 @@ def test_a_tls_cluster_address_is_only_checked_for_a_connection(monkeypatch):
      "cannot reach the Ray cluster at 10.1.2.3:6379 after 5 tries; start one with ray start --head"),
     ("Connection refused", "cannot reach the Ray cluster at 10.1.2.3:6379 (Connection refused); start one with ray "
                            "start --head"),
+    # Ray dials the node's own address for a local one: both are worth seeing
+    ("Failed to connect to Ray cluster at 10.9.9.9:6379.", "cannot reach the Ray cluster at 10.1.2.3:6379 (Failed to "
+                                                           "connect to Ray cluster at 10.9.9.9:6379.); start one with "
+                                                           "ray start --head"),
 ])
 def test_a_ray_cluster_that_refuses_to_be_joined_is_named_once(monkeypatch, said, line):
     from harness import cluster
