@@ -43,6 +43,7 @@ REFERENCE_BATCH = 128
 __getattr__ = moved_names(__name__, {
     "crop_flip": (train_step.crop_flip, "harness.train_step.crop_flip"),
     "distillation_loss": (train_step.distillation_loss, "harness.train_step.distillation_loss"),
+    "WARMUP_STEPS": (train_step.WARMUP_STEPS, "harness.train_step.WARMUP_STEPS"),
 })
 
 
