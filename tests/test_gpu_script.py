@@ -30,8 +30,11 @@ def test_the_plan_lists_the_weights_in_the_order_the_queue_needs_them_and_what_e
         "  plan-resnet20-cifar10-random-walk-s0: new"]
 
 
-def test_an_unknown_step_to_skip_is_one_line_with_the_valid_ones():
-    result = gpu_script("--skip", "throughput,warmup", "--out", "/nonexistent/out")
-    assert result.returncode == 2
-    assert result.stderr.splitlines()[-1] == ("run.py: error: --skip throughput,warmup: valid steps are throughput, "
-                                              "pretrain, queue")
+def test_an_unknown_step_to_skip_or_a_missing_queue_is_one_line_with_the_valid_ones(tmp_path):
+    result = gpu_script("--skip", "throughput,warmup", "--out", tmp_path / "out")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr == ("run.py: error: --skip throughput,warmup: valid steps are throughput, pretrain, "
+                             "queue\n")
+    result = gpu_script("--plan", "--queue", tmp_path / "nothing.toml")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--queue" in result.stderr and "no such file; the queues are benchmarks/gpu/queue.toml" in result.stderr

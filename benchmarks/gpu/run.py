@@ -305,6 +305,12 @@ def pack(job: Job) -> list[Path]:
     return written
 
 
+def fail(message: str) -> None:
+    """Bad input: one line, exit 2, before anything is written."""
+    print(f"run.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=9, help="wall time the job may take, packing included")
@@ -316,13 +322,16 @@ def main() -> None:
     ap.add_argument("--plan", action="store_true",
                     help="only print what is left to do (clean weights, queue runs) from the committed files")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    if skip - set(STEPS):
+        fail(f"--skip {args.skip}: valid steps are {', '.join(STEPS)}")
+    if not args.queue.is_file():
+        fail(f"--queue {args.queue}: no such file; the queues are benchmarks/gpu/queue.toml and "
+             "benchmarks/decisions-gpu.toml")
     job = Job(args.minutes, args.out, args.tiny, args.device)
     if args.plan:
         return plan(job, args.queue, ROOT / "leaderboards" / "records" / "gpu")
     args.out.mkdir(parents=True, exist_ok=True)
-    skip = set(filter(None, args.skip.split(",")))
-    if skip - set(STEPS):
-        ap.error(f"--skip {args.skip}: valid steps are {', '.join(STEPS)}")
     records_dir = Path(tempfile.mkdtemp(prefix="gpu-records-")) if args.tiny else ROOT / "leaderboards" / "records" / "gpu"
     if args.tiny:
         job.logs = Path(tempfile.mkdtemp(prefix="gpu-logs-"))
