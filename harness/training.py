@@ -228,7 +228,7 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
                     torch.cuda.synchronize(device)  # the epoch's time is the device's
                 now = time.monotonic()
                 if deadline is not None and now + (now - epoch_start) > deadline:
-                    paused = TrainProgress(i, g.get_state(), step.opt.state_dict())
+                    paused = TrainProgress(i, g.get_state(), _host_copy(step.opt.state_dict()))
                     break
                 if checkpoint is not None and now - saved_at >= checkpoint_every_s:
                     checkpoint(TrainProgress(i, g.get_state(), _host_copy(step.opt.state_dict())))
@@ -239,8 +239,6 @@ def train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: Recipe, 
         pos += bs
         if progress and i % 25 == 0:  # .item() waits for the GPU: only when a bar shows it
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    if paused is not None:  # the state dict holds references: copies before close() clears anything
-        paused = TrainProgress(paused.step, paused.generator, _host_copy(paused.optimizer))
     step.close()
     _check_finite(model, loss, desc, steps, recipe.lr, bs)
     if channels_last:  # the rest of the harness (surgery, criteria) sees ordinary tensors
