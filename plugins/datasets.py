@@ -105,15 +105,28 @@ def _folder_files(root: Path):
                 yield from sorted(class_dir.iterdir())
 
 
-def _replace_stale(cache: Path, pattern: str) -> None:
-    """Removes the entries of an earlier version of the same source (another content key)."""
-    for old in cache.parent.glob(pattern):
-        if old != cache:
-            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+def _remove_stale(folder: Path, pattern: str, keep: Path | None = None) -> list[Path]:
+    """Removes the entries in ``folder`` matching ``pattern`` but ``keep``: those of an earlier
+    version of the same source (another content key); returns them.
+    Processes started together (a sweep's shards) all find the same stale folder: each first
+    claims it by a rename, which only one wins, so no two remove the same files."""
+    stale = [old for old in folder.glob(pattern) if old != keep]
+    for old in stale:
+        if not old.is_dir():
+            old.unlink(missing_ok=True)
+            continue
+        claimed = old.with_name(f".{old.name}-{os.getpid()}")
+        try:
+            os.rename(old, claimed)
+        except FileNotFoundError:
+            continue  # another process claimed it
+        shutil.rmtree(claimed, ignore_errors=True)
+    _remove_dead_temporaries(folder)  # the claims of processes killed while removing
+    return stale
 
 
 def _remove_dead_temporaries(folder: Path) -> None:
-    """``.<split>-<pid>`` folders of unpacking processes that died (killed mid-unpack)."""
+    """``.<name>-<pid>`` folders of processes that died unpacking or removing a stale entry."""
     for tmp in folder.glob(".*-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
@@ -187,7 +200,7 @@ class Cifar10(Dataset):
         buf = io.BytesIO()
         torch.save(data, buf)
         write_file_atomically(cache, buf.getvalue())
-        _replace_stale(cache, f"cifar10-folder-{key}-*.pt")
+        _remove_stale(cache.parent, f"cifar10-folder-{key}-*.pt", keep=cache)
         return data
 
     def _torchvision(self, root: Path):
@@ -235,7 +248,8 @@ class Cifar10(Dataset):
                     shutil.rmtree(tmp, ignore_errors=True)
                     with contextlib.suppress(OSError):
                         out.rmdir()  # only when empty: a refused archive leaves nothing behind
-        _replace_stale(out, f"cifar10-archives-{key}-*")
+        for old in _remove_stale(out.parent, f"cifar10-archives-{key}-*", keep=out):
+            _remove_stale(out.parent, f"cifar10-folder-{_path_key(old)}-*.pt")  # its decoded images
         return out
 
     def load(self, data_dir, cache_dir, calib_size):

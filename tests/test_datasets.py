@@ -2,7 +2,9 @@
 train.tar.gz and test.tar.gz (the layout of ../shared), unpacked once into the cache."""
 
 import io
+import os
 import tarfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -68,3 +70,47 @@ def test_a_corrupt_archive_is_a_one_line_error(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "cannot unpack" in result.stderr and "train.tar.gz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+
+LOAD_WHEN_TOLD = """
+import os, sys, time
+from harness import registry
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.001)
+print(len(registry.get("dataset", "cifar10").load(sys.argv[1], sys.argv[2], 4).test))
+"""
+
+
+def test_processes_replacing_the_same_stale_unpacking_at_once_all_succeed(tmp_path):
+    """Sweep shards started together after the archives changed each find the old unpacked
+    folder stale; removing it at the same time crashed all but one of them (found when a
+    pretraining and a second load raced: FileNotFoundError inside shutil.rmtree)."""
+    import subprocess
+    import sys
+
+    data_dir, cache = tmp_path / "packed", tmp_path / "cache"
+    data_dir.mkdir()
+    pack(data_dir, "train", 6)
+    pack(data_dir, "test", 3)
+    cifar = registry.get("dataset", "cifar10")
+    cifar.load(str(data_dir), str(cache), 4)
+    (stale,) = (cache / "datasets").glob("cifar10-archives-*")
+    for d in range(20):  # enough files that the removals overlap
+        (stale / "train" / f"extra{d}").mkdir()
+        for i in range(200):
+            (stale / "train" / f"extra{d}" / f"{i}.jpg").write_bytes(b"x")
+    pack(data_dir, "test", 2)  # the archives changed: the folder above is stale for every loader
+    go = tmp_path / "go"
+    loaders = [subprocess.Popen([sys.executable, "-c", LOAD_WHEN_TOLD, str(data_dir), str(cache), str(go)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(3)]
+    time.sleep(3)  # all three imported and waiting
+    go.touch()
+    results = [loader.communicate(timeout=120) for loader in loaders]
+    assert [(loader.returncode, out.strip()) for loader, (out, _) in zip(loaders, results)] == [(0, "4")] * 3, \
+        [err[-300:] for _, err in results]
+    assert not stale.exists()
+    # nothing left in the cache but the new unpacking and the decoded data
+    left = sorted(p.name for p in (cache / "datasets").iterdir())
+    assert len(left) == 2 and left[0].startswith("cifar10-archives-") and left[1].startswith("cifar10-folder-"), left
