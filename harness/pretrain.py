@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from harness import records, registry
 from harness.checks import resolve_device
 from harness.config import BenchConfig
 from harness.data import DataSplits, TensorSplit
-from harness.errors import HarnessError, TimeLimitReached
+from harness.errors import HarnessError, TimeLimitReached, first_line
 from harness.models import create_model
 from harness.provenance import hardware, versions
 from harness.seeds import derive_seed
@@ -85,6 +86,18 @@ def _saved(obj) -> bytes:
     return buf.getvalue()
 
 
+PROGRESS_KEYS = {"settings", "model", "progress", "parts", "wall_time_s"}  # what save_progress writes
+
+
+def _check_settings(partial: Path, saved: dict | None, settings: dict) -> None:
+    """Refuses to continue a paused training (``saved``) under other ``settings``."""
+    differ = ", ".join(f"{k} {saved['settings'].get(k)!r} (now {v!r})" for k, v in settings.items()
+                       if saved and saved["settings"].get(k) != v)
+    if differ:
+        raise HarnessError(f"{partial} holds a paused training with other settings: {differ}; give the same "
+                           "settings to continue it, or delete the file to start again")
+
+
 def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_dir: str, out: Path, *,
              epochs: float, batch_size: int | None = None, lr: float = LR, label_smoothing: float = LABEL_SMOOTHING,
              seed: int = 0, device: str = "auto", cuda_graphs: str = "auto", progress: bool = False,
@@ -99,27 +112,30 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
     family = registry.get("model", model_name)
     dataset = dataset or family.default_dataset
     dev = resolve_device(device)
-    data, vals = decision_free_splits(dataset, data_dir, cache_dir)
     bs = batch_size or default_batch_size(dev)
     recipe = Recipe(lr=scaled_lr(lr, bs, "sgd"), batch_size=bs, weight_decay=WEIGHT_DECAY,
                     precision=resolve_precision("auto", dev), label_smoothing=label_smoothing, warmup=WARMUP,
                     cuda_graphs=(cuda_graphs == "on" or (cuda_graphs == "auto" and dev.type == "cuda")))
-    torch.manual_seed(derive_seed(seed, "init"))
-    model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
     stem = f"{model_name.replace(':', '_')}-{dataset}-clean"
     partial = Path(out) / f"{stem}.partial.pt"
     # what must not change between the parts of one training (the device and the card's command may)
     settings = {"model": model_name, "dataset": dataset, "epochs": epochs, "batch_size": bs, "lr": lr,
-                "label_smoothing": label_smoothing, "seed": seed, "precision": recipe.precision,
-                "train_images": len(data.train)}
+                "label_smoothing": label_smoothing, "seed": seed, "precision": recipe.precision}
+    try:
+        saved = torch.load(partial, map_location="cpu", weights_only=True) if partial.exists() else None
+        if saved is not None and not (isinstance(saved, dict) and PROGRESS_KEYS <= saved.keys()):
+            raise RuntimeError("not a progress file")
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        why = first_line(exc) if isinstance(exc, OSError) else "not a whole progress file of harness pretrain"
+        raise HarnessError(f"cannot read {partial} ({why}); delete it to start again") from None
+    _check_settings(partial, saved, settings)  # before minutes of loading data
+    data, vals = decision_free_splits(dataset, data_dir, cache_dir)
+    settings["train_images"] = len(data.train)
+    _check_settings(partial, saved, settings)
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
     resume, earlier_s, parts = None, 0.0, 1
-    if partial.exists():
-        saved = torch.load(partial, map_location="cpu", weights_only=True)
-        if saved["settings"] != settings:
-            differ = ", ".join(f"{k} {saved['settings'].get(k)!r} (now {v!r})" for k, v in settings.items()
-                               if saved["settings"].get(k) != v)
-            raise HarnessError(f"{partial} holds a paused training with other settings: {differ}; give the same "
-                               "settings to continue it, or delete the file to start again")
+    if saved:
         model.load_state_dict(saved["model"])
         resume = TrainProgress(**saved["progress"])
         earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1

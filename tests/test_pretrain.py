@@ -72,8 +72,12 @@ def test_pretraining_paused_by_its_time_limit_or_killed_continues_to_the_uninter
     assert paused.stderr.count("\n") == 1 and "paused after" in paused.stderr
     assert "continue with harness pretrain --model resnet20" in paused.stderr
     assert [p.name for p in out.iterdir()] == ["resnet20-cifar10-clean.partial.pt"]
-    other = run_cli(*command[:-2], "--lr", "0.05")  # a different recipe must not continue it
-    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    from harness import pretrain as module
+
+    with monkeypatch.context() as patched:  # refused before minutes of loading data
+        patched.setattr(module, "decision_free_splits", lambda *a: pytest.fail("loaded the data, then refused"))
+        other = run_cli(*command[:-2], "--lr", "0.05")  # a different recipe must not continue it
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
     assert "holds a paused training with other settings: lr 0.1 (now 0.05)" in other.stderr
     for calls in range(2, 6):  # each call trains at least one epoch, however late it is
         result = run_cli(*command)
@@ -83,10 +87,13 @@ def test_pretraining_paused_by_its_time_limit_or_killed_continues_to_the_uninter
     card = json.loads((out / "resnet20-cifar10-clean.json").read_text())
     assert calls >= 3 and card["parts"] == calls and card["sha256"] == whole["sha256"]
     assert card["accuracy"] == whole["accuracy"]
+    (out / "resnet20-cifar10-clean.partial.pt").write_bytes(b"cut short by a full disk")
+    broken = run_cli(*command)
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1, broken.stderr
+    assert "cannot read" in broken.stderr and "delete it to start again" in broken.stderr
+    (out / "resnet20-cifar10-clean.partial.pt").unlink()
     assert sorted(p.name for p in out.iterdir()) == ["resnet20-cifar10-clean.json", "resnet20-cifar10-clean.pt"]
     # killed right after its first checkpoint (the system's kill, as the write returns)
-    from harness import pretrain as module
-
     write, killed = module.records.atomic_write_bytes, tmp_path / "killed"
 
     def write_then_die(path, data):
