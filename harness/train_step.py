@@ -168,6 +168,11 @@ class TrainStep:
         failure, one warning, and the step stays eager."""
         self.opt.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
         graph = torch.cuda.CUDAGraph()
+        # Adam's family refuses to be captured unless ``capturable`` (fused, its kernel ignores
+        # the flag); set only now, as eager steps with it warn that they run uncaptured
+        capturable = [group for group in self.opt.param_groups if "capturable" in group]
+        for group in capturable:
+            group["capturable"] = True
         try:
             # thread_local: candidates fine-tuned side by side on several GPUs capture at the same time
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
@@ -175,6 +180,8 @@ class TrainStep:
         except Exception as exc:
             torch.cuda.synchronize(self.device)
             self.capture, self.loss = False, None
+            for group in capturable:
+                group["capturable"] = False
             cause = f"{type(exc).__name__}: {first_line(exc)}"
             if cause not in _CAPTURE_FAILED:
                 _CAPTURE_FAILED.add(cause)

@@ -1,9 +1,14 @@
 """benchmarks/gpu/run.py, the script of a GPU job, in what a CPU can check: its plan and its
 refusals (the whole script is tried on a CPU with `--tiny`, minutes, by hand)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from harness.training import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +43,19 @@ def test_an_unknown_step_to_skip_or_a_missing_queue_is_one_line_with_the_valid_o
     result = gpu_script("--plan", "--queue", tmp_path / "nothing.toml")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--queue" in result.stderr and "no such file; the queues are benchmarks/gpu/queue.toml" in result.stderr
+
+
+def test_the_capture_check_runs_every_kind_of_step_and_on_a_cpu_finds_the_same_training_three_ways():
+    """The GPU job's first step (benchmarks/gpu/capture_check.py) on a CPU: nothing is captured,
+    so the graph-ready step run as is and with its capture left out is the same computation
+    (distance 0), and the plain eager step differs by rounding only (a wrong batch, rate or
+    optimizer would be as far as another seed, share 1)."""
+    result = subprocess.run([sys.executable, "benchmarks/gpu/capture_check.py", "--device", "cpu", "--batch-size", "4"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    auto = resolve_precision("auto", torch.device("cpu"))  # fp32 but on a CPU with native bf16
+    assert [row[0] for row in rows] == ["sgd fp32", f"sgd {auto} distill", f"adamw {auto}"]
+    for case, replays, apart, from_eager, *_ in rows:  # 0.23, 0 and 0.03 from the plain step here
+        assert replays == "0" and float(apart) == 0.0 and float(from_eager) < 0.75, case

@@ -99,9 +99,12 @@ def environment(job: Job) -> None:
 
 
 def throughput(job: Job) -> None:
-    """(a) The engine against the old loop, several copies trained as one step, and where a
-    quick iteration's time goes."""
+    """(a) Whether the step is captured, the engine against the old loop, several copies
+    trained as one step, and where a quick iteration's time goes."""
     images = ["--images", "1024"] if job.tiny else []
+    # first: is the step captured at all, and do its replays compute what its eager steps do
+    job.run("capture-check", [sys.executable, "benchmarks/gpu/capture_check.py", "--device", job.device,
+                              *(["--batch-size", "4"] if job.tiny else [])], budget_s=120)
     for model in ("resnet20", "resnet56"):
         job.run(f"throughput-{model}", [sys.executable, "benchmarks/train_throughput.py", "--model", model,
                                         "--device", job.device, *images, *([] if job.tiny else ["--compile"])],

@@ -1,0 +1,117 @@
+"""Whether the training engine's step is really captured as one CUDA graph, and whether its
+replays compute what the same step computes eagerly, for each kind of step a run uses: SGD in
+fp32, SGD at the run's precision with distillation from a teacher (the candidates and the kept
+model), AdamW at the run's precision (the transformer families). The first thing a GPU job runs
+(benchmarks/gpu/run.py): a step that fails to capture falls back to eager steps with one
+warning, which would make every later figure of the job an eager one.
+
+    python benchmarks/gpu/capture_check.py --device cuda
+    OMP_NUM_THREADS=1 python benchmarks/gpu/capture_check.py --batch-size 4   # a try on a CPU
+
+Per case, one epoch of MIN_CAPTURED_STEPS steps (the shortest training that is captured) three
+ways from the same weights and batches: captured (replays counted: S - WARMUP_STEPS expected),
+the same graph-ready step run eagerly (its capture left out), and the plain eager step (another
+optimizer kernel: fused against foreach). Distances are between the networks' outputs, as a
+share of how far a training with another seed ends: the captured against the graph-ready eager
+one must be about 0 (the same kernels, replayed); against the plain eager one it is rounding,
+amplified over the steps. Seconds per training (the capture included) for the captured and the
+graph-ready eager step. On a CPU nothing is captured and the script only tries itself. Exit 1
+when on CUDA a case was not captured or its replays ended apart from its eager steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+
+from harness.data import DataSplits, TensorSplit
+from harness.models import create_model
+from harness.train_step import MIN_CAPTURED_STEPS, WARMUP_STEPS, Recipe, TrainStep
+from harness.training import resolve_precision, train
+
+#: (optimizer, precision, distillation weight, learning rate at the batch); "auto" is a run's
+#: precision on the device (bf16 on a GPU that has it)
+CASES = (("sgd", "fp32", 0.0, 0.01), ("sgd", "auto", 0.5, 0.01), ("adamw", "auto", 0.0, 1e-3))
+#: replays farther from their eager steps than this share of another seed's distance are not
+#: the same computation (measured on a CPU: 0 when the kernels are the same)
+APART = 0.05
+
+
+def synthetic_cifar(n: int) -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return DataSplits(split, split, split, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 10, augment="cifar")
+
+
+def network(model: str, seed: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(model, 10, (3, 32, 32), "cifar10").to(device)
+
+
+def trained(model: str, data: DataSplits, recipe: Recipe, seed: int, device: torch.device, teacher,
+            capture: bool = True) -> tuple[torch.nn.Module, float, int]:
+    """A network trained one epoch: with its seconds and the graph replays counted. With
+    ``capture`` False a graph-ready step runs eagerly on CUDA too."""
+    replays = []
+    original_replay, original_capture = torch.cuda.CUDAGraph.replay, TrainStep._capture
+    torch.cuda.CUDAGraph.replay = lambda graph: (replays.append(1), original_replay(graph))[1]
+    if not capture:
+        TrainStep._capture = lambda step: None
+    try:
+        net = network(model, 0, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        train(net, data, 1, recipe=recipe, seed=seed, device=device, teacher=teacher, quiet=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return net, time.perf_counter() - t0, len(replays)
+    finally:
+        torch.cuda.CUDAGraph.replay, TrainStep._capture = original_replay, original_capture
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    steps = MIN_CAPTURED_STEPS  # the shortest training that is captured
+    data = synthetic_cifar(args.batch_size * steps)
+    x = ((data.train.images[:1024] - 0.5) / 0.25).to(device)
+    teacher = network(args.model, 1, device).eval()
+    print(f"torch {torch.__version__}, {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, {args.model}, "
+          f"{steps} steps of {args.batch_size}; captured: replays of {steps - WARMUP_STEPS} expected")
+    print("case | replays | captured vs graph-ready eager | captured vs plain eager | captured s | graph-ready eager s")
+    failed = []
+    for optimizer, precision, distill, lr in CASES:
+        recipe = Recipe(lr=lr, batch_size=args.batch_size, weight_decay=5e-4, optimizer=optimizer,
+                        precision=resolve_precision(precision, device), distill=distill)
+        uses = teacher if distill else None
+        ready = dataclasses.replace(recipe, cuda_graphs=True)
+        captured, captured_s, replays = trained(args.model, data, ready, 3, device, uses)
+        static, static_s, _ = trained(args.model, data, ready, 3, device, uses, capture=False)
+        eager, _, _ = trained(args.model, data, recipe, 3, device, uses)
+        other, _, _ = trained(args.model, data, recipe, 4, device, uses)
+        with torch.no_grad():
+            reference, scale = captured(x), float((other(x) - eager(x)).norm())
+            apart = float((static(x) - reference).norm()) / scale
+            from_eager = float((eager(x) - reference).norm()) / scale
+        case = f"{optimizer} {recipe.precision}{' distill' if distill else ''}"
+        print(f"{case} | {replays} | {apart:.3f} | {from_eager:.3f} | {captured_s:.2f} | {static_s:.2f}", flush=True)
+        if device.type == "cuda" and (replays != steps - WARMUP_STEPS or not apart < APART):
+            failed.append(case)
+    if failed:
+        print(f"not captured, or not the eager training: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
