@@ -6,6 +6,7 @@ in a form that a CUDA graph can capture (:class:`TrainStep`)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +76,11 @@ WARMUP_STEPS = 3
 #: a fine-tune shorter than this many steps is not captured: capturing costs about what tens of
 #: eager steps do (a guess until measured on a GPU: benchmarks/gpu/run.py prints both)
 MIN_CAPTURED_STEPS = 50
-_CAPTURE_FAILED: set = set()  # one warning per cause
+# One capture at a time in a process (candidates fine-tuned side by side on several GPUs share
+# it), and none after a failed one: a capture that fails leaves PyTorch's allocator marking a
+# capture as under way, which the next capture (and an out-of-memory retry) would trip on.
+_CAPTURE_LOCK = threading.Lock()
+_CAPTURE_FAILED: set = set()  # the causes, each warned about once
 
 
 class TrainStep:
@@ -89,14 +94,15 @@ class TrainStep:
     steps, it is captured once as a CUDA graph and every later step is one replay instead of
     a few hundred kernel launches from Python. Batch-norm statistics and the optimizer's state
     are updated inside the graph. If the capture fails, one warning, and the same static step
-    runs eagerly; on a CPU it always does (the CPU tests run this code with capture off)."""
+    runs eagerly, as does every later one in the process (PyTorch cannot recover a failed
+    capture); on a CPU it always does (the CPU tests run this code with capture off)."""
 
     def __init__(self, model: nn.Module, split: TensorSplit, data: DataSplits, recipe: Recipe, batch_size: int,
                  augment: bool, memory_format, teacher: nn.Module | None, static: bool, device: torch.device):
         self.model, self.split, self.recipe, self.teacher = model, split, recipe, teacher
         self.augment, self.memory_format, self.static, self.device = augment, memory_format, static, device
         self.mean, self.std = mean_std(data.mean, data.std, split.images)  # once: each would be a host copy
-        self.capture = static and device.type == "cuda"
+        self.capture = static and device.type == "cuda" and not _CAPTURE_FAILED
         params = [p for p in model.parameters() if p.requires_grad]
         lr = torch.tensor(recipe.lr, dtype=torch.float32, device=device) if static else recipe.lr
         fused = True if static else None  # fused optimizers read a tensor learning rate on the device
@@ -165,7 +171,10 @@ class TrainStep:
 
     def _capture(self) -> None:
         """Records the step as a CUDA graph (its first replay is the current step); on
-        failure, one warning, and the step stays eager."""
+        failure, one warning, and this step and every later one in the process stay eager."""
+        if _CAPTURE_FAILED:  # another step's capture failed meanwhile
+            self.capture = False
+            return
         self.opt.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
         graph = torch.cuda.CUDAGraph()
         # Adam's family refuses to be captured unless ``capturable`` (fused, its kernel ignores
@@ -173,11 +182,17 @@ class TrainStep:
         capturable = [group for group in self.opt.param_groups if "capturable" in group]
         for group in capturable:
             group["capturable"] = True
+        before = torch.cuda.current_stream(self.device)
+        self.side = self.side or torch.cuda.Stream(self.device)
         try:
-            # thread_local: candidates fine-tuned side by side on several GPUs capture at the same time
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            # on this step's device and stream: by default a capture runs on one process-wide
+            # stream of the device current when it was made, and would record nothing of a
+            # model on another GPU; thread_local, as other threads may be training meanwhile
+            with _CAPTURE_LOCK, torch.cuda.device(self.device), \
+                    torch.cuda.graph(graph, stream=self.side, capture_error_mode="thread_local"):
                 self.loss = self.compute(self.batch)
         except Exception as exc:
+            torch.cuda.set_stream(before)  # a failed capture's end leaves its stream current
             torch.cuda.synchronize(self.device)
             self.capture, self.loss = False, None
             for group in capturable:
@@ -185,8 +200,8 @@ class TrainStep:
             cause = f"{type(exc).__name__}: {first_line(exc)}"
             if cause not in _CAPTURE_FAILED:
                 _CAPTURE_FAILED.add(cause)
-                warn(f"CUDA graph capture failed ({cause}); training eagerly (--cuda-graphs off does so without "
-                     "trying)")
+                warn(f"CUDA graph capture failed ({cause}); this process trains eagerly from here (--cuda-graphs "
+                     "off does so without trying)")
             return
         self.graph = graph
 
