@@ -10,7 +10,9 @@ engine's images/s over the old loop's, the engine as a run on that device trains
 (captured as a CUDA graph on CUDA, eager on a CPU). ``--precision`` and ``--batch-size`` pick
 its settings (default: what a run on that device uses). On CUDA the table also has the
 engine eager, in fp32, captured at twice the batch, and with ``--compile`` a model compiled by
-torch.compile (mode reduce-overhead; its first step, the compilation, is printed apart).
+torch.compile (mode reduce-overhead; its first step, the compilation, is printed apart), each
+with the CUDA graph replays its timed training made (0: it ran eagerly), and each loop
+trains on at least MIN_CAPTURED_STEPS steps at twice the batch (fewer are not captured).
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def replays_during(fn) -> tuple[object, int]:
+    """What ``fn`` returns, and how many CUDA graph replays it made (a captured training of S
+    steps makes S - WARMUP_STEPS; 0: it ran eagerly)."""
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    torch.cuda.CUDAGraph.replay = lambda graph: (replays.append(1), original(graph))[1]
+    try:
+        return fn(), len(replays)
+    finally:
+        torch.cuda.CUDAGraph.replay = original
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
@@ -66,12 +80,14 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time a torch.compile'd model (CUDA; slow to start)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
+    bs = args.batch_size or default_batch_size(device)
     images = args.images or (50_000 if device.type == "cuda" else 3_840)
+    if device.type == "cuda":  # fewer steps than MIN_CAPTURED_STEPS, even at twice the batch, are not captured
+        images = max(images, MIN_CAPTURED_STEPS * 2 * bs)
     data = synthetic_cifar(max(images, 10_000) if device.type == "cuda" else images)
     torch.manual_seed(0)
     model = create_model(args.model, 10, (3, 32, 32), "cifar10").to(device)
-    precision = resolve_precision(args.precision, device)
-    bs = args.batch_size or default_batch_size(device)
     recipe = Recipe(lr=scaled_lr(0.01, bs, "sgd"), batch_size=bs, weight_decay=5e-4, precision=precision)
     print(f"{args.model} on {device} ({torch.get_num_threads()} threads"
           f"{', ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}); {images} images per loop")
@@ -107,10 +123,10 @@ def main() -> None:
         warm = args.warmup_steps * max(bs, REFERENCE_BATCH)
         # a captured fine-tune needs MIN_CAPTURED_STEPS steps: warm up with as many
         fn(m, max(warm, MIN_CAPTURED_STEPS * 2 * bs) if cuda else warm)
-        seconds = timed(lambda: fn(m, images), device)
+        seconds, replays = replays_during(lambda: timed(lambda: fn(m, images), device))
         results[name] = images / seconds
-        print(f"{name:32s} {images / seconds:10.1f} images/s   {50_000 * seconds / images:8.2f} s per 50,000-image epoch",
-              flush=True)
+        print(f"{name:32s} {images / seconds:10.1f} images/s   {50_000 * seconds / images:8.2f} s per 50,000-image epoch"
+              + (f"   {replays} graph replays" if cuda else ""), flush=True)
     base, engine = list(results.values())[:2]
     print(f"speedup: {engine / base:.2f}")
 

@@ -38,11 +38,16 @@ def test_the_plan_lists_the_weights_in_the_order_the_queue_needs_them_and_what_e
 def test_an_unknown_step_to_skip_or_a_missing_queue_is_one_line_with_the_valid_ones(tmp_path):
     result = gpu_script("--skip", "throughput,warmup", "--out", tmp_path / "out")
     assert result.returncode == 2 and not (tmp_path / "out").exists()
-    assert result.stderr == ("run.py: error: --skip throughput,warmup: valid steps are throughput, pretrain, "
-                             "queue\n")
+    assert result.stderr == ("run.py: error: --skip throughput,warmup: valid steps are capture, throughput, "
+                             "pretrain, queue\n")
     result = gpu_script("--plan", "--queue", tmp_path / "nothing.toml")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--queue" in result.stderr and "no such file; the queues are benchmarks/gpu/queue.toml" in result.stderr
+    if not torch.cuda.is_available():  # a job meant for a GPU, started without one: every step would fail
+        result = gpu_script("--out", tmp_path / "out")
+        assert result.returncode == 2 and not (tmp_path / "out").exists()
+        assert result.stderr == ("run.py: error: --device cuda: this machine has no CUDA device; --tiny tries the "
+                                 "script on a CPU\n")
 
 
 def test_the_capture_check_runs_every_kind_of_step_and_on_a_cpu_finds_the_same_training_three_ways():
@@ -59,3 +64,22 @@ def test_the_capture_check_runs_every_kind_of_step_and_on_a_cpu_finds_the_same_t
     assert [row[0] for row in rows] == ["sgd fp32", f"sgd {auto} distill", f"adamw {auto}"]
     for case, replays, apart, from_eager, *_ in rows:  # 0.23, 0 and 0.03 from the plain step here
         assert replays == "0" and float(apart) == 0.0 and float(from_eager) < 0.75, case
+
+
+def test_a_wheel_older_than_the_tree_is_named_file_by_file(tmp_path):
+    """On the device the benchmarks import the wheel and `python -m harness.cli` the tree: the
+    job refuses to start when they differ (a wheel built before the last edit)."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+    try:
+        from run import differing_files
+    finally:
+        sys.path.pop(0)
+    installed = tmp_path / "site" / "harness"
+    shutil.copytree(ROOT / "harness", installed)
+    pairs = [(installed, ROOT / "harness"), (ROOT / "plugins", ROOT / "plugins")]  # the second: editable
+    assert differing_files(pairs) == []
+    (installed / "loop.py").write_text("# older\n")
+    (installed / "leaderboard" / "pages.py").unlink()
+    assert differing_files(pairs) == ["harness/leaderboard/pages.py", "harness/loop.py"]

@@ -24,9 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from train_throughput import replays_during, timed  # noqa: E402
 
 from harness.data import DataSplits, TensorSplit
 from harness.models import create_model
@@ -56,22 +59,17 @@ def trained(model: str, data: DataSplits, recipe: Recipe, seed: int, device: tor
             capture: bool = True) -> tuple[torch.nn.Module, float, int]:
     """A network trained one epoch: with its seconds and the graph replays counted. With
     ``capture`` False a graph-ready step runs eagerly on CUDA too."""
-    replays = []
-    original_replay, original_capture = torch.cuda.CUDAGraph.replay, TrainStep._capture
-    torch.cuda.CUDAGraph.replay = lambda graph: (replays.append(1), original_replay(graph))[1]
+    original_capture = TrainStep._capture
     if not capture:
         TrainStep._capture = lambda step: None
     try:
         net = network(model, 0, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        train(net, data, 1, recipe=recipe, seed=seed, device=device, teacher=teacher, quiet=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return net, time.perf_counter() - t0, len(replays)
+        seconds, replays = replays_during(lambda: timed(
+            lambda: train(net, data, 1, recipe=recipe, seed=seed, device=device, teacher=teacher, quiet=True),
+            device))
+        return net, seconds, replays
     finally:
-        torch.cuda.CUDAGraph.replay, TrainStep._capture = original_replay, original_capture
+        TrainStep._capture = original_capture
 
 
 def main() -> int:

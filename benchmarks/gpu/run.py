@@ -1,5 +1,7 @@
-"""One GPU job, within the minutes it is given: (a) the engine's throughput table and the
-phases of --budget quick iterations, (b) the clean weights (`harness pretrain`) that are still
+"""One GPU job, within the minutes it is given: first a check that every kind of training step
+is captured as a CUDA graph and replays what it computes eagerly (benchmarks/gpu/
+capture_check.py; when it fails, the job trains nothing), (a) the engine's throughput table
+and the phases of --budget quick iterations, (b) the clean weights (`harness pretrain`) that are still
 missing, in the order the queue needs them, a training cut by the job's end continued by the
 next (`--time-limit`), (c) the paper-budget runs of benchmarks/gpu/queue.toml, each resumed
 from its records in leaderboards/records/gpu/, and (d) everything it produced packed for the
@@ -37,10 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = ROOT / "benchmarks" / "gpu" / "queue.toml"
+R20_PUBLISHED = "resnet20-12fca82f.th"  # for engine_accuracy.py; prepare.sh copies it into .gl/
 DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 # epochs of clean weights (harness pretrain); a training longer than a job pauses and continues
 PRETRAIN_EPOCHS = 200
-STEPS = ("throughput", "pretrain", "queue")
+STEPS = ("capture", "throughput", "pretrain", "queue")
 PART_BYTES = 15 * 2**20
 MAX_PARTS = 8
 
@@ -49,8 +52,7 @@ class Job:
     def __init__(self, minutes: float, out: Path, tiny: bool, device: str):
         self.deadline = time.monotonic() + 60 * minutes
         self.out, self.tiny, self.device = out, tiny, device
-        self.logs = ROOT / "benchmarks" / "results" / "gpu"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.logs = Path(tempfile.mkdtemp(prefix="gpu-logs-")) if tiny else ROOT / "benchmarks" / "results" / "gpu"
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.produced: list[Path] = []
         self.weights = Path(tempfile.mkdtemp(prefix="gpu-weights-")) if tiny else ROOT / "weights"
@@ -98,22 +100,39 @@ def environment(job: Job) -> None:
     print("\n".join(lines), flush=True)
 
 
+def capture_check(job: Job) -> bool:
+    """Whether each kind of training step is captured and its replays compute what its eager
+    steps do (benchmarks/gpu/capture_check.py). Without that, every training of the job would
+    be eager, or worse: PyTorch cannot recover a failed capture."""
+    return job.run("capture-check", [sys.executable, "benchmarks/gpu/capture_check.py", "--device", job.device,
+                                     *(["--batch-size", "4"] if job.tiny else [])], budget_s=120) in (0, None)
+
+
 def throughput(job: Job) -> None:
-    """(a) Whether the step is captured, the engine against the old loop, several copies
-    trained as one step, and where a quick iteration's time goes."""
+    """(a) The engine against the old loop (speed, then accuracy at equal epochs), where a
+    quick iteration's time goes, and several copies trained as one step; in that order, as
+    the job's minutes may end first."""
     images = ["--images", "1024"] if job.tiny else []
-    # first: is the step captured at all, and do its replays compute what its eager steps do
-    job.run("capture-check", [sys.executable, "benchmarks/gpu/capture_check.py", "--device", job.device,
-                              *(["--batch-size", "4"] if job.tiny else [])], budget_s=120)
     for model in ("resnet20", "resnet56"):
         job.run(f"throughput-{model}", [sys.executable, "benchmarks/train_throughput.py", "--model", model,
                                         "--device", job.device, *images, *([] if job.tiny else ["--compile"])],
                 budget_s=240)
-        # several copies as one step (the oracle's seeds): measured here before any engine change
+    # the captured engine's accuracy against the eager one's and the seed-to-seed spread
+    job.run("engine-accuracy", [sys.executable, "benchmarks/engine_accuracy.py", "--device", job.device,
+                                "--data-dir", ".gl/cifar10-jpeg", "--checkpoint", str(ROOT / ".gl" / R20_PUBLISHED),
+                                *(["--epochs", "0.01", "--seeds", "1"] if job.tiny else ["--epochs", "2", "--seeds", "3"])],
+            budget_s=180)
+    quick_phases(job)
+    for model in ("resnet20", "resnet56"):  # several copies as one step (the oracle's seeds)
         job.run(f"stacked-{model}", [sys.executable, "benchmarks/stacked_training.py", "--model", model,
                                      "--device", job.device,
                                      *(["--copies", "2", "--steps", "4", "--batch-size", "32"] if job.tiny else [])],
                 budget_s=90)
+
+
+def quick_phases(job: Job) -> None:
+    """Three --budget quick iterations of ResNet-56 (ResNet-20 smoke with --tiny) and the
+    seconds of each phase, from the run's records."""
     weights = job.weights / "resnet56-cifar10-clean.pt"
     published = ROOT / ".gl" / "resnet56-4bfd9763.th"
     start = ["--checkpoint", str(weights if weights.exists() else published)] \
@@ -127,13 +146,32 @@ def throughput(job: Job) -> None:
     if rc is not None:  # the per-phase seconds of each iteration, from its records
         rows = [json.loads(line) for line in open(runs / "quick" / "iterations.jsonl")] \
             if (runs / "quick" / "iterations.jsonl").exists() else []
-        table = ["iteration | wall s | " + " | ".join(sorted({k for r in rows for k in r.get("phase_s", {})}))]
+        table = [eager_note(job), "iteration | wall s | " + " | ".join(sorted({k for r in rows
+                                                                             for k in r.get("phase_s", {})}))]
         for r in rows[1:]:
             phases = r.get("phase_s", {})
             table.append(f"{r['iteration']} | {r['wall_time_s']} | " + " | ".join(str(phases[k]) for k in sorted(phases)))
         log = job.logs / f"{job.stamp}-quick-resnet56-phases.txt"
         log.write_text("\n".join(table) + "\n")
         job.produced.append(log)
+
+
+def eager_note(job: Job) -> str:
+    """Which of the quick budget's fine-tunes are captured: those shorter than MIN_CAPTURED_STEPS
+    steps run eagerly, so the phase table may time no captured step at all."""
+    import math
+
+    import torch
+
+    from harness.settings import BUDGETS
+    from harness.train_step import MIN_CAPTURED_STEPS
+    from harness.training import default_batch_size
+
+    quick, bs = BUDGETS["quick"], default_batch_size(torch.device(job.device))
+    steps = {k: math.ceil(quick[f"{k}_epochs"] * quick["train_subset"] / bs) for k in ("candidate", "finetune", "baseline")}
+    eager = [f"{k} {n}" for k, n in steps.items() if n < MIN_CAPTURED_STEPS]
+    return (f"# batch {bs}: steps per fine-tune {', '.join(f'{k} {n}' for k, n in steps.items())}; eager (under "
+            f"MIN_CAPTURED_STEPS = {MIN_CAPTURED_STEPS}): {', '.join(eager) or 'none'}")
 
 
 def pretrain_order(queue: Path) -> list[str]:
@@ -308,6 +346,35 @@ def pack(job: Job) -> list[Path]:
     return written
 
 
+def differing_files(pairs) -> list[str]:
+    """The .py files of each (installed, tree) pair of folders that differ, named from the
+    tree; a pair that is one folder (an editable install) has none."""
+    differ = []
+    for installed, tree in pairs:
+        if Path(installed).resolve() == Path(tree).resolve():
+            continue
+        for f in sorted(Path(tree).rglob("*.py")):
+            other = Path(installed) / f.relative_to(tree)
+            if not other.is_file() or other.read_bytes() != f.read_bytes():
+                differ.append(str(f.relative_to(Path(tree).parent)))
+    return differ
+
+
+def check_wheel() -> None:
+    """The benchmarks import the installed wheel, `python -m harness.cli` from the repository
+    root the tree's harness/: a wheel built before the tree's last edit would time old code
+    next to new. Refused, before any GPU time is spent."""
+    import harness
+    import harness_plugins
+
+    differ = differing_files([(Path(harness.__file__).parent, ROOT / "harness"),
+                              (Path(harness_plugins.__file__).parent, ROOT / "plugins")])
+    if differ:
+        fail(f"the installed package differs from this tree in {', '.join(differ[:5])}"
+             f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}; rebuild the wheels with "
+             "bash benchmarks/gpu/prepare.sh")
+
+
 def fail(message: str) -> None:
     """Bad input: one line, exit 2, before anything is written."""
     print(f"run.py: error: {message}", file=sys.stderr)
@@ -318,9 +385,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=9, help="wall time the job may take, packing included")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     ap.add_argument("--queue", type=Path, default=QUEUE)
-    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: throughput, pretrain, queue")
+    ap.add_argument("--skip", default="", help=f"comma-separated steps to leave out: {', '.join(STEPS)}")
     ap.add_argument("--tiny", action="store_true", help="try everything on a CPU with tiny budgets")
     ap.add_argument("--plan", action="store_true",
                     help="only print what is left to do (clean weights, queue runs) from the committed files")
@@ -331,14 +398,23 @@ def main() -> None:
     if not args.queue.is_file():
         fail(f"--queue {args.queue}: no such file; the queues are benchmarks/gpu/queue.toml and "
              "benchmarks/decisions-gpu.toml")
-    job = Job(args.minutes, args.out, args.tiny, args.device)
+    device = args.device or ("cpu" if args.tiny else "cuda")
+    job = Job(args.minutes, args.out, args.tiny, device)
     if args.plan:
         return plan(job, args.queue, ROOT / "leaderboards" / "records" / "gpu")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: this machine has no CUDA device; --tiny tries the script on a CPU")
+    check_wheel()
     args.out.mkdir(parents=True, exist_ok=True)
+    job.logs.mkdir(parents=True, exist_ok=True)
     records_dir = Path(tempfile.mkdtemp(prefix="gpu-records-")) if args.tiny else ROOT / "leaderboards" / "records" / "gpu"
-    if args.tiny:
-        job.logs = Path(tempfile.mkdtemp(prefix="gpu-logs-"))
     environment(job)
+    if "capture" not in skip and not capture_check(job):
+        print("capture check failed (see its log): no training this job; the packed logs say which step "
+              "was not captured", flush=True)
+        skip |= {"pretrain", "queue"}
     if "throughput" not in skip:
         throughput(job)
     if "pretrain" not in skip:
