@@ -55,15 +55,18 @@ def test_the_capture_check_runs_every_kind_of_step_and_on_a_cpu_finds_the_same_t
     so the graph-ready step run as is and with its capture left out is the same computation
     (distance 0), and the plain eager step differs by rounding only (a wrong batch, rate or
     optimizer would be as far as another seed, share 1)."""
-    result = subprocess.run([sys.executable, "benchmarks/gpu/capture_check.py", "--device", "cpu", "--batch-size", "4"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "benchmarks/gpu/capture_check.py", "--device", "cpu", "--batch-size", "4",
+                             "--break-even", "resnet20", "--break-even-batch", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    *table, break_even = result.stdout.splitlines()[2:]
+    rows = [line.split(" | ") for line in table]
     auto = resolve_precision("auto", torch.device("cpu"))  # fp32 but on a CPU with native bf16
     assert [row[0] for row in rows] == ["sgd fp32", f"sgd {auto} distill", f"adamw {auto}"]
     for case, replays, apart, from_eager, *_ in rows:  # 0.23, 0 and 0.03 from the plain step here
         assert replays == "0" and float(apart) == 0.0 and float(from_eager) < 0.75, case
+    # where capturing pays: measured on a GPU; here only its line (nothing captured, nothing gained)
+    assert break_even.startswith(f"resnet20 {auto} batch 2: eager ") and "capturing pays" in break_even
 
 
 def test_a_wheel_older_than_the_tree_is_named_file_by_file(tmp_path):

@@ -15,8 +15,11 @@ optimizer kernel: fused against foreach). Distances are between the networks' ou
 share of how far a training with another seed ends: the captured against the graph-ready eager
 one must be about 0 (the same kernels, replayed); against the plain eager one it is rounding,
 amplified over the steps. Seconds per training (the capture included) for the captured and the
-graph-ready eager step. On a CPU nothing is captured and the script only tries itself. Exit 1
-when on CUDA a case was not captured or its replays ended apart from its eager steps.
+graph-ready eager step. Then, for ResNet-20 and -56 at a run's batch, where capturing starts to
+pay (a line per network: eager and captured milliseconds per step, the capture's seconds, and
+the steps from which capturing is faster: what MIN_CAPTURED_STEPS should be). On a CPU
+nothing is captured and the script only tries itself. Exit 1 when on CUDA a case was not
+captured or its replays ended apart from its eager steps.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from train_throughput import replays_during, timed  # noqa: E402
 from harness.data import DataSplits, TensorSplit
 from harness.models import create_model
 from harness.train_step import MIN_CAPTURED_STEPS, WARMUP_STEPS, Recipe, TrainStep
-from harness.training import resolve_precision, train
+from harness.training import default_batch_size, resolve_precision, train
 
 #: (optimizer, precision, distillation weight, learning rate at the batch); "auto" is a run's
 #: precision on the device (bf16 on a GPU that has it)
@@ -72,11 +75,38 @@ def trained(model: str, data: DataSplits, recipe: Recipe, seed: int, device: tor
         TrainStep._capture = original_capture
 
 
+def break_even(model: str, batch_size: int, device: torch.device) -> str:
+    """Where capturing starts to pay, for a run's default step (SGD at the device's precision)
+    on ``model``: both trainings timed at two lengths, n1 = MIN_CAPTURED_STEPS and n2 = 3 n1
+    steps, give each step's seconds eager (e) and captured (c) and the capture's cost (C, its
+    warm-up steps included); capturing pays from C / (e - c) steps."""
+    recipe = Recipe(lr=0.01, batch_size=batch_size, weight_decay=5e-4,
+                    precision=resolve_precision("auto", device), cuda_graphs=True)
+    n1, n2 = MIN_CAPTURED_STEPS, 3 * MIN_CAPTURED_STEPS
+    data = {n: synthetic_cifar(batch_size * n) for n in (n1, n2)}
+    for n in (n1, n2):  # untimed: cudnn's autotuning and the copies of the data to the device
+        trained(model, data[n], recipe, 3, device, None, capture=False)
+    seconds = {(n, capture): trained(model, data[n], recipe, 3, device, None, capture=capture)[1]
+               for n in (n1, n2) for capture in (True, False)}
+    e = (seconds[n2, False] - seconds[n1, False]) / (n2 - n1)
+    c = (seconds[n2, True] - seconds[n1, True]) / (n2 - n1)
+    cost = seconds[n1, True] - seconds[n1, False] - n1 * (c - e)
+    pays = f"from {cost / (e - c):.0f} steps" if e > c and cost > 0 else "never (nothing to gain)" if e <= c else "always"
+    return (f"{model} {recipe.precision} batch {batch_size}: eager {1e3 * e:.2f} ms/step, captured {1e3 * c:.2f} "
+            f"ms/step, capture {cost:.2f} s; capturing pays {pays} (MIN_CAPTURED_STEPS = {MIN_CAPTURED_STEPS})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--break-even", default=None, metavar="MODELS",
+                    help="comma-separated networks to time where capturing pays, at a run's default batch "
+                         "(default on CUDA: resnet20,resnet56; none on a CPU, where nothing is captured)")
+    ap.add_argument("--break-even-batch", type=int, default=None, help="default: a run's on the device")
+    ap.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                    help="the cases' table and the exit status (--no-check: the break-even lines alone)")
     args = ap.parse_args()
     device = torch.device(args.device)
     steps = MIN_CAPTURED_STEPS  # the shortest training that is captured
@@ -86,9 +116,11 @@ def main() -> int:
     print(f"torch {torch.__version__}, {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, {args.model}, "
           f"{steps} steps of {args.batch_size}; captured: replays of {steps - WARMUP_STEPS} expected")
-    print("case | replays | captured vs graph-ready eager | captured vs plain eager | captured s | graph-ready eager s")
+    if args.check:
+        print("case | replays | captured vs graph-ready eager | captured vs plain eager | captured s | "
+              "graph-ready eager s")
     failed = []
-    for optimizer, precision, distill, lr in CASES:
+    for optimizer, precision, distill, lr in CASES if args.check else ():
         recipe = Recipe(lr=lr, batch_size=args.batch_size, weight_decay=5e-4, optimizer=optimizer,
                         precision=resolve_precision(precision, device), distill=distill)
         uses = teacher if distill else None
@@ -105,6 +137,12 @@ def main() -> int:
         print(f"{case} | {replays} | {apart:.3f} | {from_eager:.3f} | {captured_s:.2f} | {static_s:.2f}", flush=True)
         if device.type == "cuda" and (replays != steps - WARMUP_STEPS or not apart < APART):
             failed.append(case)
+    models = args.break_even if args.break_even is not None else "resnet20,resnet56" if device.type == "cuda" else ""
+    for model in filter(None, models.split(",")):  # a measurement: its failure is not the check's
+        try:
+            print(break_even(model, args.break_even_batch or default_batch_size(device), device), flush=True)
+        except Exception as exc:  # noqa: BLE001 - said in one line, the exit status is the check's
+            print(f"{model}: break-even not measured ({type(exc).__name__}: {exc})", flush=True)
     if failed:
         print(f"not captured, or not the eager training: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -105,14 +105,19 @@ def capture_check(job: Job) -> bool:
     steps do (benchmarks/gpu/capture_check.py). Without that, every training of the job would
     be eager, or worse: PyTorch cannot recover a failed capture."""
     return job.run("capture-check", [sys.executable, "benchmarks/gpu/capture_check.py", "--device", job.device,
-                                     *(["--batch-size", "4"] if job.tiny else [])], budget_s=120) in (0, None)
+                                     "--break-even", "", *(["--batch-size", "4"] if job.tiny else [])],
+                   budget_s=120) in (0, None)
 
 
 def throughput(job: Job) -> None:
-    """(a) The engine against the old loop (speed, then accuracy at equal epochs), where a
-    quick iteration's time goes, and several copies trained as one step; in that order, as
-    the job's minutes may end first."""
+    """(a) Where capturing pays, the engine against the old loop (speed, then accuracy at
+    equal epochs), where a quick iteration's time goes, and several copies trained as one
+    step; in that order, as the job's minutes may end first."""
     images = ["--images", "1024"] if job.tiny else []
+    # where capturing starts to pay (what MIN_CAPTURED_STEPS should be), ResNet-20 and -56
+    job.run("capture-break-even", [sys.executable, "benchmarks/gpu/capture_check.py", "--device", job.device,
+                                   "--no-check", *(["--break-even", "resnet20", "--break-even-batch", "2"]
+                                                   if job.tiny else [])], budget_s=120)
     for model in ("resnet20", "resnet56"):
         job.run(f"throughput-{model}", [sys.executable, "benchmarks/train_throughput.py", "--model", model,
                                         "--device", job.device, *images, *([] if job.tiny else ["--compile"])],
