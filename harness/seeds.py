@@ -26,6 +26,10 @@ def seeded_train(model: nn.Module, data: DataSplits, epochs: float, *, recipe: R
     side by side on several GPUs or as Ray tasks all train this way."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        if device.type == "cuda":  # this GPU's generator only: other threads may be training on the others
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
         return train(model, data, epochs, recipe=recipe, seed=seed, device=device, teacher=teacher, desc=desc,
                      progress=progress, quiet=quiet)
