@@ -19,8 +19,9 @@ steps. Seconds per training (the capture included) for the captured and the
 graph-ready eager step. Then, for ResNet-20 and -56 at a run's batch, where capturing starts to
 pay (a line per network: eager and captured milliseconds per step, the capture's seconds, and
 the steps from which capturing is faster: what MIN_CAPTURED_STEPS should be). On a CPU
-nothing is captured and the script only tries itself. Exit 1 when on CUDA a case was not
-captured or its replays ended apart from its eager steps.
+nothing is captured and the script only tries itself. Exit 1 when on CUDA an SGD case (what
+the CIFAR ResNets train with) was not captured or its replays ended apart from its eager
+steps, 3 when only the AdamW case was.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def main() -> int:
             print(f"{model}: break-even not measured ({type(exc).__name__}: {exc})", flush=True)
     if failed:
         print(f"not captured, or not the eager training: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        return 1 if any(case.startswith("sgd") for case in failed) else 3
     return 0
 
 
