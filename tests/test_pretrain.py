@@ -3,6 +3,7 @@ card that says how they were made; they load as --checkpoint."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,19 @@ def test_pretraining_paused_by_its_time_limit_or_killed_continues_to_the_uninter
     assert [p.name for p in killed.iterdir()] == ["resnet20-cifar10-clean.partial.pt"]
     revived = pretrain("resnet20", None, str(cifar_subset), str(cache), killed, epochs=2.5, batch_size=64)
     assert revived["sha256"] == whole["sha256"] and revived["parts"] == 2
+
+
+def test_the_committed_clean_weights_are_what_their_cards_and_the_readme_say():
+    """Every committed clean network: its card's SHA-256 is the file's, and weights/README.md's
+    row gives the card's accuracies (a figure a reader can check against the file)."""
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    readme = (weights / "README.md").read_text()
+    files = sorted(p for p in weights.rglob("*.pt") if not p.name.endswith(".partial.pt"))
+    assert files, "no committed weights"
+    for path in files:
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), path
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{path.relative_to(weights)}` |"))
+        acc = card["accuracy"]
+        assert f"| {acc['val_smoke']:.2f} / {acc['val_quick']:.2f} / {acc['val_paper']:.2f} | {acc['test']:.2f} |" \
+            in row, (path, row)
