@@ -89,14 +89,20 @@ def break_even(model: str, batch_size: int, device: torch.device) -> str:
     data = {n: synthetic_cifar(batch_size * n) for n in (n1, n2)}
     for n in (n1, n2):  # untimed: cudnn's autotuning and the copies of the data to the device
         trained(model, data[n], recipe, 3, device, None, capture=False)
-    seconds = {(n, capture): trained(model, data[n], recipe, 3, device, None, capture=capture)[1]
-               for n in (n1, n2) for capture in (True, False)}
+    timed_runs = {(n, capture): trained(model, data[n], recipe, 3, device, None, capture=capture)[1:]
+                  for n in (n1, n2) for capture in (True, False)}
+    seconds = {key: run[0] for key, run in timed_runs.items()}
     e = (seconds[n2, False] - seconds[n1, False]) / (n2 - n1)
     c = (seconds[n2, True] - seconds[n1, True]) / (n2 - n1)
     cost = seconds[n1, True] - seconds[n1, False] - n1 * (c - e)
-    pays = f"from {cost / (e - c):.0f} steps" if e > c and cost > 0 else "never (nothing to gain)" if e <= c else "always"
+    if not all(timed_runs[n, True][1] for n in (n1, n2)):
+        verdict = "nothing was captured (eager both ways): no break-even"
+    elif e <= c:
+        verdict = "capturing never pays"
+    else:
+        verdict = f"capturing pays from {max(0.0, cost) / (e - c):.0f} steps"
     return (f"{model} {recipe.precision} batch {batch_size}: eager {1e3 * e:.2f} ms/step, captured {1e3 * c:.2f} "
-            f"ms/step, capture {cost:.2f} s; capturing pays {pays} (MIN_CAPTURED_STEPS = {MIN_CAPTURED_STEPS})")
+            f"ms/step, capture {cost:.2f} s; {verdict} (MIN_CAPTURED_STEPS = {MIN_CAPTURED_STEPS})")
 
 
 def main() -> int:
