@@ -118,57 +118,60 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
                     cuda_graphs=(cuda_graphs == "on" or (cuda_graphs == "auto" and dev.type == "cuda")))
     stem = f"{model_name.replace(':', '_')}-{dataset}-clean"
     partial = Path(out) / f"{stem}.partial.pt"
-    # what must not change between the parts of one training (the device and the card's command may)
-    settings = {"model": model_name, "dataset": dataset, "epochs": epochs, "batch_size": bs, "lr": lr,
-                "label_smoothing": label_smoothing, "seed": seed, "precision": recipe.precision}
-    try:
-        saved = torch.load(partial, map_location="cpu", weights_only=True) if partial.exists() else None
-        if saved is not None and not (isinstance(saved, dict) and PROGRESS_KEYS <= saved.keys()):
-            raise RuntimeError("not a progress file")
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        why = first_line(exc) if isinstance(exc, OSError) else "not a whole progress file of harness pretrain"
-        raise HarnessError(f"cannot read {partial} ({why}); delete it to start again") from None
-    _check_settings(partial, saved, settings)  # before minutes of loading data
-    data, vals = decision_free_splits(dataset, data_dir, cache_dir)
-    settings["train_images"] = len(data.train)
-    _check_settings(partial, saved, settings)
-    torch.manual_seed(derive_seed(seed, "init"))
-    model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
-    resume, earlier_s, parts = None, 0.0, 1
-    if saved:
-        model.load_state_dict(saved["model"])
-        resume = TrainProgress(**saved["progress"])
-        earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1
+    # one training per weights file: a second one would continue the same partial file
+    with records.folder_for_writing(Path(out)), \
+            records.exclusive_lock(Path(out) / f".{stem}.lock", f"{Path(out) / stem}.pt"):
+        # what must not change between the parts of one training (the device and the card's command may)
+        settings = {"model": model_name, "dataset": dataset, "epochs": epochs, "batch_size": bs, "lr": lr,
+                    "label_smoothing": label_smoothing, "seed": seed, "precision": recipe.precision}
+        try:
+            saved = torch.load(partial, map_location="cpu", weights_only=True) if partial.exists() else None
+            if saved is not None and not (isinstance(saved, dict) and PROGRESS_KEYS <= saved.keys()):
+                raise RuntimeError("not a progress file")
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            why = first_line(exc) if isinstance(exc, OSError) else "not a whole progress file of harness pretrain"
+            raise HarnessError(f"cannot read {partial} ({why}); delete it to start again") from None
+        _check_settings(partial, saved, settings)  # before minutes of loading data
+        data, vals = decision_free_splits(dataset, data_dir, cache_dir)
+        settings["train_images"] = len(data.train)
+        _check_settings(partial, saved, settings)
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
+        resume, earlier_s, parts = None, 0.0, 1
+        if saved:
+            model.load_state_dict(saved["model"])
+            resume = TrainProgress(**saved["progress"])
+            earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1
 
-    def save_progress(progress: TrainProgress) -> None:
-        records.atomic_write_bytes(partial, _saved({
-            "settings": settings, "model": _host_state(model), "progress": progress.to_dict(), "parts": parts,
-            "wall_time_s": earlier_s + time.perf_counter() - t0}))
+        def save_progress(progress: TrainProgress) -> None:
+            records.atomic_write_bytes(partial, _saved({
+                "settings": settings, "model": _host_state(model), "progress": progress.to_dict(), "parts": parts,
+                "wall_time_s": earlier_s + time.perf_counter() - t0}))
 
-    try:  # a checkpoint a minute, so that a killed training loses at most that, and its epoch
-        train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
-              progress=progress, resume=resume, deadline=deadline, checkpoint=save_progress,
-              checkpoint_every_s=checkpoint_every_s)
-    except TrainingPaused as paused:
-        save_progress(paused.progress)
-        raise TimeLimitReached(f"time limit: pretraining of {model_name} paused after {paused.progress.step} of "
-                               f"{paused.steps} steps, saved in {partial}", again) from None
-    weights = _saved(_host_state(model))
-    digest = hashlib.sha256(weights).hexdigest()
-    path = Path(out) / f"{stem}.pt"
-    records.atomic_write_bytes(path, weights)
-    card = {
-        "file": path.name, "sha256": digest, "model": model_name, "dataset": dataset, "data": data.label or dataset,
-        "trained_on": {"images": len(data.train), "held_out": "every budget's validation and calibration split"},
-        "accuracy": {**{f"val_{budget}": round(evaluate(model, split, data, dev)["accuracy"], 2)
-                        for budget, split in vals.items() if split is not None},
-                     "test": round(evaluate(model, data.test, data, dev)["accuracy"], 2)},
-        "recipe": {"epochs": epochs, **dataclasses.asdict(recipe), "lr_at_128": lr, "seed": seed},
-        "command": sys.argv, "hardware": hardware(dev), "versions": versions(),
-        "wall_time_s": round(earlier_s + time.perf_counter() - t0, 1),
-    }
-    if parts > 1:  # the hardware is the last part's
-        card["parts"] = parts
-    records.atomic_write_json(Path(out) / f"{stem}.json", card)
-    partial.unlink(missing_ok=True)
-    return card
+        try:  # a checkpoint a minute, so that a killed training loses at most that, and its epoch
+            train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
+                  progress=progress, resume=resume, deadline=deadline, checkpoint=save_progress,
+                  checkpoint_every_s=checkpoint_every_s)
+        except TrainingPaused as paused:
+            save_progress(paused.progress)
+            raise TimeLimitReached(f"time limit: pretraining of {model_name} paused after {paused.progress.step} of "
+                                   f"{paused.steps} steps, saved in {partial}", again) from None
+        weights = _saved(_host_state(model))
+        digest = hashlib.sha256(weights).hexdigest()
+        path = Path(out) / f"{stem}.pt"
+        records.atomic_write_bytes(path, weights)
+        card = {
+            "file": path.name, "sha256": digest, "model": model_name, "dataset": dataset, "data": data.label or dataset,
+            "trained_on": {"images": len(data.train), "held_out": "every budget's validation and calibration split"},
+            "accuracy": {**{f"val_{budget}": round(evaluate(model, split, data, dev)["accuracy"], 2)
+                            for budget, split in vals.items() if split is not None},
+                         "test": round(evaluate(model, data.test, data, dev)["accuracy"], 2)},
+            "recipe": {"epochs": epochs, **dataclasses.asdict(recipe), "lr_at_128": lr, "seed": seed},
+            "command": sys.argv, "hardware": hardware(dev), "versions": versions(),
+            "wall_time_s": round(earlier_s + time.perf_counter() - t0, 1),
+        }
+        if parts > 1:  # the hardware is the last part's
+            card["parts"] = parts
+        records.atomic_write_json(Path(out) / f"{stem}.json", card)
+        partial.unlink(missing_ok=True)
+        return card

@@ -137,26 +137,33 @@ def exclusive_lock(path: Path, what: str):
 
 
 @contextlib.contextmanager
+def folder_for_writing(folder: Path):
+    """``folder`` made (with the folders above it that are missing) for the block; those it
+    made are removed again when nothing was written into them (a refused call leaves no trace)."""
+    folder = Path(folder)
+    created = []  # innermost first
+    for above in (folder, *folder.parents):
+        if above.exists():
+            break
+        created.append(above)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for made in created:  # a folder something was written into stays, and those above it
+            if not made.is_dir() or any(made.iterdir()):
+                break
+            made.rmdir()
+
+
+@contextlib.contextmanager
 def run_lock(run_dir: Path):
     """One writer per run: ``run_dir/.lock`` while the run is written (two ``--resume`` of one
     run would interleave their iterations). A run folder this call created is removed again
     when nothing but the lock was written into it."""
-    run_dir = Path(run_dir)
-    created = []  # the folders this call makes (the run's, and a runs folder that did not exist)
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists():
-            break
-        created.append(folder)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with exclusive_lock(run_dir / LOCK_FILE, f"run {run_dir}"):
-            remove_temporaries(run_dir)  # what a killed writer of this run left half-written
-            yield
-    finally:
-        for folder in created:  # innermost first; a folder something was written into stays
-            if not folder.is_dir() or any(folder.iterdir()):
-                break
-            folder.rmdir()
+    with folder_for_writing(run_dir), exclusive_lock(Path(run_dir) / LOCK_FILE, f"run {run_dir}"):
+        remove_temporaries(run_dir)  # what a killed writer of this run left half-written
+        yield
 
 
 NON_FINITE = "non_finite"  # the key that says which numbers were NaN or infinite (written as null)

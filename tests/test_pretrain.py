@@ -126,3 +126,28 @@ def test_the_committed_clean_weights_are_what_their_cards_and_the_readme_say():
         acc = card["accuracy"]
         assert f"| {acc['val_smoke']:.2f} / {acc['val_quick']:.2f} / {acc['val_paper']:.2f} | {acc['test']:.2f} |" \
             in row, (path, row)
+
+
+def test_a_second_pretraining_of_the_same_weights_is_refused_while_the_first_runs(tmp_path):
+    """Two `harness pretrain` of one network into one folder would both continue the same
+    partial file: the second is refused in one line naming the first's pid, before loading
+    data, and leaves no folder behind; another network in the same folder is not blocked."""
+    import os
+
+    from harness import records
+
+    out = tmp_path / "new" / "weights"
+    out.mkdir(parents=True)
+    with records.exclusive_lock(out / ".resnet20-cifar10-clean.lock", "held by this test"):
+        second = run_cli("pretrain", "--model", "resnet20", "--data-dir", tmp_path / "no-data", "--epochs", "1",
+                         "--out", out)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert f"{out / 'resnet20-cifar10-clean'}.pt is being written by another process (pid {os.getpid()})" \
+            in second.stderr
+        other = run_cli("pretrain", "--model", "resnet32", "--data-dir", tmp_path / "no-data", "--epochs", "1",
+                        "--out", out)
+        assert other.returncode == 2 and "no-data does not exist" in other.stderr  # got as far as the data
+    assert sorted(p.name for p in out.iterdir()) == []  # the other's lock went with it
+    refused = run_cli("pretrain", "--model", "resnet20", "--data-dir", tmp_path / "no-data", "--epochs", "1",
+                      "--out", tmp_path / "made" / "weights")
+    assert refused.returncode == 2 and not (tmp_path / "made").exists()  # no folder left that it made
