@@ -21,8 +21,9 @@ GRACE_S = 5.0
 
 class progress(Iterator[T]):  # noqa: N801 - used like tqdm, as a function
     """Iterates ``items`` and reports on them. ``bar=True`` (a terminal): a tqdm bar that
-    disappears when done. ``bar=False``: on stderr, ``desc: running, k/n after 5 s`` once
-    the phase has run ``grace`` seconds, then such a line every ``heartbeat`` seconds, and
+    disappears when done. ``bar=False``: on stderr, ``desc: running, k/n after 5 s, about
+    10 s left`` (the time left at the pace so far, when ``n`` is known) once the phase has run
+    ``grace`` seconds, then such a line every ``heartbeat`` seconds, and
     ``desc: done`` at the end of a phase that printed. ``quiet=True``: nothing at all."""
 
     def __init__(self, items: Iterable[T], desc: str, *, bar: bool, total: int | None = None,
@@ -57,6 +58,10 @@ class progress(Iterator[T]):  # noqa: N801 - used like tqdm, as a function
             if now >= self.next_line:
                 self.next_line, self.printed = now + self.heartbeat, True
                 of = f"/{self.total}" if self.total else ""
-                self._line(f"running, {self.done}{of} after {now - self.start:.0f} s")
+                elapsed = now - self.start
+                # at the pace so far: long phases (a pretraining, a paper-budget fine-tune) run for hours
+                left = f", about {elapsed / self.done * (self.total - self.done):.0f} s left" \
+                    if self.total and self.done else ""
+                self._line(f"running, {self.done}{of} after {elapsed:.0f} s{left}")
         self.done += 1
         return item

@@ -23,9 +23,10 @@ def test_a_long_phase_prints_after_the_grace_and_then_every_heartbeat(monkeypatc
         clock.now += 20  # each step takes 20 s
     assert seen == list(range(10))
     lines = out.getvalue().splitlines()
-    # at 20 s (after the grace), then at 80 s and 140 s; and the end
-    assert lines == ["baseline: running, 1/10 after 20 s", "baseline: running, 4/10 after 80 s",
-                     "baseline: running, 7/10 after 140 s", "baseline: done in 200 s"]
+    # at 20 s (after the grace), then at 80 s and 140 s, each with the time left at the pace so far; and the end
+    assert lines == ["baseline: running, 1/10 after 20 s, about 180 s left",
+                     "baseline: running, 4/10 after 80 s, about 120 s left",
+                     "baseline: running, 7/10 after 140 s, about 60 s left", "baseline: done in 200 s"]
 
 
 def test_a_short_phase_and_a_quiet_one_print_nothing(monkeypatch):
