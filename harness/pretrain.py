@@ -109,6 +109,7 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
     run ``again``, which continues from there. The same file is written every
     ``checkpoint_every_s`` seconds (at an epoch boundary), so a killed training continues too."""
     t0 = time.perf_counter()
+    code = versions()  # this part's: the code loaded now is what trains, whatever is committed meanwhile
     family = registry.get("model", model_name)
     dataset = dataset or family.default_dataset
     dev = resolve_device(device)
@@ -137,16 +138,17 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
         _check_settings(partial, saved, settings)
         torch.manual_seed(derive_seed(seed, "init"))
         model = create_model(model_name, data.num_classes, data.input_shape, dataset, family=family).to(dev)
-        resume, earlier_s, parts = None, 0.0, 1
+        resume, earlier_s, parts, revisions = None, 0.0, 1, [code.get("git_sha")]
         if saved:
             model.load_state_dict(saved["model"])
             resume = TrainProgress(**saved["progress"])
             earlier_s, parts = saved["wall_time_s"], saved["parts"] + 1
+            revisions = saved.get("git_sha", [None] * saved["parts"]) + revisions  # none before 2026-12-05
 
         def save_progress(progress: TrainProgress) -> None:
             records.atomic_write_bytes(partial, _saved({
                 "settings": settings, "model": _host_state(model), "progress": progress.to_dict(), "parts": parts,
-                "wall_time_s": earlier_s + time.perf_counter() - t0}))
+                "git_sha": revisions, "wall_time_s": earlier_s + time.perf_counter() - t0}))
 
         try:  # a checkpoint a minute, so that a killed training loses at most that, and its epoch
             train(model, data, epochs, recipe=recipe, seed=derive_seed(seed, "pretrain"), device=dev, desc="pretrain",
@@ -167,11 +169,11 @@ def pretrain(model_name: str, dataset: str | None, data_dir: str | None, cache_d
                             for budget, split in vals.items() if split is not None},
                          "test": round(evaluate(model, data.test, data, dev)["accuracy"], 2)},
             "recipe": {"epochs": epochs, **dataclasses.asdict(recipe), "lr_at_128": lr, "seed": seed},
-            "command": sys.argv, "hardware": hardware(dev), "versions": versions(),
+            "command": sys.argv, "hardware": hardware(dev), "versions": code,
             "wall_time_s": round(earlier_s + time.perf_counter() - t0, 1),
         }
-        if parts > 1:  # the hardware is the last part's
-            card["parts"] = parts
+        if parts > 1:  # the hardware and the versions are the last part's; each part's commit:
+            card["parts"], card["parts_git_sha"] = parts, revisions
         records.atomic_write_json(Path(out) / f"{stem}.json", card)
         partial.unlink(missing_ok=True)
         return card

@@ -87,6 +87,8 @@ def test_pretraining_paused_by_its_time_limit_or_killed_continues_to_the_uninter
         assert result.returncode == 5, result.stderr
     card = json.loads((out / "resnet20-cifar10-clean.json").read_text())
     assert calls >= 3 and card["parts"] == calls and card["sha256"] == whole["sha256"]
+    # each part's commit (this checkout's, or None for an installed copy), the last one's versions
+    assert card["parts_git_sha"] == [card["versions"]["git_sha"]] * calls
     assert card["accuracy"] == whole["accuracy"]
     (out / "resnet20-cifar10-clean.partial.pt").write_bytes(b"cut short by a full disk")
     broken = run_cli(*command)
