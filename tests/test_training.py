@@ -1,6 +1,7 @@
 """The training engine (harness/training.py, harness/train_step.py): its augmentation, schedule, precision,
 distillation and side-by-side fine-tuning do what they claim."""
 
+import contextlib
 import copy
 import dataclasses
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from harness.api import DataSplits, TensorSplit
 from harness.config import BenchConfig
 from harness.errors import HarnessError
-from harness.train_step import MIN_CAPTURED_STEPS, Recipe, TrainStep, crop_flip, distillation_loss
+from harness.train_step import MIN_CAPTURED_STEPS, WARMUP_STEPS, Recipe, TrainStep, crop_flip, distillation_loss
 from harness.training import TrainingPaused, default_batch_size, lr_factor, resolve_precision, scaled_lr, train
 from conftest import seeded_resnet
 
@@ -190,6 +191,102 @@ def test_the_graph_ready_step_keeps_one_shape_and_address():
         assert {k: v.data_ptr() for k, v in step.batch.items()} == addresses
         assert torch.equal(step.batch["order"], batch["order"]) and float(step.lr) == pytest.approx(0.01)
     assert step.graph is None and not step.capture  # never captured off CUDA
+
+
+class FakeCuda:
+    """Just enough of torch.cuda for TrainStep's CUDA branch to run on a CPU: streams and
+    device contexts that do nothing, and a graph whose capture runs its body once (as a real
+    capture records it and the first replay runs it) and whose later replays run the step
+    again from its fixed buffers, which is what a replayed graph computes."""
+
+    def __init__(self, monkeypatch, fail=False):
+        self.step, self.fail, self.replays, self.captures, self.restored = None, fail, 0, [], []
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        self.default = Stream()
+        fake = self
+
+        class Graph:
+            first = True
+
+            def replay(self):
+                fake.replays += 1
+                if self.first:  # the capture already ran this step
+                    self.first = False
+                    return
+                fake.step.opt.zero_grad(set_to_none=True)  # the graph writes its gradients afresh
+                fake.step.compute(fake.step.batch)
+
+        @contextlib.contextmanager
+        def graph(g, stream=None, capture_error_mode="global"):
+            fake.captures.append({"stream": stream, "mode": capture_error_mode,
+                                  "capturable": [grp.get("capturable") for grp in fake.step.opt.param_groups]})
+            if fake.fail:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            yield
+
+        for name, value in {"Stream": lambda device: Stream(), "current_stream": lambda device=None: self.default,
+                            "stream": lambda s: contextlib.nullcontext(), "device": lambda d: contextlib.nullcontext(),
+                            "CUDAGraph": Graph, "graph": graph, "synchronize": lambda device=None: None,
+                            "set_stream": self.restored.append}.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+
+
+def _steps(optimizer, capture, monkeypatch, fail=False, n=8):
+    """A graph-ready step over ``n`` fixed batches at changing rates: eagerly, or through
+    FakeCuda's capture and replays."""
+    data = small_cifar(n=64)
+    step = TrainStep(seeded_resnet().train(), data.train, data,
+                     Recipe(lr=0.05 if optimizer == "sgd" else 1e-3, batch_size=16, weight_decay=5e-4,
+                            optimizer=optimizer), 16, True, torch.contiguous_format, None, static=True,
+                     device=torch.device("cpu"))
+    fake = None
+    if capture:
+        fake = FakeCuda(monkeypatch, fail)
+        fake.step, step.capture = step, True  # as on CUDA
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        batch = {"order": torch.randperm(64, generator=g)[:16], "oy": torch.randint(0, 9, (16,), generator=g),
+                 "ox": torch.randint(0, 9, (16,), generator=g), "flip": torch.rand(16, generator=g) < 0.5}
+        step(batch, 0.05 * (1 - i / n))
+    return step, fake
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_capture_replays_what_the_graph_ready_step_computes(optimizer, monkeypatch):
+    """TrainStep's CUDA branch, run on a CPU with a fake torch.cuda: warm-up steps, one capture
+    on the step's own stream (Adam's family made capturable for it), then a replay per step
+    that reads the batch and the rate filled in just before, ending bit for bit where the
+    graph-ready step run eagerly does. A replay before the buffers are filled, a capture per
+    step or a stale learning rate would end elsewhere."""
+    eager, _ = _steps(optimizer, False, monkeypatch)
+    captured, fake = _steps(optimizer, True, monkeypatch)
+    assert fake.replays == 8 - WARMUP_STEPS and len(fake.captures) == 1 and captured.graph is not None
+    assert fake.captures[0]["stream"] is captured.side and fake.captures[0]["mode"] == "thread_local"
+    assert fake.captures[0]["capturable"] == ([True] if optimizer == "adamw" else [None])
+    for (name, a), b in zip(state_of(eager.model).items(), state_of(captured.model).values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_failed_capture_trains_on_eagerly_and_the_process_captures_no_more(monkeypatch, capsys):
+    """PyTorch cannot recover a failed capture: one warning, the stream that was current
+    restored, AdamW's capturable flag reset, the step trained eagerly to the graph-ready
+    step's weights, and no later step of the process tries to capture."""
+    from harness import train_step
+
+    monkeypatch.setattr(train_step, "_CAPTURE_FAILED", set())
+    eager, _ = _steps("adamw", False, monkeypatch)
+    failed, fake = _steps("adamw", True, monkeypatch, fail=True)
+    assert len(fake.captures) == 1 and fake.replays == 0 and failed.graph is None and not failed.capture
+    assert fake.restored == [fake.default] and [g["capturable"] for g in failed.opt.param_groups] == [False]
+    assert capsys.readouterr().err.count("CUDA graph capture failed (RuntimeError: operation not permitted") == 1
+    for (name, a), b in zip(state_of(eager.model).items(), state_of(failed.model).values()):
+        assert torch.equal(a, b), name
+    later, fake = _steps("sgd", True, monkeypatch, n=WARMUP_STEPS + 2)
+    assert fake.captures == [] and not later.capture and "capture failed" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("graph_ready", [False, True])
