@@ -14,8 +14,12 @@ candidates, fine-tunes, similarities, the oracle) sized to take about a minute, 
 the code still computes what it recorded. A leaderboard row takes tens of minutes, more than
 CI's 20 allow. Only the same arithmetic gives the same bits: a run trained in bf16 on a CPU
 with native bf16 (AVX512-BF16 or AMX), like the Table III rows, is refused on a CPU that
-emulates it (different rounding, and about 6x slower), and CUDA runs are refused here. Paths
-in the config, such as ../shared, are read from the project's root.
+emulates it (different rounding, and about 6x slower), and CUDA runs are refused here.
+Other instruction sets give other fp32 bits too (oneDNN picks other kernels on an AVX-512 CPU
+than on an AVX2 one): a record that says which it computed with (``hardware.isa``) is run again
+capped at it (harness.training.isa_caps, so an AVX-512 CPU reproduces an AVX2 record), and
+refused on a CPU without it. Paths in the config, such as ../shared, are read from the
+project's root.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +50,7 @@ def main():
     from harness import records
     from harness.run import run_bench
     from harness.config import BenchConfig
-    from harness.training import cpu_has_fast_bf16
+    from harness.training import CPU_ISAS, cpu_has_fast_bf16, cpu_isa, isa_caps
 
     committed = Path(args.run)
     record = records.read_config(committed)
@@ -58,6 +63,14 @@ def main():
               "about 6x slower), so it cannot give the same numbers: rerun it on a CPU with AVX512-BF16 or AMX, "
               "or rerun an fp32 run such as benchmarks/results/rerun-cpu/*", file=sys.stderr)
         sys.exit(2)
+    isa = record["hardware"].get("isa")
+    if isa and CPU_ISAS.index(cpu_isa(capped=False)) < CPU_ISAS.index(isa):
+        print(f"{committed} computed with {isa}, which this CPU lacks (its widest is {cpu_isa(capped=False)}), so it "
+              f"cannot give the same numbers: rerun it on a CPU with {isa} or wider", file=sys.stderr)
+        sys.exit(2)
+    if isa and any(os.environ.get(k) != v for k, v in isa_caps(isa).items()):
+        # torch picks its kernels when it loads: start again with the caps set
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **isa_caps(isa)})
     torch.set_num_threads(record["hardware"]["threads"])  # the arithmetic depends on it
     work = Path(tempfile.mkdtemp(prefix="rerun-"))
     cfg = BenchConfig.from_dict(record["config"])
@@ -76,7 +89,8 @@ def main():
             print(f"{what} differs from the committed record:", file=sys.stderr)
             print("\n".join(list(difflib.unified_diff(a, b, "committed", "rerun", lineterm=""))[:80]), file=sys.stderr)
     rows = records.read_iterations(run_dir)
-    print(f"rerun of {committed.name} in {seconds:.0f} s ({record['hardware']['threads']} thread(s)): "
+    print(f"rerun of {committed.name} in {seconds:.0f} s ({record['hardware']['threads']} thread(s), "
+          f"{isa or 'instruction set unrecorded, ' + cpu_isa()}): "
           f"{len(rows) - 1} iterations, decision path {records.read_result(run_dir)['decision_path_all']}, "
           f"{'identical to' if ok else 'DIFFERENT from'} the committed records (wall times aside)")
     sys.exit(0 if ok else 1)

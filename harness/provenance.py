@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from harness import records, schema
+from harness.training import cpu_isa
 from harness.version import __version__
 
 PACKAGE = Path(__file__).resolve().parent  # the harness package that runs
@@ -53,6 +54,8 @@ def hardware(device: torch.device) -> schema.Hardware:
         except OSError:
             pass
     out = schema.Hardware(device=device.type, name=name, threads=torch.get_num_threads())
+    if device.type == "cpu":  # the same fp32 run computes other bits under another instruction set
+        out["isa"] = cpu_isa()
     if os.environ.get(records.NODE_ENV):  # a Ray task: the node that started the run
         out["node"] = os.environ[records.NODE_ENV]
     return out

@@ -211,6 +211,7 @@ class Hardware(TypedDict, total=False):
     device: str  # "cpu" or "cuda"
     name: str  # the GPU's or CPU's model name
     threads: int
+    isa: str  # a CPU's widest instruction set the run computed with (harness.training.CPU_ISAS)
     node: str  # a Ray task's node
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 import weakref
 from dataclasses import dataclass
@@ -54,16 +55,50 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- hardware choices
+# The widest instruction set a CPU computes with, narrowest first: each computes all before it.
+# ATen's vectorised kernels, oneDNN's (convolutions) and MKL's (matrix products) pick their
+# kernels by it, so the same fp32 training gives other bits under another one.
+CPU_ISAS = ("DEFAULT", "AVX2", "AVX512", "AVX512-BF16", "AMX")
+_ONEDNN_ISA = {"DEFAULT": "SSE41", "AVX2": "AVX2", "AVX512": "AVX512_CORE", "AVX512-BF16": "AVX512_CORE_BF16",
+               "AMX": "AVX512_CORE_AMX"}
+
+
+def isa_caps(isa: str) -> dict[str, str]:
+    """The environment that makes a process started with it compute as on a CPU whose widest
+    instruction set is ``isa`` (one of CPU_ISAS), on a CPU with that one or a wider one."""
+    wide = CPU_ISAS.index(isa) >= CPU_ISAS.index("AVX512")
+    return {"ATEN_CPU_CAPABILITY": "avx512" if wide else isa.lower(), "ONEDNN_MAX_CPU_ISA": _ONEDNN_ISA[isa],
+            "MKL_ENABLE_INSTRUCTIONS": {"DEFAULT": "SSE4_2", "AVX2": "AVX2"}.get(isa, "AVX512")}
+
+
 @functools.lru_cache(maxsize=None)
+def cpu_isa(capped: bool = True) -> str:
+    """This CPU's widest instruction set (one of CPU_ISAS), from its flags; ``capped``: as this
+    process computes, lowered by the variables of isa_caps where they are set."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        flags = set()
+    level = next((i for i, needs in reversed(list(enumerate(("", "avx2", "avx512f", "avx512_bf16", "amx_bf16"))))
+                  if not needs or needs in flags), 0)
+    if capped:
+        onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+        for i in reversed(range(len(CPU_ISAS))):  # longest name first: AVX512_CORE_BF16 before AVX512_CORE
+            if onednn.startswith(_ONEDNN_ISA[CPU_ISAS[i]]):
+                level = min(level, i)
+                break
+        if onednn in ("SSE41", "AVX"):
+            level = 0
+        aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+        level = min(level, {"default": 0, "avx2": 1}.get(aten, level))
+    return CPU_ISAS[level]
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return CPU_ISAS.index(cpu_isa()) >= CPU_ISAS.index("AVX512-BF16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
