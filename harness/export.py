@@ -169,7 +169,7 @@ def export_run(run_dir: Path, fmt: str, iteration: int | None = None, out: Path 
         report["inputs_from"] = "random"
     else:
         net = load_model(path, "cpu")
-        # the run's own cache when this machine has it (the data set's unpacked files), else this machine's
+        # the run's own cache when this machine has it (the decoded data set), else this machine's
         cache = cfg.cache_dir if cfg.cache_dir and os.path.isdir(cfg.cache_dir) else default_cache_dir()
         data = load_data(dataclasses.replace(cfg, cache_dir=cache))
         report = export_checked(net, data.mean, data.std, data.test.images[:samples], fmt, out)

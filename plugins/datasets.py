@@ -4,8 +4,8 @@ reporting only."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +35,12 @@ def hold_out(images: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[Tensor
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def _decode(path: Path, shown: str) -> np.ndarray:
+def _decode(source: Path | bytes, shown: str) -> np.ndarray:
+    """An image file, or an archive member's bytes, as uint8 (H, W, 3)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise HarnessError(f"corrupt image {shown} ({first_line(exc, 120)}); remove or replace it") from None
@@ -68,9 +69,43 @@ def read_image_folder(root: Path, shown_from: Path | None = None) -> tuple[torch
     for label, (cls, names) in enumerate(image_files(root).items()):
         files += [root / cls / f for f in names]
         labels += [label] * len(names)
-    shown = [os.path.relpath(f, base) for f in files]
+    return decode_images(files, labels, [os.path.relpath(f, base) for f in files])
+
+
+def read_image_archive(archive: Path, split: str) -> dict[str, dict[str, bytes]]:
+    """``{class: {file name: bytes}}`` of the ``split/<class>/*.jpg|png`` members of a tar
+    archive, read without unpacking it (writing CIFAR-10's 60,000 files cost more than
+    decoding them); the same images, in the same order, as the unpacked tree's image_files."""
+    import tarfile
+    import zlib
+
+    classes: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                parts = [part for part in member.name.split("/") if part not in ("", ".")]
+                if len(parts) < 2 or parts[0] != split or parts[1].startswith("."):
+                    continue
+                if member.isdir() and len(parts) == 2:
+                    classes.setdefault(parts[1], {})
+                elif member.isfile() and len(parts) == 3 and parts[2].lower().endswith(IMAGE_SUFFIXES):
+                    classes.setdefault(parts[1], {})[parts[2]] = tar.extractfile(member).read()
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+        raise HarnessError(f"cannot read {archive}: {first_line(exc)}") from None
+    if not classes:
+        raise HarnessError(f"{archive} holds no class folders (it needs {split}/<class>/*.jpg)")
+    empty = sorted(cls for cls, images in classes.items() if not images)
+    if empty:
+        raise HarnessError(f"{archive} has no images (.jpg, .jpeg, .png) in class folder{'s' * (len(empty) > 1)} "
+                           f"{', '.join(f'{split}/{cls}' for cls in empty[:5])}{' ...' if len(empty) > 5 else ''}")
+    return {cls: dict(sorted(classes[cls].items())) for cls in sorted(classes)}
+
+
+def decode_images(sources: list, labels: list[int], shown: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image files or bytes -> uint8 (N, 3, H, W) and their labels; an image that does not
+    decode, or whose size differs from the others, is named (``shown``) in a one-line error."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arrays = list(pool.map(_decode, files, shown, chunksize=256))
+        arrays = list(pool.map(_decode, sources, shown, chunksize=256))
     sizes = {}
     for a in arrays:
         sizes[a.shape] = sizes.get(a.shape, 0) + 1
@@ -126,7 +161,8 @@ def _remove_stale(folder: Path, pattern: str, keep: Path | None = None) -> list[
 
 
 def _remove_dead_temporaries(folder: Path) -> None:
-    """``.<name>-<pid>`` folders of processes that died unpacking or removing a stale entry."""
+    """``.<name>-<pid>`` folders of processes that died removing a stale entry (or, in earlier
+    versions, unpacking archives)."""
     for tmp in folder.glob(".*-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
@@ -173,6 +209,31 @@ def _partial_layout(root: Path) -> str | None:
     return None
 
 
+SPLITS = ("train", "test")
+
+
+def _same_classes(root: Path, classes: dict[str, list[str]]) -> None:
+    if classes["train"] != classes["test"]:
+        raise HarnessError(f"{root}/train and {root}/test have different class folders "
+                           f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})")
+
+
+def _cached(cache: Path, read) -> dict:
+    """What ``read()`` gives, kept in ``cache`` (a torch file) for the next load."""
+    if cache.exists():
+        try:
+            return torch.load(cache, weights_only=True)
+        except Exception:
+            pass  # a broken cache is rebuilt below
+    from harness.api import write_file_atomically
+
+    data = read()
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    write_file_atomically(cache, buf.getvalue())
+    return data
+
+
 class Cifar10(Dataset):
     name = "cifar10"
     description = "CIFAR-10: torchvision's files (downloaded if needed) or an image-folder tree with train/ and test/"
@@ -182,25 +243,44 @@ class Cifar10(Dataset):
     def _image_folder(self, root: Path, cache_dir: str):
         key = _path_key(root)
         cache = Path(cache_dir) / "datasets" / f"cifar10-folder-{key}-{_content_key(_folder_files(root))}.pt"
-        if cache.exists():
-            try:
-                return torch.load(cache, weights_only=True)
-            except Exception:
-                pass  # a broken cache is rebuilt below
-        from harness.api import write_file_atomically
-        import io
 
-        data = {}
-        classes = {split: list(image_files(root / split)) for split in ("train", "test")}
-        if classes["train"] != classes["test"]:
-            raise HarnessError(f"{root}/train and {root}/test have different class folders "
-                               f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})")
-        for split in ("train", "test"):
-            data[split] = read_image_folder(root / split, shown_from=root)
-        buf = io.BytesIO()
-        torch.save(data, buf)
-        write_file_atomically(cache, buf.getvalue())
+        def read():
+            classes = {split: list(image_files(root / split)) for split in SPLITS}
+            _same_classes(root, classes)
+            return {split: read_image_folder(root / split, shown_from=root) for split in SPLITS}
+
+        data = _cached(cache, read)
         _remove_stale(cache.parent, f"cifar10-folder-{key}-*.pt", keep=cache)
+        return data
+
+    def _archives(self, root: Path, cache_dir: str):
+        """``train.tar.gz`` and ``test.tar.gz`` (holding ``train/`` and ``test/``), decoded
+        straight from the archives once; the decoded images are cached."""
+        key = _path_key(root)
+        archives = [root / f"{split}.tar.gz" for split in SPLITS]
+        cache = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}-{_content_key(archives)}.pt"
+
+        def read():
+            members = {split: read_image_archive(archive, split) for split, archive in zip(SPLITS, archives)}
+            _same_classes(root, {split: list(classes) for split, classes in members.items()})
+            data = {}
+            for split, classes in members.items():
+                sources, labels, shown = [], [], []
+                for label, (cls, images) in enumerate(classes.items()):
+                    sources += images.values()
+                    labels += [label] * len(images)
+                    shown += [f"{split}.tar.gz:{split}/{cls}/{name}" for name in images]
+                data[split] = decode_images(sources, labels, shown)
+            jpeg = any(name.lower().endswith((".jpg", ".jpeg")) for images in members["test"].values() for name in images)
+            data["label"] = "CIFAR-10 (JPEG)" if jpeg else "CIFAR-10 (image folder)"
+            return data
+
+        data = _cached(cache, read)
+        # and what earlier versions left: the archives unpacked (cifar10-archives-<key>-<content>/)
+        # and those folders' decoded images
+        for old in _remove_stale(cache.parent, f"cifar10-archives-{key}-*", keep=cache):
+            if old.suffix != ".pt":
+                _remove_stale(cache.parent, f"cifar10-folder-{_path_key(old)}-*.pt")
         return data
 
     def _torchvision(self, root: Path):
@@ -219,39 +299,6 @@ class Cifar10(Dataset):
                            torch.tensor(ds.targets, dtype=torch.int64))
         return data
 
-    def _unpack(self, root: Path, cache_dir: str) -> Path:
-        """``train.tar.gz`` and ``test.tar.gz`` (each holding ``train/`` or ``test/``) are
-        unpacked once into the cache; returns the folder holding ``train/`` and ``test/``."""
-        import tarfile
-
-        key = _path_key(root)
-        archives = [root / f"{split}.tar.gz" for split in ("train", "test")]
-        out = Path(cache_dir) / "datasets" / f"cifar10-archives-{key}-{_content_key(archives)}"
-        if out.is_dir():
-            _remove_dead_temporaries(out)
-        for split in ("train", "test"):
-            if not (out / split / ".complete").exists():
-                tmp = out / f".{split}-{os.getpid()}"
-                try:
-                    try:
-                        with tarfile.open(root / f"{split}.tar.gz") as tar:
-                            tar.extractall(tmp, filter="data")
-                    except (OSError, tarfile.TarError) as exc:
-                        raise HarnessError(f"cannot unpack {root / f'{split}.tar.gz'}: {first_line(exc)}") from None
-                    if not (tmp / split).is_dir():
-                        raise HarnessError(f"{root / f'{split}.tar.gz'} holds no {split}/ folder")
-                    (tmp / split / ".complete").touch()
-                    if not (out / split / ".complete").exists():  # another process may have won the race
-                        shutil.rmtree(out / split, ignore_errors=True)
-                        os.replace(tmp / split, out / split)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    with contextlib.suppress(OSError):
-                        out.rmdir()  # only when empty: a refused archive leaves nothing behind
-        for old in _remove_stale(out.parent, f"cifar10-archives-{key}-*", keep=out):
-            _remove_stale(out.parent, f"cifar10-folder-{_path_key(old)}-*.pt")  # its decoded images
-        return out
-
     def load(self, data_dir, cache_dir, calib_size):
         root = Path(data_dir) if data_dir else Path(cache_dir) / "data"
         if data_dir and root.exists() and not root.is_dir():
@@ -268,8 +315,9 @@ class Cifar10(Dataset):
         if partial:  # half of a data set is no reason to try the network: say what is there
             raise HarnessError(f"data directory {root} {partial}")
         if not (root / "train").is_dir() and (root / "train.tar.gz").is_file() and (root / "test.tar.gz").is_file():
-            root = self._unpack(root, cache_dir)
-        if (root / "train").is_dir() and (root / "test").is_dir():
+            data = self._archives(root, cache_dir)
+            label = data["label"]
+        elif (root / "train").is_dir() and (root / "test").is_dir():
             data = self._image_folder(root, cache_dir)
             # JPEG-recompressed CIFAR-10 is a different test set: never mix its figures with the originals
             label = "CIFAR-10 (JPEG)" if _has_jpeg(root / "test") else "CIFAR-10 (image folder)"

@@ -267,7 +267,9 @@ def test_a_killed_writers_temporary_files_are_removed_on_the_next_start(in_tmp):
     assert not list(run.rglob("*.tmp"))
 
 
-def test_an_unpacking_folder_of_a_dead_process_is_removed(in_tmp, image_tree):
+def test_a_removal_claimed_by_a_dead_process_is_finished(in_tmp, image_tree):
+    """A process killed while removing a stale cache entry leaves its claim (the entry renamed
+    ``.<name>-<pid>``); the next load that writes the cache removes it."""
     import subprocess
     import tarfile
 
@@ -279,13 +281,14 @@ def test_an_unpacking_folder_of_a_dead_process_is_removed(in_tmp, image_tree):
     result = harness("bench", "--model", "resnet20", "--data-dir", ".", "--budget", "smoke", "--calib-size", "4",
                      "--val-size", "4", "--iterations", "0", "--scratch-epochs", "0", "--name", "a")
     assert result.exit_code == 0, result.output
-    unpacked = next((in_tmp / "cache" / "datasets").glob("cifar10-archives-*"))
-    (unpacked / f".train-{dead.pid}" / "train").mkdir(parents=True)  # as a killed unpacker leaves it
-    shutil.rmtree(unpacked / "test")  # so that the next run unpacks again
+    datasets = in_tmp / "cache" / "datasets"
+    (decoded,) = datasets.glob("cifar10-archives-*.pt")
+    (datasets / f".cifar10-archives-old-{dead.pid}" / "train").mkdir(parents=True)  # as a killed remover leaves it
+    decoded.unlink()  # so that the next run decodes and writes the cache again
     result = harness("bench", "--model", "resnet20", "--data-dir", ".", "--budget", "smoke", "--calib-size", "4",
                      "--val-size", "4", "--iterations", "0", "--scratch-epochs", "0", "--name", "b")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in unpacked.iterdir()) == ["test", "train"]
+    assert [p.name for p in datasets.iterdir()] == [decoded.name]
 
 
 # ---------------------------------------------------------------- one writer per run and per sweep
@@ -381,7 +384,7 @@ def test_a_refused_archive_leaves_nothing_in_the_cache(in_tmp):
             info = tarfile.TarInfo("../escape.txt")
             info.size = 2
             tar.addfile(info, io.BytesIO(b"x\n"))
-    one_line(bench_on("arch"), "cannot unpack arch/train.tar.gz", "would be extracted to")
+    one_line(bench_on("arch"), "arch/train.tar.gz holds no class folders (it needs train/<class>/*.jpg)")
     assert not (in_tmp / "escape.txt").exists()
     assert files_under(in_tmp / "cache") in ([], ["datasets"]) and files_under(in_tmp / "runs") == []
 
