@@ -212,9 +212,9 @@ def _partial_layout(root: Path) -> str | None:
 SPLITS = ("train", "test")
 
 
-def _same_classes(root: Path, classes: dict[str, list[str]]) -> None:
+def _same_classes(where: tuple[Path, Path], classes: dict[str, list[str]]) -> None:
     if classes["train"] != classes["test"]:
-        raise HarnessError(f"{root}/train and {root}/test have different class folders "
+        raise HarnessError(f"{where[0]} and {where[1]} have different class folders "
                            f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})")
 
 
@@ -246,7 +246,7 @@ class Cifar10(Dataset):
 
         def read():
             classes = {split: list(image_files(root / split)) for split in SPLITS}
-            _same_classes(root, classes)
+            _same_classes((root / "train", root / "test"), classes)
             return {split: read_image_folder(root / split, shown_from=root) for split in SPLITS}
 
         data = _cached(cache, read)
@@ -262,7 +262,7 @@ class Cifar10(Dataset):
 
         def read():
             members = {split: read_image_archive(archive, split) for split, archive in zip(SPLITS, archives)}
-            _same_classes(root, {split: list(classes) for split, classes in members.items()})
+            _same_classes(tuple(archives), {split: list(classes) for split, classes in members.items()})
             data = {}
             for split, classes in members.items():
                 sources, labels, shown = [], [], []

@@ -154,3 +154,23 @@ def test_processes_replacing_the_same_stale_cache_at_once_all_succeed(tmp_path):
     # nothing left in the cache but the new decoded images
     left = sorted(p.name for p in (cache / "datasets").iterdir())
     assert len(left) == 1 and left[0].startswith("cifar10-archives-") and left[0] != decoded.name, left
+
+
+def test_archives_with_other_classes_in_train_and_test_are_named(tmp_path):
+    import pytest
+
+    from harness.errors import HarnessError
+
+    data_dir = tmp_path / "packed"
+    data_dir.mkdir()
+    pack(data_dir, "train", 2)
+    with tarfile.open(data_dir / "test.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("test/dog/0000.jpg")
+        data = jpeg(10)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(HarnessError) as refused:
+        registry.get("dataset", "cifar10").load(str(data_dir), str(tmp_path / "cache"), 2)
+    assert str(refused.value) == (f"{data_dir / 'train.tar.gz'} and {data_dir / 'test.tar.gz'} have different class "
+                                  "folders (airplane, cat vs dog)")
+    assert not (tmp_path / "cache" / "datasets").exists() or not list((tmp_path / "cache" / "datasets").iterdir())
