@@ -68,9 +68,10 @@ def main():
         print(f"{committed} computed with {isa}, which this CPU lacks (its widest is {cpu_isa(capped=False)}), so it "
               f"cannot give the same numbers: rerun it on a CPU with {isa} or wider", file=sys.stderr)
         sys.exit(2)
-    if isa and any(os.environ.get(k) != v for k, v in isa_caps(isa).items()):
+    caps = isa_caps(isa) if isa else {}
+    if any(os.environ.get(k) != v for k, v in caps.items()):
         # torch picks its kernels when it loads: start again with the caps set
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **isa_caps(isa)})
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **caps})
     torch.set_num_threads(record["hardware"]["threads"])  # the arithmetic depends on it
     work = Path(tempfile.mkdtemp(prefix="rerun-"))
     cfg = BenchConfig.from_dict(record["config"])

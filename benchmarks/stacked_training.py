@@ -88,49 +88,33 @@ class StackedStep:
         torch._foreach_add_(w, self.momentum, alpha=-LR)
 
 
-def gradient_errors(models, batch) -> list[tuple[str, float, float]]:
-    """Each parameter tensor's gradient error against float64 (on the CPU), relative to its
-    norm, both ways: (copy and name, stacked error, one-by-one error). Stacking runs other
-    kernels (vmap makes each convolution a grouped one), so its gradients are right where its
-    error is of the size of the one-by-one error."""
+def gradient_errors(models, batch) -> tuple[list[tuple[str, float, float]], list[tuple[float, float]]]:
+    """Gradient errors against float64 (on the CPU), relative to the exact gradient's norm, both
+    ways: per parameter tensor (copy and name, stacked error, one-by-one error), and per copy
+    over the whole gradient (every parameter's as one vector: stacked, one by one), which a
+    near-zero gradient of one tensor cannot make large. Stacking runs other kernels (vmap makes
+    each convolution a grouped one), so its gradients are right where its error is of the size
+    of the one-by-one error."""
     x, y = batch
     step = StackedStep(models, contextlib.nullcontext)
     grads, _ = step.grads(step.params, step.buffers, x, y)
-    rows = []
+    rows, whole = [], []
     for i, model in enumerate(models):
         exact = copy.deepcopy(model).cpu().double()
         F.cross_entropy(exact(x[i].cpu().double()), y[i].cpu()).backward()
         single = copy.deepcopy(model)
         F.cross_entropy(single(x[i]), y[i]).backward()
         mine = dict(single.named_parameters())
+        sums = [0.0, 0.0, 0.0]  # squared norms: exact, stacked error, one-by-one error
         for name, p in exact.named_parameters():
-            norm = float(p.grad.norm()) or 1.0
-            rows.append((f"copy {i} {name}", float((grads[name][i].cpu().double() - p.grad).norm()) / norm,
-                         float((mine[name].grad.cpu().double() - p.grad).norm()) / norm))
-    return rows
-
-
-def whole_gradient_errors(models, batch) -> list[tuple[float, float]]:
-    """Per copy, the error of the whole gradient (every parameter's, as one vector) against
-    float64, relative to its norm: (stacked, one by one). Unlike the per-tensor errors, a
-    near-zero gradient of one tensor cannot make it large."""
-    x, y = batch
-    step = StackedStep(models, contextlib.nullcontext)
-    grads, _ = step.grads(step.params, step.buffers, x, y)
-    out = []
-    for i, model in enumerate(models):
-        exact = copy.deepcopy(model).cpu().double()
-        F.cross_entropy(exact(x[i].cpu().double()), y[i].cpu()).backward()
-        single = copy.deepcopy(model)
-        F.cross_entropy(single(x[i]), y[i]).backward()
-        mine = dict(single.named_parameters())
-        names = [name for name, _ in exact.named_parameters()]
-        g64 = torch.cat([p.grad.flatten() for p in exact.parameters()])
-        norm = float(g64.norm()) or 1.0
-        stacked_g = torch.cat([grads[n][i].cpu().double().flatten() for n in names])
-        single_g = torch.cat([mine[n].grad.cpu().double().flatten() for n in names])
-        out.append((float((stacked_g - g64).norm()) / norm, float((single_g - g64).norm()) / norm))
-    return out
+            stacked_error = float((grads[name][i].cpu().double() - p.grad).norm())
+            single_error = float((mine[name].grad.cpu().double() - p.grad).norm())
+            norm = float(p.grad.norm())
+            rows.append((f"copy {i} {name}", stacked_error / (norm or 1.0), single_error / (norm or 1.0)))
+            sums = [sums[0] + norm ** 2, sums[1] + stacked_error ** 2, sums[2] + single_error ** 2]
+        whole_norm = sums[0] ** 0.5 or 1.0
+        whole.append((sums[1] ** 0.5 / whole_norm, sums[2] ** 0.5 / whole_norm))
+    return rows, whole
 
 
 def stacked(models, batches, autocast) -> tuple[float, StackedStep]:
@@ -193,8 +177,7 @@ def main() -> None:
     one_by_one([copy.deepcopy(m) for m in models], warm, autocast)
     stacked([copy.deepcopy(m) for m in models], warm, autocast)
 
-    errors = gradient_errors(models, batches[0])
-    whole = whole_gradient_errors(models, batches[0])
+    errors, whole = gradient_errors(models, batches[0])
     # off: 10x the one-by-one error of the same tensor and above 1e-4 (plain fp32 sums stay near 1e-6)
     off = sorted((e for e in errors if e[1] > max(10 * e[2], 1e-4)), key=lambda e: -e[1])
     t_one = one_by_one([copy.deepcopy(m) for m in models], batches, autocast)

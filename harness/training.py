@@ -80,16 +80,15 @@ def cpu_isa(capped: bool = True) -> str:
             flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
         flags = set()
-    level = next((i for i, needs in reversed(list(enumerate(("", "avx2", "avx512f", "avx512_bf16", "amx_bf16"))))
-                  if not needs or needs in flags), 0)
+    # the flag that marks each set after DEFAULT; a CPU with one has the ones before it
+    level = max((i for i, flag in enumerate(("avx2", "avx512f", "avx512_bf16", "amx_bf16"), 1) if flag in flags),
+                default=0)
     if capped:
         onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-        for i in reversed(range(len(CPU_ISAS))):  # longest name first: AVX512_CORE_BF16 before AVX512_CORE
-            if onednn.startswith(_ONEDNN_ISA[CPU_ISAS[i]]):
-                level = min(level, i)
-                break
-        if onednn in ("SSE41", "AVX"):
-            level = 0
+        # widest first, so that AVX512_CORE_BF16 is not read as AVX512_CORE; AVX is below AVX2
+        cap = 0 if onednn == "AVX" else next((i for i in reversed(range(len(CPU_ISAS)))
+                                              if onednn.startswith(_ONEDNN_ISA[CPU_ISAS[i]])), level)
+        level = min(level, cap)
         aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
         level = min(level, {"default": 0, "avx2": 1}.get(aten, level))
     return CPU_ISAS[level]

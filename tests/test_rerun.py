@@ -3,6 +3,7 @@ anything, the runs this machine cannot reproduce bit for bit."""
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 
@@ -84,7 +85,7 @@ def test_the_caps_lower_the_instruction_set_a_process_computes_with(monkeypatch)
     if training.cpu_isa(capped=False) == "DEFAULT":
         pytest.skip("this CPU has no AVX2")
     probe = "import torch; from harness.training import cpu_isa; print(cpu_isa(), torch.backends.cpu.get_cpu_capability())"
-    env = {**__import__("os").environ, **training.isa_caps("AVX2")}
+    env = {**os.environ, **training.isa_caps("AVX2")}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "AVX2"]
     # read from the environment as the process sees it: a cap below native bf16 means bf16 is emulated
@@ -110,7 +111,6 @@ def test_a_run_computed_with_a_wider_instruction_set_than_this_cpu_has_is_refuse
 
 
 def test_a_run_is_started_again_capped_at_its_instruction_set(tmp_path, monkeypatch):
-    import os
 
     from harness import training
 
