@@ -111,7 +111,6 @@ def test_a_run_computed_with_a_wider_instruction_set_than_this_cpu_has_is_refuse
 
 
 def test_a_run_is_started_again_capped_at_its_instruction_set(tmp_path, monkeypatch):
-
     from harness import training
 
     class Exec(Exception):
