@@ -125,7 +125,7 @@ def test_processes_replacing_the_same_stale_cache_at_once_all_succeed(tmp_path):
     import subprocess
     import sys
 
-    from plugins.datasets import _path_key
+    from harness_plugins.datasets import _path_key
 
     data_dir, cache = tmp_path / "packed", tmp_path / "cache"
     data_dir.mkdir()
